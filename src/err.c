@@ -26,7 +26,14 @@ int lb_err_prefix(struct lb_err *err, const char *fmt, ...)
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     char tmp[LB_ERR_MSG_CAP];
-    snprintf(tmp, sizeof tmp, "%s: %s", head, err->msg);
+    size_t n_head = strlen(head);
+    if (n_head > sizeof tmp - 3) n_head = sizeof tmp - 3;
+    memcpy(tmp, head, n_head);
+    memcpy(tmp + n_head, ": ", 2);
+    size_t n_msg = strnlen(err->msg, sizeof err->msg);
+    if (n_msg > sizeof tmp - n_head - 3) n_msg = sizeof tmp - n_head - 3;
+    memcpy(tmp + n_head + 2, err->msg, n_msg);
+    tmp[n_head + 2 + n_msg] = 0;
     memcpy(err->msg, tmp, sizeof tmp);
     return err->status ? err->status : LB_E_INTERNAL;
 }
