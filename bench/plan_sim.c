@@ -25,6 +25,9 @@
 #define RANK_BYTES 5242880ull
 #define LOAD_BYTES_PER_STEP 750000000ull
 #define JITTER 50
+#ifndef SLACK
+#define SLACK LB_PLAN_DRAIN_SLACK_DEFAULT
+#endif
 
 static void counts(int n_ad, int zipf, int64_t *out)
 {
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
                 struct lb_plan_input in = {
                     .n_adapters = n_ad, .adapters = ads, .n_units = n_units, .units = units,
                     .gpu_adapter_slots = slots[is], .max_seqs = MAX_SEQS, .max_batch_tokens = MAX_BATCH_TOKENS,
-                    .load_bytes_per_step = LOAD_BYTES_PER_STEP,
+                    .load_bytes_per_step = LOAD_BYTES_PER_STEP, .drain_slack_pct = SLACK,
                 };
                 struct lb_plan p[2];
                 struct lb_plan_sim sim[2];

@@ -27,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SLOT_FREE = 0, SLOT_LOADING, SLOT_RESIDENT };
+/* DRAINING: all sequences of the occupant retired in the nominal timeline, but the builder keeps
+ * the slot until drain_slack_pct more of their durations have passed (slot_ready = release). */
+enum { SLOT_FREE = 0, SLOT_LOADING, SLOT_RESIDENT, SLOT_DRAINING };
 
 struct sim {
     /* config */
@@ -40,11 +42,13 @@ struct sim {
     int64_t *load_steps;             /* owned [na] */
     uint64_t seed;
     int32_t jitter_pct;
+    int32_t slack_pct;               /* build only: drain slack, see lb_plan_input */
     /* per adapter [na + 1] */
     int64_t *rem;                    /* owned: records not admitted yet */
     int64_t *inflight;               /* owned: seats held */
     int32_t *slot_of;                /* owned: current slot, -1 */
     int64_t *load_seq;               /* owned: when loaded (FIFO pick) */
+    int64_t *release_at;             /* owned: latest admit + dur * (1 + slack) of its records */
     int64_t total_rem;
     /* build: per adapter unit lists (CSR) and cursor */
     int64_t *ad_ptr;                 /* owned [na + 2] */
@@ -79,6 +83,7 @@ struct sim {
 static void sim_free(struct sim *s)
 {
     free(s->load_steps); free(s->rem); free(s->inflight); free(s->slot_of); free(s->load_seq);
+    free(s->release_at);
     free(s->ad_ptr); free(s->ad_units); free(s->cur_pos); free(s->cur_off); free(s->pend);
     free(s->slot_occ); free(s->slot_state); free(s->slot_ready); free(s->h_end); free(s->h_ad);
     free(s->out_runs); free(s->out_loads);
@@ -154,12 +159,13 @@ static int sim_alloc(struct sim *s)
     s->inflight = zalloc(na1, sizeof *s->inflight);
     s->slot_of = zalloc(na1, sizeof *s->slot_of);
     s->load_seq = zalloc(na1, sizeof *s->load_seq);
+    s->release_at = zalloc(na1, sizeof *s->release_at);
     s->slot_occ = zalloc(s->n_slots, sizeof *s->slot_occ);
     s->slot_state = zalloc(s->n_slots, sizeof *s->slot_state);
     s->slot_ready = zalloc(s->n_slots, sizeof *s->slot_ready);
     s->h_end = zalloc(s->max_seqs, sizeof *s->h_end);
     s->h_ad = zalloc(s->max_seqs, sizeof *s->h_ad);
-    if (!s->load_steps || !s->rem || !s->inflight || !s->slot_of || !s->load_seq || !s->slot_occ ||
+    if (!s->load_steps || !s->rem || !s->inflight || !s->slot_of || !s->load_seq || !s->release_at || !s->slot_occ ||
         !s->slot_state || !s->slot_ready || !s->h_end || !s->h_ad)
         return -1;
     for (int64_t a = 0; a < na1; a++) s->slot_of[a] = -1;
@@ -178,13 +184,16 @@ static int64_t sim_supply(const struct sim *s)
 }
 
 /* Build: which waiting adapter gets a free slot. pend is sorted by records desc (FILL) or by
- * index (FIFO). FILL: the largest when the resident supply cannot keep max_seqs seats busy
- * through about two slot turnovers, else the smallest (it turns over beside the filler). */
+ * index (FIFO). FILL: the largest when the resident adapters and base records hold fewer
+ * records than max_seqs (not enough to cover a slot turnover), else the smallest, which turns
+ * over beside the filler. The threshold was picked on bench/plan_sim.sh: 1x max_seqs beat
+ * 2x, 3x, 4x and 6x on the 4-slot Zipf workload (79.6% vs 72.7..75.2% replayed fill) and tied
+ * elsewhere. */
 static int32_t choose_load(struct sim *s)
 {
     if (s->pend_lo >= s->pend_hi) return -1;
     if (s->policy == LB_PLAN_POLICY_FIFO) return s->pend[s->pend_lo++];
-    if (sim_supply(s) < 2 * (int64_t)s->max_seqs) return s->pend[s->pend_lo++];
+    if (sim_supply(s) < (int64_t)s->max_seqs) return s->pend[s->pend_lo++];
     return s->pend[--s->pend_hi];
 }
 
@@ -322,12 +331,19 @@ static int sim_run(struct sim *s)
             if (--s->inflight[a] == 0 && s->rem[a] == 0 && a != s->na) {
                 int32_t sl = s->slot_of[a];
                 if (sl < 0) return -2;
-                s->slot_state[sl] = SLOT_FREE;
-                s->slot_of[a] = -1;
+                s->slot_state[sl] = SLOT_DRAINING;
+                s->slot_ready[sl] = s->release_at[a];
             }
         }
-        for (int32_t i = 0; i < s->n_slots; i++)
-            if (s->slot_state[i] == SLOT_LOADING && s->slot_ready[i] <= s->t) s->slot_state[i] = SLOT_RESIDENT;
+        for (int32_t i = 0; i < s->n_slots; i++) {
+            if (s->slot_ready[i] > s->t) continue;
+            if (s->slot_state[i] == SLOT_LOADING) {
+                s->slot_state[i] = SLOT_RESIDENT;
+            } else if (s->slot_state[i] == SLOT_DRAINING) {
+                s->slot_state[i] = SLOT_FREE;
+                s->slot_of[s->slot_occ[i]] = -1;
+            }
+        }
         if (start_loads(s)) return -2;
 
         /* admit */
@@ -359,6 +375,8 @@ static int sim_run(struct sim *s)
             budget -= pe;
             int64_t dur = (g > 1 ? g : 1) + (p > s->mbt ? (p + s->mbt - 1) / s->mbt - 1 : 0);
             heap_push(s, s->t + dur, a);
+            int64_t rel = s->t + dur + (dur * s->slack_pct + 99) / 100;
+            if (rel > s->release_at[a]) s->release_at[a] = rel;
             s->inflight[a]++;
             s->rem[a]--;
             s->total_rem--;
@@ -371,7 +389,8 @@ static int sim_run(struct sim *s)
         int64_t tn = INT64_MAX;
         if (s->h_n > 0) tn = s->h_end[0];
         for (int32_t i = 0; i < s->n_slots; i++)
-            if (s->slot_state[i] == SLOT_LOADING && s->slot_ready[i] < tn) tn = s->slot_ready[i];
+            if ((s->slot_state[i] == SLOT_LOADING || s->slot_state[i] == SLOT_DRAINING) && s->slot_ready[i] < tn)
+                tn = s->slot_ready[i];
         if (blocked && n_adm > 0 && s->t + 1 < tn) tn = s->t + 1;
         if (tn == INT64_MAX || tn <= s->t) return -2;
         s->seat_steps += s->h_n * (tn - s->t);
@@ -413,6 +432,8 @@ static int check_input(const struct lb_plan_input *in, struct lb_err *err)
         return lb_err_set(err, LB_E_INPUT, "plan: max_batch_tokens must be >= 1, got %d", (int)in->max_batch_tokens);
     if (in->gpu_adapter_slots < 0)
         return lb_err_set(err, LB_E_INPUT, "plan: gpu_adapter_slots must be >= 0, got %d", (int)in->gpu_adapter_slots);
+    if (in->drain_slack_pct < 0 || in->drain_slack_pct > 1000)
+        return lb_err_set(err, LB_E_INPUT, "plan: drain_slack_pct must be in [0, 1000], got %d", (int)in->drain_slack_pct);
     if (in->policy != LB_PLAN_POLICY_FILL && in->policy != LB_PLAN_POLICY_FIFO)
         return lb_err_set(err, LB_E_INPUT, "plan: unknown policy %d", in->policy);
     char nb[32];
@@ -613,6 +634,7 @@ int lb_plan_build(const struct lb_plan_input *in, struct lb_plan *plan, struct l
     s.max_seqs = in->max_seqs;
     s.mbt = in->max_batch_tokens;
     s.policy = in->policy;
+    s.slack_pct = in->drain_slack_pct;
     s.units = plan->units;
     s.n_units = plan->n_units;
     if (sim_alloc(&s)) goto oom;

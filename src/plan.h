@@ -40,6 +40,7 @@
 #include "err.h"
 
 #define LB_PLAN_BASE (-1) /* adapter index of "no adapter" (base model) */
+#define LB_PLAN_DRAIN_SLACK_DEFAULT 25
 
 struct lb_plan_adapter {
     const char *name;  /* borrowed, may be NULL ("adapter <i>" is printed); copied into the plan */
@@ -86,6 +87,12 @@ struct lb_plan_input {
     size_t load_bytes_per_step; /* adapter bytes moved into a slot per engine step (estimate);
                                  * 0 = loads take no time */
     int policy;                 /* enum lb_plan_policy */
+    int32_t drain_slack_pct;    /* 0..1000: the planner reuses an adapter's slot only once this
+                                 * percentage of each of its records' estimated durations has
+                                 * passed beyond the estimate, so sequences that run longer than
+                                 * estimated do not make the next adapter wait in the engine.
+                                 * 0 = trust the estimates; LB_PLAN_DRAIN_SLACK_DEFAULT is a
+                                 * sensible choice when lengths vary */
     struct lb_plan_mem mem;
 };
 
