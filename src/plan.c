@@ -899,32 +899,34 @@ int lb_plan_part_units(int64_t n_units, const int64_t *unit_records, int32_t par
             return lb_err_set(err, LB_E_INPUT, "part: unit %lld: bad record count", (long long)u);
     int64_t n = 0;
     if (n_units >= part_n) {
-        /* whole units, largest first to the lightest part (LPT); O(n_units * part_n) */
+        /* whole units, largest first to the part with the fewest records (LPT; ties: fewest units,
+         * so empty units cannot leave a part without work; then lower part); O(n_units * part_n) */
         int32_t *idx = zalloc(n_units, sizeof *idx);
-        int64_t *load = zalloc(part_n, sizeof *load);
+        int64_t *load = zalloc(part_n, sizeof *load), *cnt = zalloc(part_n, sizeof *cnt);
         int32_t *owner = zalloc(n_units, sizeof *owner);
-        if (!idx || !load || !owner || n_units > INT32_MAX) {
-            free(idx); free(load); free(owner);
+        if (!idx || !load || !cnt || !owner || n_units > INT32_MAX) {
+            free(idx); free(load); free(cnt); free(owner);
             return lb_err_set(err, LB_E_OOM, "part: out of host memory");
         }
         for (int64_t u = 0; u < n_units; u++) idx[u] = (int32_t)u;
         if (sort_by_key_desc(idx, n_units, unit_records)) {
-            free(idx); free(load); free(owner);
+            free(idx); free(load); free(cnt); free(owner);
             return lb_err_set(err, LB_E_OOM, "part: out of host memory");
         }
         for (int64_t j = 0; j < n_units; j++) {
             int32_t best = 0;
             for (int32_t q = 1; q < part_n; q++)
-                if (load[q] < load[best]) best = q;
+                if (load[q] < load[best] || (load[q] == load[best] && cnt[q] < cnt[best])) best = q;
             owner[idx[j]] = best;
             load[best] += unit_records[idx[j]];
+            cnt[best]++;
         }
         for (int64_t u = 0; u < n_units; u++) {
             if (owner[u] != part_i) continue;
             if (n < cap) out[n] = (struct lb_plan_part_range){u, 0, unit_records[u]};
             n++;
         }
-        free(idx); free(load); free(owner);
+        free(idx); free(load); free(cnt); free(owner);
     } else {
         /* record slices of the concatenation; floor(i*T/N) computed without overflow */
         int64_t q = total / part_n, r = total % part_n;

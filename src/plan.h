@@ -206,7 +206,8 @@ struct lb_plan_part_range {
 
 /* The work of part `part_i` of `part_n` (--part I/N), as ranges sorted by unit. When
  * n_units >= part_n, whole units: units are dealt largest first (ties: lower index) to the part
- * with the fewest records so far (ties: lower part), so every part gets at least one unit.
+ * with the fewest records so far (ties: fewest units, then lower part), so every part gets at
+ * least one unit.
  * Otherwise the records of all units, concatenated in unit order, are cut into part_n equal
  * slices (floor(i*T/N) .. floor((i+1)*T/N)). Over all I, every record lies in exactly one part;
  * the answer depends only on the arguments (stable across runs and machines).
