@@ -23,8 +23,12 @@
 #define GEN_TOK 128
 #define RANK 16
 #define RANK_BYTES 5242880ull
+#ifndef LOAD_BYTES_PER_STEP
 #define LOAD_BYTES_PER_STEP 750000000ull
+#endif
+#ifndef JITTER
 #define JITTER 50
+#endif
 #ifndef SLACK
 #define SLACK LB_PLAN_DRAIN_SLACK_DEFAULT
 #endif
@@ -56,6 +60,7 @@ static void counts(int n_ad, int zipf, int64_t *out)
 int main(int argc, char **argv)
 {
     const char *json_path = argc > 1 ? argv[1] : NULL;
+    const char *commit = argc > 2 ? argv[2] : "unknown";
     FILE *js = json_path ? fopen(json_path, "w") : NULL;
     if (json_path && !js) {
         perror(json_path);
@@ -63,9 +68,10 @@ int main(int argc, char **argv)
     }
     static const int n_ads[] = {8, 64, 1000};
     static const int slots[] = {4, 8, 32};
-    if (js) fprintf(js, "{\"records\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, \"prompt_tok\": %d, "
-                        "\"gen_tok\": %d, \"jitter_pct\": %d, \"load_steps\": 1, \"rows\": [\n",
-                    N_REC, MAX_SEQS, MAX_BATCH_TOKENS, PROMPT_TOK, GEN_TOK, JITTER);
+    if (js) fprintf(js, "{\"commit\": \"%s\", \"records\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, \"prompt_tok\": %d, "
+                        "\"gen_tok\": %d, \"jitter_pct\": %d, \"load_steps\": %llu, \"drain_slack_pct\": %d, \"rows\": [\n",
+                    commit, N_REC, MAX_SEQS, MAX_BATCH_TOKENS, PROMPT_TOK, GEN_TOK, JITTER,
+                    (RANK * RANK_BYTES + LOAD_BYTES_PER_STEP - 1) / LOAD_BYTES_PER_STEP, SLACK);
     printf("| adapters | popularity | slots | loads (ideal) | runs | fill est | fill replay | stall steps | "
            "steps | fifo loads | fifo fill replay | fifo steps |\n");
     printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

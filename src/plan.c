@@ -427,11 +427,13 @@ static int check_input(const struct lb_plan_input *in, struct lb_err *err)
         return lb_err_set(err, LB_E_INPUT, "plan: bad adapter list (n_adapters %d)", (int)in->n_adapters);
     if (in->n_units < 0 || (in->n_units > 0 && !in->units))
         return lb_err_set(err, LB_E_INPUT, "plan: bad unit list (n_units %lld)", (long long)in->n_units);
-    if (in->max_seqs < 1) return lb_err_set(err, LB_E_INPUT, "plan: max_seqs must be >= 1, got %d", (int)in->max_seqs);
+    if (in->max_seqs < 1 || in->max_seqs > (1 << 20))
+        return lb_err_set(err, LB_E_INPUT, "plan: max_seqs must be in [1, 1048576], got %d", (int)in->max_seqs);
     if (in->max_batch_tokens < 1)
         return lb_err_set(err, LB_E_INPUT, "plan: max_batch_tokens must be >= 1, got %d", (int)in->max_batch_tokens);
-    if (in->gpu_adapter_slots < 0)
-        return lb_err_set(err, LB_E_INPUT, "plan: gpu_adapter_slots must be >= 0, got %d", (int)in->gpu_adapter_slots);
+    if (in->gpu_adapter_slots < 0 || in->gpu_adapter_slots > 65536)
+        return lb_err_set(err, LB_E_INPUT, "plan: gpu_adapter_slots must be in [0, 65536], got %d",
+                          (int)in->gpu_adapter_slots);
     if (in->drain_slack_pct < 0 || in->drain_slack_pct > 1000)
         return lb_err_set(err, LB_E_INPUT, "plan: drain_slack_pct must be in [0, 1000], got %d", (int)in->drain_slack_pct);
     if (in->policy != LB_PLAN_POLICY_FILL && in->policy != LB_PLAN_POLICY_FIFO)
@@ -445,7 +447,7 @@ static int check_input(const struct lb_plan_input *in, struct lb_err *err)
             return lb_err_set(err, LB_E_INPUT, "plan: adapter \"%s\": rank %d exceeds max_lora_rank %d",
                               ad_name(in, a, nb, sizeof nb), (int)in->adapters[a].rank, (int)in->mem.max_lora_rank);
     }
-    int64_t n_rec = 0, n_slotted = 0;
+    int64_t n_rec = 0, n_slotted = 0, n_tok = 0;
     for (int64_t i = 0; i < in->n_units; i++) {
         const struct lb_plan_unit *u = &in->units[i];
         if (u->adapter < LB_PLAN_BASE || u->adapter >= in->n_adapters)
@@ -456,8 +458,8 @@ static int check_input(const struct lb_plan_input *in, struct lb_err *err)
         if (u->n_records > ((int64_t)1 << 31))
             return lb_err_set(err, LB_E_UNSUPPORTED, "plan: unit %lld (shard %d): %lld records, more than 2^31 in one unit",
                               (long long)i, (int)u->shard, (long long)u->n_records);
-        if (!add_ok(&n_rec, u->n_records))
-            return lb_err_set(err, LB_E_INPUT, "plan: record count overflows");
+        if (!add_ok(&n_rec, u->n_records) || !add_ok(&n_tok, u->n_tok_prompt) || !add_ok(&n_tok, u->n_tok_gen))
+            return lb_err_set(err, LB_E_INPUT, "plan: record or token counts overflow");
         if (u->adapter != LB_PLAN_BASE) n_slotted += u->n_records;
     }
     if (n_slotted > 0 && in->gpu_adapter_slots == 0)
@@ -610,7 +612,7 @@ int lb_plan_build(const struct lb_plan_input *in, struct lb_plan *plan, struct l
     }
     for (int64_t i = 0; i < in->n_units; i++) {
         const struct lb_plan_unit *u = &in->units[i];
-        plan->n_records += u->n_records; /* checked for overflow in check_input */
+        plan->n_records += u->n_records; /* these sums were checked for overflow in check_input */
         plan->n_tok_prompt += u->n_tok_prompt;
         plan->n_tok_gen += u->n_tok_gen;
         if (u->n_records == 0) continue;

@@ -81,8 +81,8 @@ struct lb_plan_input {
     const struct lb_plan_adapter *adapters; /* borrowed [n_adapters] */
     int64_t n_units;
     const struct lb_plan_unit *units;       /* borrowed [n_units]; order = input order */
-    int32_t gpu_adapter_slots;  /* S >= 0; 0 only when no adapter has records */
-    int32_t max_seqs;           /* sequences in flight, >= 1 */
+    int32_t gpu_adapter_slots;  /* S in [0, 65536]; 0 only when no adapter has records */
+    int32_t max_seqs;           /* sequences in flight, [1, 2^20] */
     int32_t max_batch_tokens;   /* tokens per engine step (prefill + decode), >= 1 */
     size_t load_bytes_per_step; /* adapter bytes moved into a slot per engine step (estimate);
                                  * 0 = loads take no time */
@@ -117,7 +117,7 @@ struct lb_plan_load {
 };
 
 struct lb_plan_adapter_stat {
-    char *name;           /* owned (points into lb_plan.names) */
+    char *name;           /* borrowed from lb_plan.names (freed with the plan) */
     int32_t rank;
     size_t bytes;
     int64_t n_units;      /* units with records */
@@ -194,7 +194,9 @@ struct lb_plan_sim {
  * capped at max_batch_tokens), a record holds its seat for max(1, generated tokens) steps (+1
  * per extra prefill chunk), one loader moving load_bytes_per_step, loads started in plan order
  * once the slot's previous occupant has retired. With jitter_pct 0 it reproduces the planner's
- * own timeline (est_steps, est_fill). Errors: LB_E_INTERNAL if the plan is inconsistent. */
+ * own timeline (est_steps, est_fill) when the plan was built with drain_slack_pct 0. `opts` may
+ * be NULL (no jitter). Pure. Errors: LB_E_INTERNAL if the plan is inconsistent (a run in
+ * another slot than its adapter's, a load missing or out of order), LB_E_OOM. */
 int lb_plan_simulate(const struct lb_plan *plan, const struct lb_plan_sim_opts *opts,
                      struct lb_plan_sim *out, struct lb_err *err);
 
