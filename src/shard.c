@@ -117,12 +117,14 @@ static int64_t fill(struct lb_shard *s, struct lb_err *err)
         if (ZSTD_isError(rc))
             return lb_err_set(err, LB_E_INPUT, "shard %s: bad zstd data near compressed byte %lld: %s", s->path,
                               (long long)lseek(s->fd, 0, SEEK_CUR), ZSTD_getErrorName(rc));
+        /* A call that neither reads nor writes (empty input after a finished frame) returns
+         * the header size of a next frame: not evidence of truncation, so keep the old hint. */
+        if (ib.pos != s->in_pos || ob.pos) s->frame_left = rc;
         s->in_pos = ib.pos;
-        s->frame_left = rc;
         s->end += ob.pos;
         if (ob.pos) return (int64_t)ob.pos;
         if (s->in_eof && s->in_pos == s->in_n) {
-            if (rc) return lb_err_set(err, LB_E_INPUT, "shard %s: truncated zstd frame at the end of the file",
+            if (s->frame_left) return lb_err_set(err, LB_E_INPUT, "shard %s: truncated zstd frame at the end of the file",
                                       s->path);
             s->eof = 1;
             return 0;
@@ -419,7 +421,7 @@ int lb_record_parse(struct lb_record *r, int64_t index, const char *line, size_t
         return 0;
     }
     json_error_t je;
-    json_t *root = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *root = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!root) {
         if (json_error_code(&je) == json_error_out_of_memory)
             return lb_err_set(err, LB_E_OOM, "out of memory parsing record %lld", (long long)index);
