@@ -56,9 +56,20 @@ static char *fmt_alloc(const char *fmt, ...)
 
 /* base_dir + "/" + p unless p is absolute or base_dir is empty. escape: backslash-escape
  * glob metacharacters of base_dir (the pattern part stays a pattern). */
+/* "a/b//" -> "a/b" (a lone "/" stays). */
+static void strip_slashes(char *d)
+{
+    size_t k = strlen(d);
+    while (k > 1 && d[k - 1] == '/') d[--k] = 0;
+}
+
 static char *join_path(const char *base_dir, const char *p, int escape)
 {
-    if (p[0] == '/' || !base_dir || !base_dir[0]) return dup_s(p);
+    if (p[0] == '/' || !base_dir || !base_dir[0]) {
+        char *d = dup_s(p);
+        if (d) strip_slashes(d);
+        return d;
+    }
     size_t nb = strlen(base_dir), np = strlen(p);
     char *d = malloc(2 * nb + np + 2);
     if (!d) return NULL;
@@ -69,6 +80,7 @@ static char *join_path(const char *base_dir, const char *p, int escape)
     }
     if (k && d[k - 1] != '/') d[k++] = '/';
     memcpy(d + k, p, np + 1);
+    strip_slashes(d);
     return d;
 }
 
