@@ -412,8 +412,8 @@ static int walk_map(struct ctx *c, yaml_node_t *n, const char *field, const char
             if (k2 && k2->type == YAML_SCALAR_NODE && !strcmp(sval(k2), key)) dup = 1;
         }
         char sub[256];
-        if (field) snprintf(sub, sizeof sub, "%s.%s", field, key);
-        else snprintf(sub, sizeof sub, "%s", key);
+        if (field) snprintf(sub, sizeof sub, "%.120s.%.120s", field, key);
+        else snprintf(sub, sizeof sub, "%.120s", key);
         if (dup) {
             diag(c, line_of(k), sub, "repeated key");
             continue;
@@ -583,7 +583,7 @@ static void parse_inputs(struct ctx *c, yaml_node_t *v, const char *field)
         struct lb_job_input *in = &job->inputs[job->n_input++];
         in->line = line_of(e);
         char sub[64];
-        snprintf(sub, sizeof sub, "%s[%d]", field, i);
+        snprintf(sub, sizeof sub, "%.40s[%d]", field, i);
         static const char *const known[] = {"path", "adapter", "adapters", NULL};
         if (walk_map(c, e, sub, known, on_input, in)) continue;
         if (!in->pattern && e->type == YAML_MAPPING_NODE) {

@@ -196,8 +196,8 @@ int lb_shard_next(struct lb_shard *s, struct lb_shard_line *line, struct lb_err 
                 s->buf = b;
                 s->cap = cap;
             } else {
-                size_t n;
-                int had_nl;
+                size_t n = 0;
+                int had_nl = 0;
                 int64_t off = s->pos;
                 int rc = discard_line(s, &n, &had_nl, err);
                 if (rc) return rc;
