@@ -1024,6 +1024,7 @@ int lb_job_resolve(struct lb_job *job, struct lb_err *err)
         diag(&c, job->line_model, "model", "%s: not a folder (%s)", job->model_dir,
              access(job->model_dir, F_OK) ? strerror(errno) : "exists but is not a directory");
 
+    int n_diag_before_adapters = job->n_diag;
     if (job->adapters_dir) list_adapter_dir(&c);
     for (int i = 0; i < job->n_map; i++) {
         const struct lb_job_adapter *m = &job->map[i];
@@ -1040,9 +1041,10 @@ int lb_job_resolve(struct lb_job *job, struct lb_err *err)
 
     /* Unknown adapters: only reported when the adapter list itself had no error, so a
      * failed folder does not cascade into one message per input. */
-    int adapters_ok = job->n_diag == 0;
+    int adapters_ok = job->n_diag == n_diag_before_adapters;
     for (int i = 0; i < job->n_input && !c.oom; i++) {
         struct lb_job_input *in = &job->inputs[i];
+        if (!in->pattern) continue; /* only after a failed parse */
         char f[64];
         snprintf(f, sizeof f, "inputs[%d].path", i);
         int idx[256];

@@ -318,11 +318,12 @@ static void test_resolve_errors(void)
     lb_job_free(&job);
 
     /* unknown adapters, named with the known ones */
-    y = "model: models/tiny\nadapters: {dir: loras}\ninputs:\n  - path: data/eval.jsonl\n    adapters: [chat, sqll]\n"
+    y = "model: models/gone\nadapters: {dir: loras}\ninputs:\n  - path: data/eval.jsonl\n    adapters: [chat, sqll]\n"
         "  - path: data/sql-1.jsonl.zst\n    adapter: legal\noutput: {dir: out}\n";
     T_CHECK(parse(&job, y, &err) == 0, "%s", err.msg);
     rc = lb_job_resolve(&job, &err);
-    T_CHECK(rc == LB_E_INPUT && job.n_diag == 2, "rc %d, %d messages:\n%s", rc, job.n_diag, err.msg);
+    T_CHECK(strstr(err.msg, "job.yaml:1: field \"model\""), "missing model not reported: %s", err.msg);
+    T_CHECK(rc == LB_E_INPUT && job.n_diag == 3, "rc %d, %d messages:\n%s", rc, job.n_diag, err.msg);
     T_CHECK(strstr(err.msg, "job.yaml:5: field \"inputs[0].adapters\": unknown adapter \"sqll\" (known: chat, sql, base)"),
             "%s", err.msg);
     T_CHECK(strstr(err.msg, "job.yaml:7: field \"inputs[1].adapter\": unknown adapter \"legal\""), "%s", err.msg);
