@@ -1157,6 +1157,18 @@ static void sb_fmt(struct sbuf *b, const char *fmt, ...)
     sb_str(b, tmp);
 }
 
+/* Shortest decimal that reads back as the same float: 0.95f prints "0.95", not
+ * "0.949999988", and two different floats never print alike. */
+static void sb_float(struct sbuf *b, const char *key, float v)
+{
+    char tmp[64];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
+        if (strtof(tmp, NULL) == v) break;
+    }
+    sb_fmt(b, "%s=%s\n", key, tmp);
+}
+
 static int cmp_line(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -1212,8 +1224,8 @@ int lb_job_canon(const struct lb_job *job, char **out, size_t *n, struct lb_err 
     }
     const struct lb_gen_param *g = &job->gen;
     sb_fmt(&b, "generation.max_tokens=%d\n", (int)g->max_tokens);
-    sb_fmt(&b, "generation.temperature=%.9g\n", (double)g->temperature);
-    sb_fmt(&b, "generation.top_p=%.9g\n", (double)g->top_p);
+    sb_float(&b, "generation.temperature", g->temperature);
+    sb_float(&b, "generation.top_p", g->top_p);
     sb_fmt(&b, "generation.top_k=%d\n", (int)g->top_k);
     sb_fmt(&b, "generation.seed=%llu\n", (unsigned long long)g->seed);
     sb_str(&b, "generation.stop=[");

@@ -399,7 +399,7 @@ static void test_fingerprint(void)
     T_CHECK(n0 == n1 && !memcmp(c0, c1, n0), "canonical text not stable");
     T_CHECK(lb_job_fingerprint(c0, n0) == lb_job_fingerprint(c1, n1), "fingerprint not stable");
     T_CHECK(lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff) == 0 && diff[0] == 0, "identical: %s", diff);
-    T_CHECK(strstr(c0, "generation.top_p=0.949999988\n") || strstr(c0, "generation.top_p=0.95\n"), "%s", c0);
+    T_CHECK(strstr(c0, "generation.top_p=0.95\n") && strstr(c0, "generation.temperature=0.7\n"), "%s", c0);
     T_CHECK(strstr(c0, "output.token_ids=true\n") && strstr(c0, "generation.stop=[\"###\", \"\\n\\n\"]\n"), "%s", c0);
     free(c1);
 
@@ -417,7 +417,15 @@ static void test_fingerprint(void)
     T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
     T_CHECK(lb_job_fingerprint(c0, n0) != lb_job_fingerprint(c1, n1), "top_p not in the fingerprint");
     int nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
-    T_CHECK(nd == 1 && strstr(diff, "changed generation.top_p: 0.9") && strstr(diff, "-> 0.5"), "%d: %s", nd, diff);
+    T_CHECK(nd == 1 && !strcmp(diff, "changed generation.top_p: 0.95 -> 0.5"), "%d: %s", nd, diff);
+    free(y);
+    free(c1);
+
+    /* the smallest change of a float is still a change */
+    y = replace(good_yaml, "temperature: 0.7", "temperature: 0.70000005");
+    T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
+    nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
+    T_CHECK(nd == 1 && strstr(diff, "changed generation.temperature: 0.7 -> 0.70000"), "%d: %s", nd, diff);
     free(y);
     free(c1);
 
