@@ -39,11 +39,13 @@ for t in python3 zstd setpriv; do command -v $t >/dev/null 2>&1 || skip_all "nee
 T=$(mktemp -d /tmp/lbslurm.XXXXXX)
 chmod 755 "$T"
 D=$T/cluster
+# running lorabatch processes (plain /proc: procps may be missing on a minimal Debian)
+lorabatch_pids() { local f; for f in /proc/[0-9]*/comm; do [ "$(cat "$f" 2>/dev/null)" = lorabatch ] && { f=${f#/proc/}; echo "${f%/comm}"; }; done; }
 cleanup() {
     [ -d "$D/run" ] && "$ROOT/tests/slurm/stop-local-slurm.sh" "$D" >/dev/null 2>&1
     # a lorabatch this test started (it runs in a folder under $T) must not outlive it
     local p
-    for p in $(pgrep -x lorabatch 2>/dev/null); do
+    for p in $(lorabatch_pids); do
         case "$(readlink "/proc/$p/cwd" 2>/dev/null)" in "$T"/*) kill -KILL "$p" 2>/dev/null ;; esac
     done
     if [ -n "${LB_SLURM_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
@@ -233,7 +235,7 @@ resumed_mid() { # log
 }
 no_orphan() { # dir part: no lorabatch process runs that part of the job
     local p
-    for p in $(pgrep -x lorabatch 2>/dev/null); do
+    for p in $(lorabatch_pids); do
         tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" | grep -q -- "--part $2" &&
             [ "$(readlink "/proc/$p/cwd")" = "$1" ] && return 1
     done
