@@ -282,6 +282,13 @@ for k in "kill $jK 2" "killexec $jX 0"; do
     n=$(part_done "$T/$1" "$3" 3)
     check "$1: part $3/3 is unfinished in its checkpoint (${n:-?} records committed)" [ -n "$n" ]
 done
+# resubmitting one task without LB_PARTS: the script cannot tell N and must refuse
+jK1=$(submit "$T/kill" -- --array=2)
+wait_gone "$jK1" 60
+check "kill: --array=2 without LB_PARTS refused (state $(task_field "${jK1}_2" JobState), exit $(task_field "${jK1}_2" ExitCode))" \
+    [ "$(task_field "${jK1}_2" JobState) $(task_field "${jK1}_2" ExitCode)" = "FAILED 2:0" ]
+check "kill: ... saying to set LB_PARTS, with no lorabatch run" \
+    sh -c "grep -q 'set LB_PARTS' '$T/kill/logs/${jK1}_2.log' && ! grep -q 'lorabatch run' '$T/kill/logs/${jK1}_2.log'"
 # resubmit the killed parts (LB_PARTS: an --array of one task does not tell N)
 jK2=$(submit "$T/kill" LB_PARTS=3 -- --array=2)
 jX2=$(submit "$T/killexec" LB_PARTS=3 LB_EXEC=1 -- --array=0)
@@ -309,7 +316,7 @@ L=$T/requeue/logs/${jR}_1.log
 check "requeue: task ${jR}_1 COMPLETED after 1 restart" \
     [ "$(task_field "${jR}_1" JobState) $(task_field "${jR}_1" Restarts)" = "COMPLETED 1" ]
 check "requeue: lorabatch stopped with exit 75 on the SIGTERM" grep -q "interrupted (exit 75)" "$L"
-check "requeue: the log kept both runs (--open-mode=append)" grep -q "restart 1:" "$L"
+check "requeue: the log kept both runs (--open-mode=append)" sh -c "grep -q 'restart 0:' '$L' && grep -q 'restart 1:' '$L'"
 check "requeue: the second run resumed mid-way from the checkpoint" resumed_mid "$L"
 check "requeue: outputs identical to the uninterrupted run, every record once" same_outputs "$T/refS" "$T/requeue"
 check "requeue: status reports 3 of 3 parts finished" status_all_done "$T/requeue" 3
