@@ -841,6 +841,11 @@ static int run_job(struct session *s, struct lb_err *err)
                 }
             }
             stalled = 0;
+            /* the reorder window bounds how far reading may run ahead of writing */
+            if (u->next_read - u->ro.next >= u->ro.cap) {
+                if ((rc = drain_unit(s, u, err))) goto out;
+                if (u->next_read - u->ro.next >= u->ro.cap) break;
+            }
             rc = admit_one(s, (int)pr->unit, slot, err);
             if (rc < 0) goto out;
             rec_i++;
