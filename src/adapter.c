@@ -5,6 +5,7 @@
  * match the whole module name (PCRE2, anchored at both ends, like Python's re.fullmatch).
  * rank_pattern / alpha_pattern keys match like PEFT's get_pattern_key: the first key K
  * (in file order) for which "(.*\.)?(K)$" matches from the start of the module name.
+ * exclude_modules (list or regex, same matching) removes modules from the targets.
  * scale = alpha / r, or alpha / sqrt(r) with use_rslora.
  * fan_in_fan_out only changes the math for GPT-2 style Conv1D layers; the targets here
  * are nn.Linear, for which PEFT itself resets it to false, so it is accepted and has no
@@ -142,6 +143,22 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
         rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: bias \"%s\" is not supported (none)", cfg_path, json_is_string(x) ? json_string_value(x) : "?");
         goto done;
     }
+    /* PEFT fields that change inference when set; initialisation-only ones (corda, eva,
+     * loftq, lora_ga configs, init_lora_weights) and training-only ones are ignored. */
+    static const char *const refused[] = {"alora_invocation_tokens", "layer_replication", "target_parameters",
+                                          "trainable_token_indices", "arrow_config", "kasa_config", "monteclora_config",
+                                          "velora_config", "use_bdlora", "megatron_config"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        json_t *f = json_object_get(o, refused[i]);
+        int set = f && !json_is_null(f) && !json_is_false(f) && !(json_is_array(f) && !json_array_size(f)) &&
+                  !(json_is_object(f) && !json_object_size(f));
+        if (set) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: %s is set: not supported", cfg_path, refused[i]); goto done; }
+    }
+    json_t *excl = json_object_get(o, "exclude_modules");
+    if (excl && !json_is_null(excl) && !json_is_string(excl) && !json_is_array(excl)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: field \"exclude_modules\" must be a list of names or a regex string", cfg_path);
+        goto done;
+    }
     x = json_object_get(o, "use_qalora");
     if (json_is_true(x)) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: use_qalora is not supported", cfg_path); goto done; }
     x = json_object_get(o, "lora_bias");
@@ -190,6 +207,11 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
             module_name(mn, sizeof mn, l, (enum lb_target)t);
             int sel = targets_module(tm, mn, why, sizeof why);
             if (sel < 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: target_modules regex: %s", cfg_path, why); goto done; }
+            if (sel && excl && !json_is_null(excl)) {
+                int ex = targets_module(excl, mn, why, sizeof why);
+                if (ex < 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: exclude_modules regex: %s", cfg_path, why); goto done; }
+                if (ex) sel = 0;
+            }
             if (!sel) continue;
             struct lb_adapter_module *md = &a->mods[l * LB_T_COUNT + t];
             int bad = 0;

@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <glob.h>
 #include <jansson.h>
-#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -607,7 +606,9 @@ static int admit_one(struct session *s, int ui, int slot, struct lb_err *err)
     }
     int fi = find_flight(s);
     struct flight *f = &s->fl[fi];
-    memset(f, 0, offsetof(struct flight, text));
+    struct lb_tok_text keep = f->text; /* reuse the text buffer, reset everything else */
+    memset(f, 0, sizeof *f);
+    f->text = keep;
     f->text.n = 0;
     f->used = 1;
     f->unit = ui;
