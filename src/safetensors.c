@@ -67,11 +67,12 @@ uint16_t lb_f32_to_f16(float f)
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow -> inf */
     if (a < 0x38800000u) { /* subnormal or zero in f16 */
         if (a < 0x33000000u) return (uint16_t)sign;
+        /* value = man * 2^(E-150) = (man >> (126-E)) * 2^-24: shift is 14..24 */
         uint32_t man = (a & 0x7fffffu) | 0x800000u;
         int shift = 126 - (int)(a >> 23);
-        uint32_t r = man >> (shift + 1);
-        uint32_t rem = man & ((1u << (shift + 1)) - 1);
-        uint32_t half = 1u << shift;
+        uint32_t r = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
         if (rem > half || (rem == half && (r & 1))) r++;
         return (uint16_t)(sign | r);
     }
