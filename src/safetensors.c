@@ -127,7 +127,8 @@ void lb_st_free(struct lb_st_file *f)
     memset(f, 0, sizeof *f);
 }
 
-int lb_st_parse(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
+/* Fills f->tensors / f->n_tensor from buf; leaves f->path and f->map to the caller. */
+static int parse_image(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
 {
     const unsigned char *p = buf;
     json_t *root = NULL;
@@ -236,6 +237,12 @@ done:
     return rc;
 }
 
+int lb_st_parse(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
+{
+    memset(f, 0, sizeof *f); /* no path, no mapping: lb_st_free must not release what it does not own */
+    return parse_image(f, buf, n, err);
+}
+
 int lb_st_open(struct lb_st_file *f, const char *path, struct lb_err *err)
 {
     memset(f, 0, sizeof *f);
@@ -250,7 +257,7 @@ int lb_st_open(struct lb_st_file *f, const char *path, struct lb_err *err)
         f->map = mmap(NULL, f->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
         if (f->map == MAP_FAILED) { f->map = NULL; rc = lb_err_set(err, LB_E_IO, "%s: mmap failed: %s", path, strerror(errno)); goto done; }
     }
-    rc = lb_st_parse(f, f->map, f->map_bytes, err);
+    rc = parse_image(f, f->map, f->map_bytes, err);
     if (rc) lb_err_prefix(err, "%s", path);
 done:
     close(fd);
