@@ -257,16 +257,16 @@ struct scan_job { const struct lb_tensor **ts; int n, bad; };
 
 static int tensor_has_nonfinite(const struct lb_tensor *t)
 {
+    /* memcpy loads: tensor data need not be aligned (see lb_tensor_get_f32) */
+    const unsigned char *p = t->data;
     if (t->dtype == LB_F32) {
-        const uint32_t *p = t->data;
-        uint32_t acc = 0;
-        for (int64_t i = 0; i < t->n_elem; i++) acc |= ((p[i] & 0x7f800000u) == 0x7f800000u);
+        uint32_t acc = 0, u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&u, p + 4 * i, 4); acc |= ((u & 0x7f800000u) == 0x7f800000u); }
         return acc != 0;
     }
-    const uint16_t *p = t->data;
-    uint16_t mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u;
+    uint16_t mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u, h;
     unsigned acc = 0;
-    for (int64_t i = 0; i < t->n_elem; i++) acc |= ((p[i] & mask) == mask);
+    for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&h, p + 2 * i, 2); acc |= ((h & mask) == mask); }
     return acc != 0;
 }
 

@@ -82,14 +82,20 @@ uint16_t lb_f32_to_f16(float f)
     return (uint16_t)(sign | r);
 }
 
+/* memcpy, not a typed load: the safetensors format does not promise aligned data (a header
+ * without padding puts tensors at any address), and compilers turn this into one load. */
 float lb_tensor_get_f32(const void *data, enum lb_dtype dt, int64_t i)
 {
+    const unsigned char *p = data;
+    float f;
+    uint16_t h;
+    int32_t k;
     switch (dt) {
-    case LB_F32: return ((const float *)data)[i];
-    case LB_BF16: return lb_bf16_to_f32(((const uint16_t *)data)[i]);
-    case LB_F16: return lb_f16_to_f32(((const uint16_t *)data)[i]);
-    case LB_I32: return (float)((const int32_t *)data)[i];
-    case LB_U8: return (float)((const uint8_t *)data)[i];
+    case LB_F32: memcpy(&f, p + 4 * i, 4); return f;
+    case LB_BF16: memcpy(&h, p + 2 * i, 2); return lb_bf16_to_f32(h);
+    case LB_F16: memcpy(&h, p + 2 * i, 2); return lb_f16_to_f32(h);
+    case LB_I32: memcpy(&k, p + 4 * i, 4); return (float)k;
+    case LB_U8: return (float)p[i];
     }
     return 0.0f;
 }
