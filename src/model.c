@@ -163,8 +163,11 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
     json_t *sw = json_object_get(o, "sliding_window");
     if (use_sw && sw && !json_is_null(sw)) {
         if (!json_is_integer(sw) || json_integer_value(sw) < c->max_pos) {
-            rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: sliding_window attention (sliding_window %s < max_position_embeddings %d) is not supported",
-                            name, json_is_integer(sw) ? "set" : "not an integer", c->max_pos);
+            if (json_is_integer(sw))
+                rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: sliding_window attention (sliding_window %lld < max_position_embeddings %d) is not supported",
+                                name, (long long)json_integer_value(sw), c->max_pos);
+            else
+                rc = lb_err_set(err, LB_E_INPUT, "%s: field \"sliding_window\" must be an integer or null", name);
             goto done;
         }
     }
