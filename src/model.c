@@ -9,6 +9,7 @@
 #include "model.h"
 
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,6 +37,8 @@ static int get_float(json_t *o, const char *k, float def, float *out, const char
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) { *out = def; return 0; }
     if (!json_is_number(v)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be a number", name, k);
+    if (fabs(json_number_value(v)) > FLT_MAX) /* the conversion to float would be undefined */
+        return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" = %g is out of float range", name, k, json_number_value(v));
     *out = (float)json_number_value(v);
     return 0;
 }
@@ -147,6 +150,14 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
     float prf = 1.0f;
     if ((rc = get_float(o, "partial_rotary_factor", 1.0f, &prf, name, err))) goto done;
     if (prf != 1.0f) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported", name, prf); goto done; }
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: rope_theta %g must be a positive number", name, c->rope_theta);
+        goto done;
+    }
+    if (!(c->rms_eps >= 0) || !isfinite(c->rms_eps)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: rms_norm_eps %g must be a non-negative number", name, c->rms_eps);
+        goto done;
+    }
     json_t *act = json_object_get(o, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
         rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: hidden_act %s is not supported (silu)", name, json_is_string(act) ? json_string_value(act) : "(not a string)");
