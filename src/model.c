@@ -18,6 +18,10 @@
 
 #include "util.h"
 
+/* Far above any released model (Llama-3.1-405B: 126); keeps per-layer tables small and their
+ * sizes free of overflow. */
+#define LB_MODEL_MAX_LAYERS 4096
+
 static int get_int(json_t *o, const char *k, int def, int required, int *out, const char *name, struct lb_err *err)
 {
     json_t *v = json_object_get(o, k);
@@ -131,6 +135,10 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
         goto done;
     if (c->n_hidden <= 0 || c->n_layer <= 0 || c->n_ff <= 0 || c->n_head <= 0 || c->n_kv_head <= 0 || c->n_vocab <= 0) {
         rc = lb_err_set(err, LB_E_INPUT, "%s: sizes must be positive (hidden_size, num_hidden_layers, intermediate_size, heads, vocab_size)", name);
+        goto done;
+    }
+    if (c->n_layer > LB_MODEL_MAX_LAYERS) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: num_hidden_layers %d is implausible (at most %d)", name, c->n_layer, LB_MODEL_MAX_LAYERS);
         goto done;
     }
     if (c->n_head % c->n_kv_head) {
@@ -323,8 +331,8 @@ int lb_model_open(struct lb_model *m, const char *dir, struct lb_err *err)
     if ((rc = lb_st_set_open(&m->st, dir, err))) goto done;
     const struct lb_model_config *c = &m->cfg;
     int64_t H = c->n_hidden, Q = (int64_t)c->n_head * c->head_dim, KV = (int64_t)c->n_kv_head * c->head_dim, F = c->n_ff;
-    int cap = 8 + c->n_layer * 16;
-    used = calloc((size_t)cap, sizeof *used);
+    size_t cap = 8 + (size_t)c->n_layer * 16;
+    used = calloc(cap, sizeof *used);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!used || !m->layers) { rc = lb_err_set(err, LB_E_OOM, "out of memory"); goto done; }
 #define NEED(ptr, nm, a, b_)                                                         \
