@@ -60,12 +60,18 @@ static int parse_eos(json_t *v, struct lb_model_config *c, const char *name, con
 {
     if (!v || json_is_null(v)) return 0;
     c->n_eos = 0;
-    if (json_is_integer(v)) { c->eos_ids[c->n_eos++] = (int)json_integer_value(v); return 0; }
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+            return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" = %lld is not a token id", name, field, (long long)json_integer_value(v));
+        c->eos_ids[c->n_eos++] = (int)json_integer_value(v);
+        return 0;
+    }
     if (!json_is_array(v)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be an integer or a list", name, field);
     size_t i;
     json_t *x;
     json_array_foreach(v, i, x) {
-        if (!json_is_integer(x)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\"[%zu] must be an integer", name, field, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX)
+            return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\"[%zu] must be an integer token id", name, field, i);
         if (c->n_eos == LB_MAX_EOS) return lb_err_set(err, LB_E_UNSUPPORTED, "%s: more than %d EOS ids", name, LB_MAX_EOS);
         c->eos_ids[c->n_eos++] = (int)json_integer_value(x);
     }
@@ -227,7 +233,7 @@ int lb_model_genconfig_parse(struct lb_model_config *c, const char *buf, size_t 
     json_t *o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
     if (!o || !json_is_object(o)) {
         json_decref(o);
-        return lb_err_set(err, LB_E_INPUT, "%s: not a JSON object (%s, line %d)", name, je.text, je.line);
+        return lb_err_set(err, LB_E_INPUT, "%s: not a JSON object (%s, line %d)", name, o ? "top level" : je.text, je.line);
     }
     int rc = parse_eos(json_object_get(o, "eos_token_id"), c, name, "eos_token_id", err);
     json_t *bos = json_object_get(o, "bos_token_id");
