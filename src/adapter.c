@@ -74,7 +74,12 @@ static json_t *pattern_lookup(json_t *pat, const char *name, char *why, size_t w
     json_t *v;
     json_object_foreach(pat, k, v) {
         int m = regex_match(k, 0, name, why, why_n);
-        if (m < 0) { *bad = 1; return NULL; }
+        if (m < 0) {
+            char *w = lb_strfmt("key \"%s\": %s", k, why);
+            if (w) { snprintf(why, why_n, "%s", w); free(w); }
+            *bad = 1;
+            return NULL;
+        }
         if (m) return v;
     }
     return NULL;
@@ -194,8 +199,9 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
             struct lb_adapter_module *md = &a->mods[l * LB_T_COUNT + t];
             int bad = 0;
             json_t *rv = pattern_lookup(rp, mn, why, sizeof why, &bad);
-            json_t *av = bad ? NULL : pattern_lookup(ap, mn, why, sizeof why, &bad);
-            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern/alpha_pattern key: %s", cfg_path, why); goto done; }
+            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern %s", cfg_path, why); goto done; }
+            json_t *av = pattern_lookup(ap, mn, why, sizeof why, &bad);
+            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: alpha_pattern %s", cfg_path, why); goto done; }
             if (rv && (!json_is_integer(rv) || json_integer_value(rv) <= 0)) {
                 rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern value for %s must be a positive integer", cfg_path, mn);
                 goto done;

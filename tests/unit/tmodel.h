@@ -21,7 +21,7 @@
  * This weak stand-in satisfies the link; a real definition, when linked, wins. */
 __attribute__((weak)) int lb_exit_code(int status) { return status ? 1 : 0; }
 
-struct tm_tensor { char name[128]; int n_dim; int64_t shape[2]; float *data; };
+struct tm_tensor { char name[192]; int n_dim; int64_t shape[2]; float *data; };
 struct tm_file { struct tm_tensor t[256]; int n; };
 
 static uint64_t tm_rng = 1;
@@ -254,6 +254,38 @@ TM_FN int tm_adapter_ex(const char *dir, const struct tm_cfg *c, int r, float al
     free(f);
     return rc;
 }
+/* An adapter folder with the given adapter_config.json text and, for each layer l and target t
+ * (in enum lb_target order: q k v o gate up down), lora_A/lora_B tensors of rank rank[l*7+t]
+ * (0: none), F32, PEFT names. */
+TM_FN int tm_adapter_ranks(const char *dir, const struct tm_cfg *c, const char *config_json, const int *rank, uint64_t seed,
+                           tm_edit_fn edit, void *ctx)
+{
+    static const char *names[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    char p[512], nm[160];
+    mkdir(dir, 0755);
+    tm_rng = seed * 0x9e3779b97f4a7c15ull + 11;
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    tm_write_text(p, config_json);
+    struct tm_file *f = calloc(1, sizeof *f);
+    for (int l = 0; l < c->L; l++)
+        for (int t = 0; t < 7; t++) {
+            int r = rank[l * 7 + t];
+            if (!r) continue;
+            int q = c->NH * c->D, kv = c->NKV * c->D;
+            int in = t == 3 ? q : t == 6 ? c->F : c->H;
+            int out = t == 0 ? q : t <= 2 ? kv : t == 3 || t == 6 ? c->H : c->F;
+            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.%s.lora_A.weight", l, t <= 3 ? "self_attn" : "mlp", names[t]);
+            tm_add(f, nm, r, in, 0.3f, 0);
+            snprintf(nm, sizeof nm, "base_model.model.model.layers.%d.%s.%s.lora_B.weight", l, t <= 3 ? "self_attn" : "mlp", names[t]);
+            tm_add(f, nm, out, r, 0.3f, 0);
+        }
+    if (edit) edit(f, ctx);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    int rc = tm_write(f, p, "F32");
+    free(f);
+    return rc;
+}
+
 /* A fresh folder under /tmp (mkdtemp); tm_rmtree removes a folder and everything under it. */
 TM_FN char *tm_tmpdir(char *buf, size_t n)
 {
