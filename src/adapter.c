@@ -178,6 +178,16 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
         rc = lb_err_set(err, LB_E_INPUT, "%s: field \"layers_to_transform\" must be an integer or a list", cfg_path);
         goto done;
     }
+    /* PEFT's LoraConfig refuses this pair, and its matcher would ignore layers_to_transform */
+    if (ltt && !json_is_null(ltt) && json_is_string(tm)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: layers_to_transform cannot be used with a regex target_modules (PEFT refuses it too)", cfg_path);
+        goto done;
+    }
+    x = json_object_get(o, "exclude_modules");
+    if (x && !json_is_null(x) && !(json_is_array(x) && json_array_size(x) == 0)) {
+        rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: exclude_modules is not supported", cfg_path);
+        goto done;
+    }
     json_t *rp = json_object_get(o, "rank_pattern"), *ap = json_object_get(o, "alpha_pattern");
     int n_targeted = 0;
     for (int l = 0; l < c->n_layer; l++) {
