@@ -101,6 +101,21 @@ void lb_adapter_free(struct lb_adapter *a)
     memset(a, 0, sizeof *a);
 }
 
+/* 1 if any element is NaN or Inf (exponent all ones); memcpy loads, data may be unaligned. */
+static int has_nonfinite(const struct lb_tensor *t)
+{
+    const unsigned char *p = t->data;
+    unsigned acc = 0;
+    if (t->dtype == LB_F32) {
+        uint32_t u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&u, p + 4 * i, 4); acc |= (u & 0x7f800000u) == 0x7f800000u; }
+    } else {
+        uint16_t h, mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&h, p + 2 * i, 2); acc |= (h & mask) == mask; }
+    }
+    return acc != 0;
+}
+
 static int shape_str(const struct lb_tensor *t, char *buf, size_t n)
 {
     int p = snprintf(buf, n, "[");
@@ -257,6 +272,10 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
                 }
                 if (tt->dtype != LB_BF16 && tt->dtype != LB_F16 && tt->dtype != LB_F32) {
                     rc = lb_err_set(err, LB_E_UNSUPPORTED, "adapter \"%s\": tensor \"%s\" has dtype %s", name, tn, lb_dtype_name(tt->dtype));
+                    goto done;
+                }
+                if (has_nonfinite(tt)) {
+                    rc = lb_err_set(err, LB_E_CORRUPT, "adapter \"%s\": tensor \"%s\" holds NaN or Inf values", name, tn);
                     goto done;
                 }
                 if (ab) md->b = tt->data; else md->a = tt->data;
