@@ -116,11 +116,18 @@ static int has_nonfinite(const struct lb_tensor *t)
     return acc != 0;
 }
 
-static int shape_str(const struct lb_tensor *t, char *buf, size_t n)
+/* "[d0, d1, ...]" into buf[n], truncated to fit (snprintf's return value can exceed n: never
+ * index or size with it unchecked). */
+static void shape_str(const struct lb_tensor *t, char *buf, size_t n)
 {
-    int p = snprintf(buf, n, "[");
-    for (int i = 0; i < t->n_dim; i++) p += snprintf(buf + p, n - (size_t)p, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    return p + snprintf(buf + p, n - (size_t)p, "]");
+    size_t p = 0;
+    buf[0] = 0;
+    for (int i = 0; i <= t->n_dim && p < n; i++) {
+        int w = i < t->n_dim ? snprintf(buf + p, n - p, "%s%lld", i ? ", " : "[", (long long)t->shape[i])
+                             : snprintf(buf + p, n - p, "%s]", t->n_dim ? "" : "[");
+        if (w < 0) break;
+        p += (size_t)w;
+    }
 }
 
 int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, const struct lb_model *m, struct lb_err *err)
