@@ -23,6 +23,9 @@
 #include "torchbin.h"
 #include "util.h"
 
+/* r above this is no low-rank adapter; the bound also keeps (int) conversions exact. */
+#define LB_ADAPTER_MAX_RANK 65536
+
 /* 1 if the regex matches name (anchored per flags), 0 if not, negative on a bad regex. */
 static int regex_match(const char *re, int whole, const char *name, char *why, size_t why_n)
 {
@@ -174,7 +177,10 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
     x = json_object_get(o, "lora_bias");
     if (json_is_true(x)) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: lora_bias is not supported", cfg_path); goto done; }
     json_t *jr = json_object_get(o, "r");
-    if (!json_is_integer(jr) || json_integer_value(jr) <= 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: field \"r\" must be a positive integer", cfg_path); goto done; }
+    if (!json_is_integer(jr) || json_integer_value(jr) <= 0 || json_integer_value(jr) > LB_ADAPTER_MAX_RANK) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: field \"r\" must be a positive integer (at most %d)", cfg_path, LB_ADAPTER_MAX_RANK);
+        goto done;
+    }
     int r_def = (int)json_integer_value(jr);
     json_t *ja = json_object_get(o, "lora_alpha");
     double alpha_def = 8;
@@ -234,8 +240,8 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
             if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern %s", cfg_path, why); goto done; }
             json_t *av = pattern_lookup(ap, mn, why, sizeof why, &bad);
             if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: alpha_pattern %s", cfg_path, why); goto done; }
-            if (rv && (!json_is_integer(rv) || json_integer_value(rv) <= 0)) {
-                rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern value for %s must be a positive integer", cfg_path, mn);
+            if (rv && (!json_is_integer(rv) || json_integer_value(rv) <= 0 || json_integer_value(rv) > LB_ADAPTER_MAX_RANK)) {
+                rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern value for %s must be a positive integer (at most %d)", cfg_path, mn, LB_ADAPTER_MAX_RANK);
                 goto done;
             }
             if (av && !json_is_number(av)) { rc = lb_err_set(err, LB_E_INPUT, "%s: alpha_pattern value for %s must be a number", cfg_path, mn); goto done; }
