@@ -212,6 +212,8 @@ static const struct bad catalogue[] = {
     {"peft_type ADALORA", "{\"peft_type\":\"ADALORA\",\"r\":4," QV "}", NULL, NULL, LB_E_UNSUPPORTED, "ADALORA", NULL},
     {"r missing", "{" QV "}", NULL, NULL, LB_E_INPUT, "\"r\"", "adapter_config.json"},
     {"r zero", "{\"r\":0," QV "}", NULL, NULL, LB_E_INPUT, "\"r\"", "positive"},
+    {"r 2^32 (would wrap to 0)", "{\"r\":4294967296," QV "}", NULL, NULL, LB_E_INPUT, "\"r\"", "at most"},
+    {"rank_pattern 2^32", "{\"r\":4," QV ",\"rank_pattern\":{\"q_proj\":4294967300}}", NULL, NULL, LB_E_INPUT, "rank_pattern", "q_proj"},
     {"r a string", "{\"r\":\"4\"," QV "}", NULL, NULL, LB_E_INPUT, "\"r\"", "positive"},
     {"lora_alpha a string", "{\"r\":4,\"lora_alpha\":\"8\"," QV "}", NULL, NULL, LB_E_INPUT, "\"lora_alpha\"", "number"},
     {"target_modules missing", "{\"r\":4}", NULL, NULL, LB_E_INPUT, "\"target_modules\"", NULL},
