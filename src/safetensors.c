@@ -335,6 +335,15 @@ int lb_st_set_open(struct lb_st_set *s, const char *dir, struct lb_err *err)
             if (rc) goto done;
             s->n_file++;
         }
+        /* a name in two shards: which copy is meant would depend on lookup order */
+        for (int i = 0; i < s->n_file; i++)
+            for (int t = 0; t < s->files[i].n_tensor; t++)
+                for (int j = i + 1; j < s->n_file; j++)
+                    if (lb_st_find(&s->files[j], s->files[i].tensors[t].name)) {
+                        rc = lb_err_set(err, LB_E_CORRUPT, "%s: tensor \"%s\" is in both %s and %s", index, s->files[i].tensors[t].name,
+                                        s->files[i].path, s->files[j].path);
+                        goto done;
+                    }
         /* every name in the map must be in the file it names */
         json_object_foreach(wm, k, v) {
             int found = 0;
