@@ -370,6 +370,17 @@ static void test_sharded(void)
     rc = lb_st_set_open(&s, dir, &err);
     T_CHECK(rc == 0 && s.n_file == 0, "empty weight_map: %d %s", rc, err.msg);
     if (!rc) lb_st_set_free(&s);
+    /* the same tensor in two shards */
+    snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", dir);
+    const char *s2dup[] = {"y.0", "x.1"};
+    write_shard(p, s2dup, 2);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    tm_write_text(p, "{\"weight_map\":{\"x.0\":\"model-00001-of-00002.safetensors\",\"x.1\":\"model-00001-of-00002.safetensors\","
+                     "\"y.0\":\"model-00002-of-00002.safetensors\"}}");
+    rc = lb_st_set_open(&s, dir, &err);
+    T_CHECK(rc == LB_E_CORRUPT && strstr(err.msg, "\"x.1\"") && strstr(err.msg, "model-00001-of-00002.safetensors") &&
+                strstr(err.msg, "model-00002-of-00002.safetensors"),
+            "tensor in two shards: %d %s", rc, err.msg);
     /* a damaged shard: its name is in the message */
     snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", dir);
     write_file(p, "\x10\0\0\0\0\0\0\0{", 9);
