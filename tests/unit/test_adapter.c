@@ -393,6 +393,72 @@ static void test_nonfinite(void)
     if (!rc) lb_adapter_free(&a);
 }
 
+/* Seeded mutations of adapter_config.json (patterns, regexes, layers) and of the tensor file
+ * header: every result is 0 or a negative status with a message. */
+static void test_mutations(void)
+{
+    int rank[2 * NT];
+    for (int l = 0; l < 2; l++)
+        for (int t = 0; t < NT; t++) rank[l * NT + t] = t == LB_T_Q ? 8 : 4;
+    const char *cfg = "{\"peft_type\":\"LORA\",\"r\":4,\"lora_alpha\":16,\"use_rslora\":false,\"target_modules\":[\"q_proj\",\"k_proj\",\"v_proj\","
+                      "\"o_proj\",\"gate_proj\",\"up_proj\",\"down_proj\"],\"rank_pattern\":{\"q_proj\":8},\"alpha_pattern\":{\"o_proj\":2},"
+                      "\"layers_to_transform\":[0,1],\"bias\":\"none\",\"modules_to_save\":null}";
+    const char *d = newdir();
+    tm_adapter_ranks(d, &base, cfg, rank, 50, NULL, NULL);
+    char p[256], st[256];
+    snprintf(p, sizeof p, "%s/adapter_config.json", d);
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", d);
+    FILE *fp = fopen(st, "rb");
+    fseek(fp, 0, SEEK_END);
+    long n_st = ftell(fp);
+    rewind(fp);
+    unsigned char *good_st = malloc((size_t)n_st);
+    T_CHECK(fread(good_st, 1, (size_t)n_st, fp) == (size_t)n_st, "read");
+    fclose(fp);
+    struct lb_adapter a;
+    struct lb_err err;
+    T_CHECK(open_adapter(&a, d, &err) == 0, "seed adapter: %s", err.msg);
+    lb_adapter_free(&a);
+    static const char tokens[] = "{}[],:\"0123456789-.*()|\\^$?+ ";
+    uint64_t s = 4242;
+    size_t n = strlen(cfg);
+    int n_ok = 0, n_bad = 0, weird = 0;
+    for (int it = 0; it < 600; it++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        char *m = malloc(n + 1);
+        memcpy(m, cfg, n + 1);
+        size_t pos = (size_t)(s >> 8) % n;
+        int tensor_file = it % 3 == 2;
+        if (!tensor_file) {
+            if (s & 1) m[pos] = tokens[(s >> 40) % (sizeof tokens - 1)];
+            else m[pos] = 0; /* truncate */
+            tm_write_text(p, m);
+        } else {
+            unsigned char *b = malloc((size_t)n_st);
+            memcpy(b, good_st, (size_t)n_st);
+            b[(s >> 8) % 1500] = (unsigned char)tokens[(s >> 40) % (sizeof tokens - 1)];
+            fp = fopen(st, "wb");
+            fwrite(b, 1, (size_t)n_st, fp);
+            fclose(fp);
+            free(b);
+            tm_write_text(p, cfg);
+        }
+        free(m);
+        int rc = open_adapter(&a, d, &err);
+        if (rc == 0) { n_ok++; lb_adapter_free(&a); }
+        else if (rc < 0 && rc >= LB_E_DATA && err.status == rc && err.msg[0]) n_bad++;
+        else { weird++; fprintf(stderr, "  adapter mutation %d: rc %d %s\n", it, rc, err.msg); }
+        if (tensor_file) {
+            fp = fopen(st, "wb");
+            fwrite(good_st, 1, (size_t)n_st, fp);
+            fclose(fp);
+        }
+    }
+    free(good_st);
+    T_CHECK(weird == 0, "%d odd results", weird);
+    printf("     adapter mutations: %d accepted, %d refused\n", n_ok, n_bad);
+}
+
 int main(void)
 {
     if (!tm_tmpdir(root, sizeof root)) { printf("mkdtemp failed\n"); return 1; }
@@ -411,6 +477,7 @@ int main(void)
     T_RUN(test_files);
     T_RUN(test_weird_shapes);
     T_RUN(test_nonfinite);
+    T_RUN(test_mutations);
     lb_model_free(&model);
     tm_rmtree(root);
     return T_DONE();

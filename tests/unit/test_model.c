@@ -438,16 +438,104 @@ static void test_model_tied_and_sharded(void)
     T_CHECK(rc == LB_E_CORRUPT && strstr(err.msg, "\"model.layers.1.mlp.up_proj.weight\""), "sharded NaN: %d %s", rc, err.msg);
 }
 
+static uint64_t xs(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
+
+/* Seeded byte mutations of config texts: every result is 0 or a negative status with a message. */
+static void test_config_mutations(void)
+{
+    const char *seeds[] = {llama31_4x, llama31_5x};
+    static const char tokens[] = "{}[],:\"0123456789-.e tfn\\";
+    uint64_t s = 77;
+    int n_ok = 0, n_bad = 0, weird = 0;
+    for (int it = 0; it < 4000; it++) {
+        const char *src = seeds[it & 1];
+        size_t n = strlen(src);
+        char *m = malloc(n);
+        memcpy(m, src, n);
+        size_t len = n;
+        uint64_t r = xs(&s);
+        size_t pos = (size_t)(r >> 8) % n;
+        switch (r % 4) {
+        case 0: m[pos] = tokens[(r >> 40) % (sizeof tokens - 1)]; break;
+        case 1: m[pos] ^= (char)(1 << ((r >> 40) % 8)); break;
+        case 2: len = pos; break;
+        case 3: m[pos] = tokens[(r >> 40) % (sizeof tokens - 1)]; m[(pos * 13 + 5) % n] = tokens[(r >> 50) % (sizeof tokens - 1)]; break;
+        }
+        struct lb_model_config c;
+        struct lb_err err = {0};
+        int rc = lb_model_config_parse(&c, m, len, "mut.json", &err);
+        if (rc == 0) n_ok++;
+        else if (rc < 0 && rc >= LB_E_DATA && err.status == rc && strstr(err.msg, "mut.json")) n_bad++;
+        else { weird++; fprintf(stderr, "  config mutation %d: rc %d msg %s\n", it, rc, err.msg); }
+        if (rc == 0) {
+            rc = lb_model_genconfig_parse(&c, m, len, "mut.json", &err);
+            T_CHECK(rc <= 0, "genconfig rc %d", rc);
+        }
+        free(m);
+    }
+    T_CHECK(weird == 0, "%d mutations gave an odd status or a message without the file name", weird);
+    printf("     config mutations: %d accepted, %d refused\n", n_ok, n_bad);
+}
+
+/* Seeded mutations of a whole tiny checkpoint on disk, through lb_model_open: never a crash. */
+static void test_model_mutations(void)
+{
+    char d[128], p[256];
+    subdir(d, sizeof d, "mut");
+    tm_model(d, &llama, 11);
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    FILE *fp = fopen(p, "rb");
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    rewind(fp);
+    unsigned char *good = malloc((size_t)n);
+    T_CHECK(fread(good, 1, (size_t)n, fp) == (size_t)n, "read");
+    fclose(fp);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | good[i];
+    uint64_t s = 99;
+    int n_ok = 0, n_bad = 0, weird = 0;
+    static const char tokens[] = "{}[],:\"0123456789-";
+    for (int it = 0; it < 300; it++) {
+        uint64_t r = xs(&s);
+        unsigned char *m = malloc((size_t)n);
+        memcpy(m, good, (size_t)n);
+        long len = n;
+        size_t pos = (size_t)((r >> 8) % (8 + hl)); /* mostly the header */
+        switch (r % 4) {
+        case 0: m[pos] = (unsigned char)tokens[(r >> 40) % (sizeof tokens - 1)]; break;
+        case 1: m[pos] ^= (unsigned char)(1 << ((r >> 40) % 8)); break;
+        case 2: len = (long)((r >> 8) % (uint64_t)n); break;
+        case 3: m[8 + hl + (r >> 20) % ((uint64_t)n - 8 - hl)] = 0xff; m[8 + hl + (r >> 30) % ((uint64_t)n - 8 - hl)] = 0x7f; break; /* data: maybe NaN */
+        }
+        fp = fopen(p, "wb");
+        fwrite(m, 1, (size_t)len, fp);
+        fclose(fp);
+        free(m);
+        struct lb_model mm;
+        struct lb_err err = {0};
+        int rc = lb_model_open(&mm, d, &err);
+        if (rc == 0) { n_ok++; lb_model_free(&mm); }
+        else if (rc < 0 && rc >= LB_E_DATA && err.status == rc && err.msg[0]) n_bad++;
+        else { weird++; fprintf(stderr, "  model mutation %d: rc %d %s\n", it, rc, err.msg); }
+    }
+    free(good);
+    T_CHECK(weird == 0, "%d odd results", weird);
+    printf("     checkpoint mutations: %d accepted, %d refused\n", n_ok, n_bad);
+}
+
 int main(void)
 {
     T_RUN(test_llama31_4x_5x);
     T_RUN(test_arch_variants);
     T_RUN(test_config_catalogue);
     T_RUN(test_genconfig);
+    T_RUN(test_config_mutations);
     if (!tm_tmpdir(root, sizeof root)) { printf("mkdtemp failed\n"); return 1; }
     T_RUN(test_model_good);
     T_RUN(test_model_catalogue);
     T_RUN(test_model_tied_and_sharded);
+    T_RUN(test_model_mutations);
     tm_rmtree(root);
     return T_DONE();
 }
