@@ -151,6 +151,8 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
     char why[256] = "";
     int rc = 0;
     if (!lb_dir_exists(dir)) { rc = lb_err_set(err, LB_E_INPUT, "adapter \"%s\": folder %s does not exist", name, dir); goto done; }
+    /* lb_file_read on a folder sees a size of 2^63-1 (ext4) and asks malloc for it */
+    if (lb_dir_exists(cfg_path)) { rc = lb_err_set(err, LB_E_INPUT, "%s is a folder, not a file", cfg_path); goto done; }
     if ((rc = lb_file_read(cfg_path, &buf, &n, err))) goto done;
     json_error_t je;
     o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);

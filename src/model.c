@@ -326,6 +326,8 @@ int lb_model_open(struct lb_model *m, const char *dir, struct lb_err *err)
     int n_used = 0, rc = 0;
     if (!lb_dir_exists(dir)) { rc = lb_err_set(err, LB_E_INPUT, "model folder %s does not exist", dir); goto done; }
     p = lb_path_join(dir, "config.json");
+    /* lb_file_read on a folder sees a size of 2^63-1 (ext4) and asks malloc for it */
+    if (lb_dir_exists(p)) { rc = lb_err_set(err, LB_E_INPUT, "%s is a folder, not a file", p); goto done; }
     if ((rc = lb_file_read(p, &buf, &n, err))) goto done;
     if ((rc = lb_model_config_parse(&m->cfg, buf, n, p, err))) goto done;
     free(p); free(buf); buf = NULL;
