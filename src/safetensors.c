@@ -257,6 +257,7 @@ int lb_st_open(struct lb_st_file *f, const char *path, struct lb_err *err)
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0) { rc = lb_err_set(err, LB_E_IO, "%s: cannot stat: %s", path, strerror(errno)); goto done; }
+    if (!S_ISREG(st.st_mode)) { rc = lb_err_set(err, LB_E_INPUT, "%s: not a regular file", path); goto done; }
     f->path = strdup(path);
     f->map_bytes = (size_t)st.st_size;
     if (f->map_bytes) {
