@@ -274,6 +274,10 @@ static void test_files(void)
     unlink(p);
     rc = open_adapter(&a, d, &err);
     T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "adapter_config.json") && strstr(err.msg, "cannot open"), "missing config: %d %s", rc, err.msg);
+    /* adapter_config.json is a folder */
+    mkdir(p, 0755);
+    rc = open_adapter(&a, d, &err);
+    T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "adapter_config.json") && strstr(err.msg, "folder"), "config a folder: %d %s", rc, err.msg);
     /* missing adapter_model.* */
     d = newdir();
     tm_adapter(d, &base, 4, 8, all7, 2, 21);

@@ -305,6 +305,22 @@ static void test_model_catalogue(void)
     unlink(p);
     rc = open_model(d, &err);
     T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "config.json") && strstr(err.msg, "cannot open"), "missing config.json: %d %s", rc, err.msg);
+    /* config.json is a folder */
+    mkdir(p, 0755);
+    rc = open_model(d, &err);
+    T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "config.json") && strstr(err.msg, "folder"), "config.json a folder: %d %s", rc, err.msg);
+    rmdir(p);
+    /* model.safetensors is a folder */
+    {
+        char d2[128], p2[256];
+        subdir(d2, sizeof d2, "stdir");
+        tm_model(d2, &llama, 3);
+        snprintf(p2, sizeof p2, "%s/model.safetensors", d2);
+        unlink(p2);
+        mkdir(p2, 0755);
+        rc = open_model(d2, &err);
+        T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "no model.safetensors"), "model.safetensors a folder: %d %s", rc, err.msg);
+    }
     /* bad config.json: the path is in the message */
     tm_write_text(p, "{\"architectures\":[\"GPT2LMHeadModel\"]}");
     rc = open_model(d, &err);

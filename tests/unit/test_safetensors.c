@@ -311,7 +311,7 @@ static void test_open_file(void)
     snprintf(p, sizeof p, "%s/sub.safetensors", dir);
     mkdir(p, 0755);
     rc = lb_st_open(&f, p, &err);
-    T_CHECK(rc < 0 && strstr(err.msg, "sub.safetensors"), "folder as file: %d %s", rc, err.msg);
+    T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "sub.safetensors") && strstr(err.msg, "not a regular file"), "folder as file: %d %s", rc, err.msg);
     tm_rmtree(dir);
 }
 
@@ -355,7 +355,7 @@ static void test_sharded(void)
         {"weight_map not an object", "{\"weight_map\":[]}", LB_E_CORRUPT, "weight_map", "model.safetensors.index.json"},
         {"index not JSON", "{\"weight_map\":", LB_E_CORRUPT, "weight_map", "model.safetensors.index.json"},
         {"index duplicate key", "{\"weight_map\":{},\"weight_map\":{}}", LB_E_CORRUPT, "weight_map", "duplicate"},
-        {"weight_map names the folder", "{\"weight_map\":{\"x.0\":\"..\"}}", LB_E_IO, "..", NULL},
+        {"weight_map names the folder", "{\"weight_map\":{\"x.0\":\"..\"}}", LB_E_INPUT, "..", "not a regular file"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         tm_write_text(p, bad[i].index);
