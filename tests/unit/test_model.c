@@ -387,6 +387,32 @@ static void test_model_catalogue(void)
         rc = open_model(d, &err);
         T_CHECK(k == 1 ? rc == LB_E_CORRUPT : rc == 0, "1e5 in %s: %d %s", dts[k], rc, err.msg);
     }
+    /* hand-made checkpoints whose first tensor (the embedding) is odd */
+    struct { const char *what, *hdr; size_t data; int status; const char *m1, *m2; } raw[] = {
+        {"8-dim embedding (message must not overflow)",
+         "{\"model.embed_tokens.weight\":{\"dtype\":\"F32\",\"shape\":[0,1000000000000000000,1000000000000000000,1000000000000000000,"
+         "1000000000000000000,1000000000000000000,1000000000000000000,1000000000000000000],\"data_offsets\":[0,0]}}",
+         0, LB_E_INPUT, "\"model.embed_tokens.weight\"", "[64, 32]"},
+        {"I32 embedding", "{\"model.embed_tokens.weight\":{\"dtype\":\"I32\",\"shape\":[64,32],\"data_offsets\":[0,8192]}}", 8192, LB_E_UNSUPPORTED,
+         "\"model.embed_tokens.weight\"", "I32"},
+        {"U8 embedding", "{\"model.embed_tokens.weight\":{\"dtype\":\"U8\",\"shape\":[64,32],\"data_offsets\":[0,2048]}}", 2048, LB_E_UNSUPPORTED,
+         "\"model.embed_tokens.weight\"", "U8"},
+        {"transposed embedding", "{\"model.embed_tokens.weight\":{\"dtype\":\"BF16\",\"shape\":[32,64],\"data_offsets\":[0,4096]}}", 4096, LB_E_INPUT,
+         "[32, 64]", "[64, 32]"},
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof *raw; i++) {
+        snprintf(d, sizeof d, "%s/raw%zu", root, i);
+        tm_model(d, &llama, 12);
+        snprintf(p, sizeof p, "%s/model.safetensors", d);
+        FILE *fp = fopen(p, "wb");
+        uint64_t hl = strlen(raw[i].hdr);
+        fwrite(&hl, 8, 1, fp);
+        fwrite(raw[i].hdr, 1, hl, fp);
+        for (size_t k = 0; k < raw[i].data; k++) fputc(0, fp);
+        fclose(fp);
+        rc = open_model(d, &err);
+        T_CHECK(rc == raw[i].status && strstr(err.msg, raw[i].m1) && strstr(err.msg, raw[i].m2), "%s: %d %s", raw[i].what, rc, err.msg);
+    }
     /* Qwen2 without its q/k/v bias */
     struct tm_cfg q2 = {"Qwen2ForCausalLM", 32, 2, 4, 2, 8, 48, 64, 1, 0, "BF16"};
     subdir(d, sizeof d, "q2nobias");
