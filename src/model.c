@@ -84,20 +84,33 @@ static int parse_rope(json_t *r, struct lb_model_config *c, const char *name, co
     if (!json_is_object(r)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be an object", name, field);
     json_t *t = json_object_get(r, "rope_type");
     if (!t) t = json_object_get(r, "type");
-    const char *type = json_is_string(t) ? json_string_value(t) : "default";
+    if (t && !json_is_string(t)) return lb_err_set(err, LB_E_INPUT, "%s: %s.rope_type must be a string", name, field);
+    if (!t) { /* transformers refuses a scaling without a type; only a bare rope_theta means plain RoPE */
+        const char *k;
+        json_t *v;
+        json_object_foreach(r, k, v)
+            if (strcmp(k, "rope_theta")) return lb_err_set(err, LB_E_INPUT, "%s: %s has \"%s\" but no rope_type", name, field, k);
+    }
+    const char *type = t ? json_string_value(t) : "default";
     int rc;
     if (json_object_get(r, "rope_theta") && (rc = get_float(r, "rope_theta", c->rope_theta, &c->rope_theta, name, err))) return rc;
     if (!strcmp(type, "default")) return 0;
     if (strcmp(type, "llama3"))
         return lb_err_set(err, LB_E_UNSUPPORTED, "%s: %s.rope_type \"%s\" is not supported (default, llama3)", name, field, type);
     c->rope_llama3 = 1;
+    static const char *need[] = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
+    for (int i = 0; i < 4; i++) /* required by transformers too: no silent defaults */
+        if (!json_object_get(r, need[i]))
+            return lb_err_set(err, LB_E_INPUT, "%s: %s: llama3 scaling needs \"%s\"", name, field, need[i]);
     if ((rc = get_float(r, "factor", 8.0f, &c->rope_factor, name, err)) ||
         (rc = get_float(r, "low_freq_factor", 1.0f, &c->rope_low_freq_factor, name, err)) ||
         (rc = get_float(r, "high_freq_factor", 4.0f, &c->rope_high_freq_factor, name, err)) ||
         (rc = get_int(r, "original_max_position_embeddings", 8192, 0, &c->rope_orig_max_pos, name, err)))
         return rc;
-    if (c->rope_factor <= 0 || c->rope_high_freq_factor <= c->rope_low_freq_factor)
-        return lb_err_set(err, LB_E_INPUT, "%s: %s: llama3 scaling needs factor > 0 and high_freq_factor > low_freq_factor", name, field);
+    if (c->rope_factor <= 0 || c->rope_low_freq_factor <= 0 || c->rope_high_freq_factor <= c->rope_low_freq_factor || c->rope_orig_max_pos <= 0)
+        return lb_err_set(err, LB_E_INPUT,
+                          "%s: %s: llama3 scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0",
+                          name, field);
     return 0;
 }
 
