@@ -286,6 +286,12 @@ static void test_files(void)
     rc = open_adapter(&a, d, &err);
     T_CHECK(rc == LB_E_INPUT && strstr(err.msg, "adapter_model.safetensors") && strstr(err.msg, "adapter_model.bin") && strstr(err.msg, d),
             "missing weights: %d %s", rc, err.msg);
+    /* only an adapter_model.bin, and it is not a torch.save ZIP: refused, the file named
+     * (unsupported while the .bin reader is a stub, corrupt once it parses) */
+    snprintf(p, sizeof p, "%s/adapter_model.bin", d);
+    tm_write_text(p, "import os; os.system('echo pwned')\n");
+    rc = open_adapter(&a, d, &err);
+    T_CHECK((rc == LB_E_UNSUPPORTED || rc == LB_E_CORRUPT) && strstr(err.msg, "adapter_model.bin"), "garbage .bin: %d %s", rc, err.msg);
     /* truncated adapter_model.safetensors */
     d = newdir();
     tm_adapter(d, &base, 4, 8, all7, 2, 22);
