@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <glob.h>
 #include <jansson.h>
-#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -607,7 +606,9 @@ static int admit_one(struct session *s, int ui, int slot, struct lb_err *err)
     }
     int fi = find_flight(s);
     struct flight *f = &s->fl[fi];
-    memset(f, 0, offsetof(struct flight, text));
+    struct lb_tok_text keep = f->text; /* reuse the text buffer, reset everything else */
+    memset(f, 0, sizeof *f);
+    f->text = keep;
     f->text.n = 0;
     f->used = 1;
     f->unit = ui;
@@ -841,6 +842,11 @@ static int run_job(struct session *s, struct lb_err *err)
                 }
             }
             stalled = 0;
+            /* the reorder window bounds how far reading may run ahead of writing */
+            if (u->next_read - u->ro.next >= u->ro.cap) {
+                if ((rc = drain_unit(s, u, err))) goto out;
+                if (u->next_read - u->ro.next >= u->ro.cap) break;
+            }
             rc = admit_one(s, (int)pr->unit, slot, err);
             if (rc < 0) goto out;
             rec_i++;

@@ -192,7 +192,10 @@ static int zip_open(struct zip *z, const unsigned char *p, size_t n, struct lb_e
             return lb_err_set(err, LB_E_CORRUPT, "ZIP member \"%s\": local header at %llu is missing or outside the data area",
                               show(ze->name, nl).s, (unsigned long long)lo_);
         size_t lnl = rd16(p + lo_ + 26), lxl = rd16(p + lo_ + 28);
-        if (cd_off - lo_ - 30 < (uint64_t)lnl + lxl || lnl != nl || memcmp(p + lo_ + 30, ze->name, nl) != 0)
+        if (cd_off - lo_ - 30 < (uint64_t)lnl + lxl)
+            return lb_err_set(err, LB_E_CORRUPT, "ZIP member \"%s\": local header at %llu runs into the central directory",
+                              show(ze->name, nl).s, (unsigned long long)lo_);
+        if (lnl != nl || memcmp(p + lo_ + 30, ze->name, nl) != 0)
             return lb_err_set(err, LB_E_CORRUPT, "ZIP member \"%s\": local header name does not match the central directory",
                               show(ze->name, nl).s);
         ze->off_data = lo_ + 30 + lnl + lxl;

@@ -571,6 +571,74 @@ static void test_file_open_and_fixture(int write_fixture)
     free(b.p);
 }
 
+/* ------------------------------------------------------------ files written by real torch */
+
+static int open_ok(struct lb_st_file *f, const char *path)
+{
+    struct lb_err err = {0};
+    int rc = lb_torchbin_open(f, path, &err);
+    T_CHECK(rc == 0, "%s: %s", path, err.msg);
+    return rc == 0;
+}
+
+static void check_vals(const struct lb_st_file *f, const char *name, enum lb_dtype dt, int n_dim, const int64_t *shape,
+                       const float *vals)
+{
+    const struct lb_tensor *t = lb_st_find(f, name);
+    T_CHECK(t != NULL, "%s missing", name);
+    if (!t) return;
+    int64_t n = 1;
+    T_CHECK(t->dtype == dt && t->n_dim == n_dim, "%s: dtype %d dims %d", name, t->dtype, t->n_dim);
+    for (int d = 0; d < n_dim && d < t->n_dim; d++) {
+        T_CHECK(t->shape[d] == shape[d], "%s: shape[%d] = %lld want %lld", name, d, (long long)t->shape[d], (long long)shape[d]);
+        n *= shape[d];
+    }
+    T_CHECK(t->n_elem == n && t->n_bytes == (size_t)n * lb_dtype_size(dt), "%s: n_elem %lld", name, (long long)t->n_elem);
+    for (int64_t i = 0; vals && i < n; i++) {
+        float v = lb_tensor_get_f32(t->data, t->dtype, i);
+        T_CHECK(v == vals[i], "%s[%lld] = %g want %g", name, (long long)i, v, vals[i]);
+    }
+}
+
+/* Saved by torch 2.11.0 (tests/data/torchbin/make_real.py): prefix from the file name,
+ * .format_version / .storage_alignment records, ZIP64 end record, 64-byte aligned data. */
+static void test_real_torch_files(void)
+{
+    struct lb_st_file f;
+    if (open_ok(&f, "tests/data/torchbin/torch211_plain.bin")) {
+        check_ab(&f, f.map, f.map_bytes, "torch211_plain.bin");
+        lb_st_free(&f);
+    }
+    if (open_ok(&f, "tests/data/torchbin/torch211_mixed.bin")) {
+        static const float half[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, view[4] = {5, 6, 7, 8}, row[4] = {4, 5, 6, 7},
+                           scalar[1] = {2.5f}, ones[4] = {1, 1, 1, 1}, sevens[6] = {7, 7, 7, 7, 7, 7};
+        T_CHECK(f.n_tensor == 7, "mixed: %d tensors", f.n_tensor);
+        check_vals(&f, "half", LB_F16, 2, (const int64_t[]){3, 4}, half);
+        check_vals(&f, "view", LB_F16, 1, (const int64_t[]){4}, view);      /* storage offset 5 */
+        check_vals(&f, "row", LB_F16, 2, (const int64_t[]){1, 4}, row);     /* storage offset 4 */
+        check_vals(&f, "scalar", LB_F32, 0, NULL, scalar);
+        check_vals(&f, "empty", LB_F32, 2, (const int64_t[]){0, 4}, NULL);
+        check_vals(&f, "param", LB_F32, 2, (const int64_t[]){2, 2}, ones);  /* _rebuild_parameter */
+        check_vals(&f, "cuda", LB_BF16, 2, (const int64_t[]){2, 3}, sevens); /* location 'cuda:0' */
+        const struct lb_tensor *h = lb_st_find(&f, "half"), *v = lb_st_find(&f, "view");
+        if (h && v) T_CHECK((const char *)v->data - (const char *)h->data == 10, "view shares half's storage at +5 elements");
+        lb_st_free(&f);
+    }
+    if (open_ok(&f, "tests/data/torchbin/torch211_state_dict.bin")) { /* OrderedDict + _metadata BUILD */
+        T_CHECK(f.n_tensor == 3, "state_dict: %d tensors", f.n_tensor);
+        check_vals(&f, "0.weight", LB_BF16, 2, (const int64_t[]){3, 4}, NULL);
+        check_vals(&f, "0.bias", LB_BF16, 1, (const int64_t[]){3}, NULL);
+        check_vals(&f, "1.weight", LB_BF16, 2, (const int64_t[]){2, 3}, NULL);
+        lb_st_free(&f);
+    }
+    struct lb_err err = {0};
+    int rc = lb_torchbin_open(&f, "tests/data/torchbin/torch211_transposed.bin", &err);
+    T_CHECK(rc == LB_E_UNSUPPORTED && strstr(err.msg, "torch211_transposed.bin: non-contiguous tensor t"), "transposed: %d %s", rc,
+            err.msg);
+    rc = lb_torchbin_open(&f, "tests/data/torchbin/torch211_legacy.bin", &err);
+    T_CHECK(rc == LB_E_UNSUPPORTED && strstr(err.msg, "legacy torch.save format"), "legacy: %d %s", rc, err.msg);
+}
+
 /* ----------------------------------------------------------------- malformed: ZIP layer */
 
 static void test_bad_zip(void)
@@ -914,6 +982,23 @@ static void test_flip_sweep(void)
         free(c);
         free(b.p);
     }
+    /* and over a file real torch wrote */
+    struct lb_st_file rf;
+    struct lb_err rerr = {0};
+    if (lb_torchbin_open(&rf, "tests/data/torchbin/torch211_mixed.bin", &rerr) == 0) {
+        unsigned char *c = malloc(rf.map_bytes);
+        for (size_t i = 0; i < rf.map_bytes; i++)
+            for (size_t x = 0; x < sizeof xs; x++) {
+                memcpy(c, rf.map, rf.map_bytes);
+                c[i] ^= xs[x];
+                sweep_one(c, rf.map_bytes, &ok, &bad);
+                total++;
+            }
+        free(c);
+        lb_st_free(&rf);
+    } else {
+        T_CHECK(0, "torch211_mixed.bin: %s", rerr.msg);
+    }
     T_CHECK(bad == 0, "%d of %d damaged files gave no message or bad pointers", bad, total);
     T_CHECK(ok < total, "no damaged file was rejected");
 }
@@ -930,6 +1015,7 @@ int main(int argc, char **argv)
     test_file_open_and_fixture(write_fixture);
     if (t_cur_fail) { t_fail++; printf("FAIL test_file_open_and_fixture\n"); }
     else { t_pass++; printf("ok   test_file_open_and_fixture\n"); }
+    T_RUN(test_real_torch_files);
     T_RUN(test_bad_zip);
     T_RUN(test_bad_pickle_hand);
     T_RUN(test_bad_tensors);
