@@ -9,7 +9,11 @@
 #   3. `scancel -b -s KILL` of a running task (hard kill), then the part resubmitted: it
 #      resumes and finishes; once with the script's default wrapper, once with LB_EXEC=1;
 #   4. SIGUSR1 to the batch shell (what --signal=B:USR1@120 sends before the time limit):
-#      exit 75, the script requeues its own task, it resumes and finishes.
+#      exit 75, the script requeues its own task, it resumes and finishes;
+#   5. a real time limit (--time=1 --signal=B:USR1@60): Slurm's own warning, same path as 4
+#      (counted as a skip when the job happens to finish before Slurm sends it);
+#   6. the shipped example verbatim: `sbatch jobs/slurm-array.sh jobs/slurm.yaml` from a
+#      repository root, its default --array=0-3 and logs/%A_%a.log.
 # Every output: identical to the reference, every record exactly once (line count = input
 # lines, "index" 0..n-1 in order). Needs root and apt-get (installs munge + Slurm from
 # Debian); exits 77 (skip) when Slurm cannot be had. Daemons are stopped on any exit.
@@ -128,6 +132,11 @@ mkjob "$T/refL" L
 cp -r "$T/refA" "$T/array"
 for x in requeue kill killexec usr1; do cp -r "$T/refS" "$T/$x"; done
 cp -r "$T/refL" "$T/timelimit"
+# 6. the shipped example as documented: jobs/slurm.yaml through jobs/slurm-array.sh from a
+#    repository root (a copy: jobs/ copied, tests/ linked, its own build/ for the outputs)
+R=$T/repo
+mkdir -p "$R/build" && cp -r "$ROOT/jobs" "$R/" && ln -s "$ROOT/tests" "$R/tests"
+sed 's|dir: ../build/slurm-out|dir: ../build/slurm-ref|' "$R/jobs/slurm.yaml" > "$R/jobs/slurm-ref.yaml"
 # sbatch resolves a relative job path against the submit dir; the job's own paths are
 # relative to the job file, so every copy is independent
 ( cd "$T/refA" && "$BIN" run job.yaml > run.log 2>&1; echo $? > rc ) &
@@ -136,6 +145,8 @@ ref_a=$!
 ref_s=$!
 ( cd "$T/refL" && "$BIN" run job.yaml > run.log 2>&1; echo $? > rc ) &
 ref_l=$!
+( cd "$R" && "$BIN" run jobs/slurm-ref.yaml > build/ref.log 2>&1; echo $? > build/ref.rc ) &
+ref_e=$!
 
 # ---------------------------------------------------------------- the cluster
 port=$((17000 + $$ % 2000))
@@ -192,18 +203,21 @@ task_field() { # jobid_task field
 }
 # outputs of DIR against REF: per whole-job file, the part files concatenated in part order
 # must equal it byte for byte after decompression; every record once, indexes 0..n-1 in order
-same_outputs() { # ref dir
-    python3 - "$1" "$2" <<'PY'
+same_outputs() { # ref_dir dir: the jobs' out/ folders, inputs in dir/data
+    same_out_dirs "$1/out" "$2/out" "$2/data"
+}
+same_out_dirs() { # ref_out out data
+    python3 - "$1" "$2" "$3" <<'PY'
 import glob, json, os, re, subprocess, sys
-ref, got = sys.argv[1], sys.argv[2]
+ref, got, data_dir = sys.argv[1], sys.argv[2], sys.argv[3]
 def unz(f): return subprocess.run(["zstd", "-dc", f], check=True, capture_output=True).stdout
-refs = sorted(glob.glob(ref + "/out/*.jsonl.zst"))
+refs = sorted(glob.glob(ref + "/*.jsonl.zst"))
 assert refs, "no reference outputs"
 seen = set()
 for f in refs:
     name = os.path.basename(f)[:-len(".jsonl.zst")]
-    whole = f"{got}/out/{name}.jsonl.zst"
-    parts = glob.glob(f"{got}/out/{name}.part-*-of-*.jsonl.zst")
+    whole = f"{got}/{name}.jsonl.zst"
+    parts = glob.glob(f"{got}/{name}.part-*-of-*.jsonl.zst")
     if os.path.exists(whole):
         assert not parts, f"{name}: both a whole file and part files"
         files = [whole]
@@ -215,14 +229,14 @@ for f in refs:
     want = unz(f)
     assert data == want, f"{name}: differs from the uninterrupted run ({len(data)} vs {len(want)} bytes)"
     shard = name.rsplit(".", 1)[0]
-    n_in = sum(1 for _ in open(f"{got}/data/{shard}.jsonl"))
+    n_in = sum(1 for _ in open(f"{data_dir}/{shard}.jsonl"))
     lines = data.split(b"\n")  # not splitlines(): a text may hold U+0085 or U+2028 raw
     assert lines[-1] == b"", f"{name}: does not end with a newline"
     lines = lines[:-1]
     assert len(lines) == n_in, f"{name}: {len(lines)} lines for {n_in} input lines"
     idx = [json.loads(l)["index"] for l in lines]
     assert idx == list(range(n_in)), f"{name}: indexes not 0..{n_in - 1} in order"
-extra = set(glob.glob(got + "/out/*.jsonl.zst")) - seen
+extra = set(glob.glob(got + "/*.jsonl.zst")) - seen
 assert not extra, f"unexpected outputs: {sorted(extra)}"
 PY
 }
@@ -252,7 +266,10 @@ jX=$(submit "$T/killexec" LB_EXEC=1 -- --array=0-2)
 jU=$(submit "$T/usr1" -- --array=0-2)
 # 5. a real time limit: one task (the whole job, --part 0/1), 1 minute, warned 60 s early
 jT=$(submit "$T/timelimit" -- --array=0 --time=1 --signal=B:USR1@60)
-echo "submitted: array $jA, requeue $jR, kill $jK, kill-exec $jX, usr1 $jU, time limit $jT ($(el))"
+# as the script's header says, with only the resources cut down for a CI box
+jE=$( (cd "$R" && mkdir -p logs && env LORABATCH="$BIN" sbatch --parsable --cpus-per-task=1 --mem=200M \
+    jobs/slurm-array.sh jobs/slurm.yaml) | cut -d';' -f1)
+echo "submitted: example $jE, array $jA, requeue $jR, kill $jK, kill-exec $jX, usr1 $jU, time limit $jT ($(el))"
 
 # 2. requeue task 1 mid-run
 if wait_progress "$T/requeue" 1 3 120; then
@@ -294,12 +311,13 @@ jK2=$(submit "$T/kill" LB_PARTS=3 -- --array=2)
 jX2=$(submit "$T/killexec" LB_PARTS=3 LB_EXEC=1 -- --array=0)
 echo "resubmitted: kill $jK2, kill-exec $jX2 ($(el))"
 
-for j in "$jA" "$jR" "$jK" "$jX" "$jU" "$jK2" "$jX2" "$jT"; do
+for j in "$jE" "$jA" "$jR" "$jK" "$jX" "$jU" "$jK2" "$jX2" "$jT"; do
     wait_gone "$j" 360 || bad "job $j still queued or running after 360 s"
 done
 echo "all jobs ended ($(el))"
-wait "$ref_a"; wait "$ref_s"; wait "$ref_l"
+wait "$ref_a"; wait "$ref_s"; wait "$ref_l"; wait "$ref_e"
 for r in A S L; do check "reference run $r (plain, uninterrupted) exits 0" [ "$(cat "$T/ref$r/rc")" = 0 ]; done
+check "reference run of jobs/slurm.yaml (plain, uninterrupted) exits 0" [ "$(cat "$R/build/ref.rc")" = 0 ]
 
 # ---------------------------------------------------------------- 1. the array
 for i in 0 1 2 3; do
@@ -354,8 +372,15 @@ fi
 check "timelimit: outputs identical to the uninterrupted run, every record once" same_outputs "$T/refL" "$T/timelimit"
 check "timelimit: status reports the job finished" status_all_done "$T/timelimit" 1
 
-# the shipped example job validates as it stands
-check "jobs/slurm.yaml: lorabatch plan accepts it" sh -c "'$BIN' plan '$ROOT/jobs/slurm.yaml' > '$T/plan.txt' 2>&1"
+# ---------------------------------------------------------------- 6. the shipped example
+for i in 0 1 2 3; do
+    check "example: task ${jE}_$i COMPLETED, exit 0:0, log in logs/${jE}_$i.log" \
+        [ "$(task_field "${jE}_$i" JobState) $(task_field "${jE}_$i" ExitCode) $(test -s "$R/logs/${jE}_$i.log" && echo log)" = "COMPLETED 0:0 log" ]
+done
+check "example: outputs identical to a plain run of jobs/slurm.yaml, every record once" \
+    same_out_dirs "$R/build/slurm-ref" "$R/build/slurm-out" "$R/jobs/slurm-data"
+check "example: lorabatch status jobs/slurm.yaml reports 4 of 4 parts finished" \
+    sh -c "cd '$R' && '$BIN' status jobs/slurm.yaml | grep -q '^total: 4 of 4 part(s) finished'"
 
 if [ "$n_fail" -gt 0 ]; then
     echo "--- logs of failed runs"
