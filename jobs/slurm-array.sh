@@ -113,22 +113,24 @@ command -v setpriv >/dev/null 2>&1 && pdeath=(setpriv --pdeathsig KILL --)
 pid=$!
 
 # Wait for lorabatch's own exit status. A trapped signal makes `wait` return early with
-# 128+signal while the program still runs; its status is then fetched by the next `wait`
-# (which says 127 when the early return had in fact been the program's real end).
+# 128+signal while the program still runs; its status is then fetched by the next `wait`.
+# When the program had already ended, bash may have no status left to give (127, once seen
+# -1 under scancel): then the best knowledge is the signal that stopped it.
 prev=""
 while :; do
     trapped=0
     wait "$pid" 2>/dev/null
     rc=$?
-    [ "$rc" = 127 ] && [ -n "$prev" ] && rc=$prev
     if [ "$trapped" = 1 ] && [ "$rc" -gt 128 ]; then prev=$rc; continue; fi
     break
 done
+if [ -n "$prev" ] && { [ "$rc" = 127 ] || [ "$rc" -lt 0 ] || [ "$rc" -gt 255 ]; }; then rc=$prev; fi
 
 case $rc in
     0) say "part done (lorabatch exited 0); progress of all parts: $LB status $JOB" ;;
-    75 | 138) # 75: interrupted, checkpoint committed; 138 = 128+SIGUSR1: the warning came before
-        # lorabatch had installed its handlers (still loading); the last checkpoint is intact
+    75 | 138 | 143) # 75: interrupted, checkpoint committed. 138/143 (128 + SIGUSR1/SIGTERM): the
+        # signal came before lorabatch had installed its handlers (while it was still loading),
+        # or its status was lost (above); either way the last checkpoint on disk is intact
         if [ "$warned" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
             if scontrol requeue "$SLURM_JOB_ID"; then
                 say "time-limit warning: lorabatch stopped (exit $rc); task requeued, it resumes from its checkpoint"

@@ -333,7 +333,7 @@ check "array: a re-run of a finished part exits 0 at once" \
 L=$T/requeue/logs/${jR}_1.log
 check "requeue: task ${jR}_1 COMPLETED after 1 restart" \
     [ "$(task_field "${jR}_1" JobState) $(task_field "${jR}_1" Restarts)" = "COMPLETED 1" ]
-check "requeue: lorabatch stopped with exit 75 on the SIGTERM" grep -q "interrupted (exit 75)" "$L"
+check "requeue: lorabatch committed its checkpoint on the SIGTERM" grep -q "stopped by signal 15; checkpoint written" "$L"
 check "requeue: the log kept both runs (--open-mode=append)" sh -c "grep -q 'restart 0:' '$L' && grep -q 'restart 1:' '$L'"
 check "requeue: the second run resumed mid-way from the checkpoint" resumed_mid "$L"
 check "requeue: outputs identical to the uninterrupted run, every record once" same_outputs "$T/refS" "$T/requeue"
@@ -353,7 +353,8 @@ done
 L=$T/usr1/logs/${jU}_1.log
 check "usr1: task ${jU}_1 COMPLETED after 1 restart" \
     [ "$(task_field "${jU}_1" JobState) $(task_field "${jU}_1" Restarts)" = "COMPLETED 1" ]
-check "usr1: the script passed SIGUSR1 on and requeued its task on exit 75" grep -q "lorabatch stopped (exit 75); task requeued" "$L"
+check "usr1: the script passed SIGUSR1 on, lorabatch committed its checkpoint" grep -q "stopped by signal 10; checkpoint written" "$L"
+check "usr1: ... and the script requeued its own task" grep -q "lorabatch stopped (exit [0-9]*); task requeued" "$L"
 check "usr1: the second run resumed mid-way from the checkpoint" resumed_mid "$L"
 check "usr1: outputs identical to the uninterrupted run, every record once" same_outputs "$T/refS" "$T/usr1"
 check "usr1: status reports 3 of 3 parts finished" status_all_done "$T/usr1" 3
@@ -364,7 +365,8 @@ restarts=$(task_field "${jT}_0" Restarts)
 check "timelimit: task ${jT}_0 COMPLETED, exit 0:0 (after ${restarts:-?} restarts)" [ "$(task_field "${jT}_0" JobState) $(task_field "${jT}_0" ExitCode)" = "COMPLETED 0:0" ]
 if [ "${restarts:-0}" -ge 1 ]; then
     check "timelimit: Slurm's SIGUSR1 warning reached the script" grep -q "got SIGUSR1" "$L"
-    check "timelimit: lorabatch stopped with 75 and the script requeued the task" grep -q "lorabatch stopped (exit 75); task requeued" "$L"
+    check "timelimit: lorabatch committed its checkpoint on it" grep -q "stopped by signal 10; checkpoint written" "$L"
+    check "timelimit: ... and the script requeued the task" grep -q "lorabatch stopped (exit [0-9]*); task requeued" "$L"
     check "timelimit: the next run resumed mid-way from the checkpoint" resumed_mid "$L"
 else
     n_skip=$((n_skip + 1)); echo "skip timelimit: the job finished before Slurm's first time-limit warning"
