@@ -8,6 +8,10 @@
 #   lorabatch status jobs/slurm.yaml               # progress of every part, then "total: K of N part(s) finished"
 #   tail -f logs/<array id>_<task>.log             # one log per task, kept across requeues
 #
+# The job file, model, inputs and output folder must be on a filesystem every node sees; each
+# part locks the output folder with flock(2) (NFS: fine; Lustre: mount with -o flock, else the
+# lock fails and lorabatch exits 4).
+#
 # Resubmitting (after a task failed, was cancelled or hard-killed): submit the same job with the
 # same number of parts; finished parts exit 0 at once, the others resume from their checkpoints:
 #   sbatch jobs/slurm-array.sh jobs/slurm.yaml                  # all parts again, or only some:
