@@ -56,14 +56,23 @@ esac
 LDFLAGS=""
 [ "$MODE" = asan ] && LDFLAGS="-fsanitize=address,undefined"
 
+if [ -n "$NVCC" ] && [ ! -f gpu/backend_cuda.cu ]; then
+    say "CUDA: nvcc found but gpu/backend_cuda.cu is missing: CPU-only build"
+    NVCC=""
+fi
 if [ -n "$NVCC" ]; then
     say "CUDA: $NVCC (sm_80, sm_89, sm_90a + PTX)"
     CFLAGS="$CFLAGS -DLB_HAVE_CUDA"
 else
-    say "CUDA: nvcc not found (or disabled): CPU-only build"
+    [ -f gpu/backend_cuda.cu ] && say "CUDA: nvcc not found (or LB_NO_CUDA set): CPU-only build"
 fi
 
 mkdir -p "$OUT/obj" "$OUT/tests"
+# objects built with other flags are stale
+if [ "$(cat "$OUT/obj/.flags" 2>/dev/null)" != "$CFLAGS $NVCC" ]; then
+    rm -f "$OUT"/obj/*.o "$OUT"/obj/*.d "$OUT"/tests/*
+    echo "$CFLAGS $NVCC" > "$OUT/obj/.flags"
+fi
 
 # ---------------------------------------------------------------- compile
 objs=()
