@@ -133,26 +133,26 @@ static int cu_malloc(void **p, size_t n, const char *what, struct lb_err *err)
                       n / 1048576.0, fr / 1048576.0, tot / 1048576.0, cudaGetErrorName(e));
 }
 
-/* HF's RoPE inverse frequencies, in float32 as transformers computes them (default and llama3). */
+/* RoPE inverse frequencies: HF's float32 formula, with the llama3 wavelength bands compared in
+ * float64 — the very expression of backend_cpu.c (rope_inv_freq), so both backends rotate by
+ * bit-identical frequencies. */
 static void rope_inv_freq(const struct lb_backend_setup *s, float *inv)
 {
     int D = s->head_dim;
     for (int i = 0; i < D / 2; i++) {
-        float e = (float)(2 * i) / (float)D;
-        inv[i] = 1.0f / powf(s->rope_theta, e);
-    }
-    if (!s->rope_llama3) return;
-    float factor = s->rope_factor, lo = s->rope_low_freq_factor, hi = s->rope_high_freq_factor;
-    float old = (float)s->rope_orig_max_pos;
-    float lo_wl = old / lo, hi_wl = old / hi;
-    for (int i = 0; i < D / 2; i++) {
-        float f = inv[i];
-        float wl = 2.0f * (float)M_PI / f;
-        float scaled = wl > lo_wl ? f / factor : f;
-        float smooth = (old / wl - lo) / (hi - lo);
-        float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;
-        int medium = !(wl < hi_wl) && !(wl > lo_wl);
-        inv[i] = medium ? smoothed : scaled;
+        float f = 1.0f / powf(s->rope_theta, (float)(2 * i) / (float)D);
+        if (s->rope_llama3) {
+            double low_wl = (double)s->rope_orig_max_pos / s->rope_low_freq_factor;
+            double high_wl = (double)s->rope_orig_max_pos / s->rope_high_freq_factor;
+            double wl = 2.0 * M_PI / (double)f;
+            if (wl > low_wl) f = f / s->rope_factor;
+            else if (wl >= high_wl) {
+                float smooth = (float)(((double)s->rope_orig_max_pos / wl - s->rope_low_freq_factor) /
+                                       (s->rope_high_freq_factor - s->rope_low_freq_factor));
+                f = (1.0f - smooth) * f / s->rope_factor + smooth * f;
+            }
+        }
+        inv[i] = f;
     }
 }
 

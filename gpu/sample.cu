@@ -37,13 +37,15 @@ template <typename T>
 struct row_view {
     const T *x;
     int V;
-    float temp;
-    float zmax;
+    double inv_t; /* 1 / temperature, in float64 as the CPU reference */
+    double zmax;  /* max logit * inv_t */
     /* kept set: top-k cut (key > kk or (key == kk and i <= ik)), top-p cut likewise */
     int has_k, has_p;
     uint32_t kk, pk;
     int ik, ip;
-    __device__ __forceinline__ float z(int i) const { return ldf(&x[i]) / temp; }
+    /* The order uses the logit itself (same order as logit / T for T > 0, and what the CPU sorts). */
+    __device__ __forceinline__ float z(int i) const { return ldf(&x[i]); }
+    __device__ __forceinline__ double w(float zi) const { return exp((double)zi * inv_t - zmax); }
     __device__ __forceinline__ bool kept(int i, uint32_t key, float zi) const
     {
         if (zi != zi) return false;
@@ -118,7 +120,7 @@ __device__ void select_cross(const row_view<T> &rv, bool count, double X, bool s
             float zi = rv.z(i);
             uint32_t k = fkey(zi);
             if ((k & mask) != prefix || !rv.kept(i, k, zi)) continue;
-            double w = count ? 1.0 : exp((double)zi - (double)rv.zmax);
+            double w = count ? 1.0 : rv.w(zi);
             atomicAdd(&hist[(k >> shift) & 255], w);
         }
         __syncthreads();
@@ -164,7 +166,7 @@ __device__ void select_cross(const row_view<T> &rv, bool count, double X, bool s
             uint32_t k = fkey(zi);
             if (k == prefix && rv.kept(i, k, zi)) {
                 tie = true;
-                w = count ? 1.0 : exp((double)zi - (double)rv.zmax);
+                w = count ? 1.0 : rv.w(zi);
             }
         }
         double tot = run + block_scan_d(w, red);
@@ -244,8 +246,8 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     row_view<T> rv;
     rv.x = x;
     rv.V = V;
-    rv.temp = p.temperature;
-    rv.zmax = ldf(&x[bi]) / p.temperature; /* z is monotone in the logit: the max logit gives max z */
+    rv.inv_t = 1.0 / (double)p.temperature;
+    rv.zmax = (double)ldf(&x[bi]) * rv.inv_t;
     rv.has_k = rv.has_p = 0;
     rv.kk = rv.pk = 0;
     rv.ik = rv.ip = 0;
@@ -262,11 +264,11 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         float zi = rv.z(i);
         uint32_t k = fkey(zi);
-        if (rv.kept(i, k, zi)) tot += exp((double)zi - (double)rv.zmax);
+        if (rv.kept(i, k, zi)) tot += rv.w(zi);
     }
     tot = block_sum_d(tot, red);
     double kept_mass = tot;
-    if (p.top_p < 1.0f) {
+    if (p.top_p > 0.0f && p.top_p < 1.0f) {
         uint32_t k;
         int i;
         select_cross(rv, false, (double)p.top_p * tot, false, &k, &i);
@@ -277,7 +279,7 @@ static __global__ void __launch_bounds__(SAMPLE_THREADS)
         for (int j = threadIdx.x; j < V; j += blockDim.x) {
             float zj = rv.z(j);
             uint32_t kj = fkey(zj);
-            if (rv.kept(j, kj, zj)) m += exp((double)zj - (double)rv.zmax);
+            if (rv.kept(j, kj, zj)) m += rv.w(zj);
         }
         kept_mass = block_sum_d(m, red);
     }
