@@ -106,9 +106,10 @@ static int32_t *i32(const struct lb_buf *b) { return (int32_t *)b->data; }
 /* ---------------------------------------------------------------- ops */
 
 struct mm_ctx { const struct lb_buf *x, *w, *bias; struct lb_buf *y; int T, K, N, acc; };
-static void mm_range(void *vctx, int n0, int n1)
+static void mm_range(void *vctx, int g0, int g1) /* g: groups of 4 output columns */
 {
     struct mm_ctx *m = vctx;
+    int n0 = g0 * 4, n1 = g1 * 4 < m->N ? g1 * 4 : m->N;
     float *wrow = malloc((size_t)m->K * 4 * 4);
     const float *x = f32(m->x);
     float *y = f32(m->y);

@@ -17,19 +17,6 @@ static void usage(FILE *f)
             "  version                  print the version\n");
 }
 
-int lb_exit_code(int status)
-{
-    switch (status) {
-    case LB_OK: return LB_EXIT_OK;
-    case LB_E_INPUT: case LB_E_UNSUPPORTED: case LB_E_CORRUPT: return LB_EXIT_USAGE;
-    case LB_E_IO: return LB_EXIT_IO;
-    case LB_E_OOM: case LB_E_DEVICE: return LB_EXIT_DEVICE;
-    case LB_E_INTERRUPTED: return LB_EXIT_INTERRUPTED;
-    case LB_E_DATA: return LB_EXIT_DATA;
-    default: return LB_EXIT_INTERNAL;
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return LB_EXIT_USAGE; }

@@ -12,7 +12,7 @@
 
 #include "safetensors.h"
 
-struct tm_tensor { char name[128]; int n_dim; int64_t shape[2]; float *data; };
+struct tm_tensor { char name[200]; int n_dim; int64_t shape[2]; float *data; };
 struct tm_file { struct tm_tensor t[256]; int n; };
 
 static uint64_t tm_rng = 1;
@@ -108,7 +108,7 @@ static int tm_model(const char *dir, const struct tm_cfg *c, uint64_t seed)
     snprintf(p, sizeof p, "%s/config.json", dir);
     tm_write_text(p, cfg);
     struct tm_file *f = calloc(1, sizeof *f);
-    char nm[128];
+    char nm[160];
     tm_add(f, "model.embed_tokens.weight", c->V, c->H, 0.5f, 0);
     tm_add(f, "model.norm.weight", c->H, 0, 0.1f, 1);
     if (!c->tie) tm_add(f, "lm_head.weight", c->V, c->H, 0.1f, 0);
