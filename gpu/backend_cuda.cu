@@ -486,6 +486,10 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
     if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda: device %d: %s", device, cudaGetErrorString(e));
     if (rc == 0) {
         c->n_sm = prop.multiProcessorCount;
+        const char *ev = getenv("LB_CUDA_LORA");
+        c->lora_variant = ev && atoi(ev) == 1 ? 1 : 2;
+        ev = getenv("LB_CUDA_ATTN");
+        c->attn_variant = ev && atoi(ev) == 1 ? 1 : 2;
         if (prop.major < 8)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
                             prop.name, prop.major, prop.minor);

@@ -64,6 +64,10 @@ struct lb_cublas; /* dl_cublas.cu */
 struct lb_cu {
     int device;
     int n_sm;
+    /* Kernel variants, read once at open from the environment (for A/B tests and fallbacks):
+     * LB_CUDA_LORA=1 -> SIMT shrink (v1), default 2 (tensor-core shrink);
+     * LB_CUDA_ATTN=1 -> SIMT attention for every token, default 2 (tensor-core prefill). */
+    int lora_variant, attn_variant;
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 

@@ -25,6 +25,8 @@
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */
+#include <mma.h>
+
 #include "common.cuh"
 
 #define LORA_TM 16   /* tokens per tile */
@@ -187,6 +189,143 @@ static __global__ void __launch_bounds__(256) k_lora_expand(lora_args a)
     }
 }
 
+/* v2 shrink: tensor cores (WMMA 16x16x16 bf16 -> fp32). The block stages a 16-token x KC slice
+ * of x and the RP x KC slice of A (RP = R rounded up to 16, zero rows beyond R; zero token rows
+ * beyond the tile) in shared memory with 16-byte loads, then 4 warps split the KC steps, each
+ * holding RP/16 accumulator fragments (tokens x ranks); the 4 warps' partial tiles are summed
+ * through shared memory at the end. Needs x bf16 and K % 8 == 0 (else v1 is used). */
+#define LORA2_KC 256
+#define LORA2_LD (LORA2_KC + 8) /* padded row, in elements: 528 bytes, a multiple of 16 and 32-byte friendly */
+
+static size_t lora2_smem_bytes(int max_rank)
+{
+    int rp = (max_rank + 15) & ~15;
+    return (size_t)(16 + rp) * LORA2_LD * sizeof(bf16);
+}
+
+static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
+{
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char sm_raw[];
+    bf16 *xs = (bf16 *)sm_raw;       /* [16][LORA2_LD] */
+    bf16 *as = xs + 16 * LORA2_LD;   /* [RP][LORA2_LD] */
+    float *red = (float *)sm_raw;    /* [4][16][RP], reused after the K loop */
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.x];
+    int j = blockIdx.y, split = blockIdx.z;
+    if (tl.slot >= a.n_slot) return;
+    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    int R = md.rank;
+    if (R <= 0) return;
+    const int RP = (R + 15) & ~15, nrb = RP / 16;
+    const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
+    const int warp = threadIdx.x / 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
+#pragma unroll
+    for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
+
+    for (int k0 = kb; k0 < ke; k0 += LORA2_KC) {
+        const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
+        const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
+        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
+            int t = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * a.n_in + k0 + c);
+            *(uint4 *)(xs + t * LORA2_LD + c) = v;
+        }
+        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
+            int r = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * a.n_in + k0 + c);
+            *(uint4 *)(as + r * LORA2_LD + c) = v;
+        }
+        __syncthreads();
+        for (int ks = warp * 16; ks < kn16; ks += 4 * 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, xs + ks, LORA2_LD);
+#pragma unroll
+            for (int i = 0; i < LORA_RMAX / 16; i++) {
+                if (i < nrb) {
+                    /* B[k][n] = A[r=n][k]: A's rows seen column-major are A^T */
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fb, as + i * 16 * LORA2_LD + ks, LORA2_LD);
+                    wmma::mma_sync(acc[i], fa, fb, acc[i]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < LORA_RMAX / 16; i++)
+        if (i < nrb) wmma::store_matrix_sync(red + warp * 16 * RP + i * 16, acc[i], RP, wmma::mem_row_major);
+    __syncthreads();
+    float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = red[(0 * 16 + t) * RP + r] + red[(1 * 16 + t) * RP + r] + red[(2 * 16 + t) * RP + r] +
+                    red[(3 * 16 + t) * RP + r];
+        v[(size_t)(tl.t0 + t) * a.r_stride + r] = sum;
+    }
+}
+
+/* v2 expand: as k_lora_expand, with B rows read 16 bytes at a time when R % 8 == 0. */
+template <typename T>
+static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
+{
+    __shared__ float v_s[LORA_TM][LORA_RMAX];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.x];
+    int j = blockIdx.z;
+    int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
+    int n0 = blockIdx.y * 256;
+    if (n0 >= N || tl.slot >= a.n_slot) return;
+    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    int R = md.rank;
+    if (R <= 0) return;
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = 0.0f;
+        for (int sp = 0; sp < a.n_split; sp++)
+            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        v_s[t][r] = sum * md.scale;
+    }
+    __syncthreads();
+    int n = n0 + threadIdx.x;
+    if (n >= N) return;
+    float acc[LORA_TM];
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) acc[t] = 0.0f;
+    const bf16 *b = md.b + (size_t)n * R;
+    if ((R & 7) == 0) {
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            uint4 u = *(const uint4 *)(b + r0);
+            const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 f = __bfloat1622float2(h[e]);
+#pragma unroll
+                for (int t = 0; t < LORA_TM; t++) acc[t] += v_s[t][r0 + 2 * e] * f.x + v_s[t][r0 + 2 * e + 1] * f.y;
+            }
+        }
+    } else {
+        for (int r = 0; r < R; r++) {
+            float bv = __bfloat162float(b[r]);
+#pragma unroll
+            for (int t = 0; t < LORA_TM; t++) acc[t] += v_s[t][r] * bv;
+        }
+    }
+    T *y = (T *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) {
+        if (t < tl.tn) {
+            T *p = &y[(size_t)(tl.t0 + t) * N + n];
+            stf(p, ldf(p) + acc[t]);
+        }
+    }
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -225,7 +364,9 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.r_stride = c->s.max_rank;
 
     size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
-    size_t want = (size_t)c->n_sm * 2, base = n_tile_max * l.n_tgt;
+    const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0;
+    /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
+    size_t want = (size_t)c->n_sm * (tc ? 8 : 2), base = n_tile_max * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     int max_split = (int)(K / 256) > 0 ? (int)(K / 256) : 1;
@@ -249,10 +390,20 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d, l.n_seg,
                                             (lora_tile *)a.tiles, d_count);
     LB_CU_LAUNCH();
-    LB_DISPATCH_FB(l.x->dt, T_, {
-        k_lora_shrink<T_><<<dim3((unsigned)n_tile_max, l.n_tgt, n_split), 256, 0, c->stream>>>(a, (const T_ *)l.x->d);
+    dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
+    if (tc) {
+        size_t sm = lora2_smem_bytes(c->s.max_rank);
+        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+        k_lora_shrink_tc<<<g_shrink, 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        k_lora_expand<T_><<<dim3((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt), 256, 0, c->stream>>>(a);
+        k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+        return 0;
+    }
+    LB_DISPATCH_FB(l.x->dt, T_, {
+        k_lora_shrink<T_><<<g_shrink, 256, 0, c->stream>>>(a, (const T_ *)l.x->d);
+        LB_CU_LAUNCH();
+        k_lora_expand<T_><<<g_expand, 256, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
     });
     return 0;
