@@ -26,6 +26,7 @@
 static struct lb_backend be;
 static struct lb_err err;
 static FILE *json;
+static const char *variant(const char *env) { const char *v = getenv(env); return v && *v ? v : "2"; }
 
 static double now_s(void)
 {
@@ -190,10 +191,10 @@ static void bench_lora(const char *layout, int T, int n_seg, const int32_t *ss, 
                100.0 * lm / bm);
         if (json)
             fprintf(json,
-                    "{\"bench\":\"lora\",\"group\":\"%s\",\"layout\":\"%s\",\"T\":%d,\"rank\":%d,\"n_seg\":%d,"
+                    "{\"bench\":\"lora\",\"variant\":\"v%s\",\"group\":\"%s\",\"layout\":\"%s\",\"T\":%d,\"rank\":%d,\"n_seg\":%d,"
                     "\"base_us\":%.2f,\"base_min_us\":%.2f,\"base_tflops\":%.1f,\"base_gbs\":%.1f,\"lora_us\":%.2f,"
                     "\"lora_min_us\":%.2f,\"lora_gbs\":%.1f,\"lora_over_base\":%.4f}\n",
-                    gr->name, layout, T, rank, n_seg, bm * 1e6, bmin * 1e6, flops / bm * 1e-12, bytes_base / bm * 1e-9,
+                    variant("LB_CUDA_LORA"), gr->name, layout, T, rank, n_seg, bm * 1e6, bmin * 1e6, flops / bm * 1e-12, bytes_base / bm * 1e-9,
                     lm * 1e6, lmin * 1e6, bytes_lora / lm * 1e-9, lm / bm);
         for (int j = 0; j < gr->n_tgt; j++) {
             be.ops->buf_free(&be, y[j]);
@@ -261,9 +262,9 @@ static void bench_attn(const char *name, int n_seq, int ctx, int q_per_seq, int 
            name, n_seq, ctx, q_per_seq, m * 1e6, bytes / m * 1e-9, flops / m * 1e-12, wm * 1e6);
     if (json)
         fprintf(json,
-                "{\"bench\":\"attn\",\"name\":\"%s\",\"n_seq\":%d,\"ctx\":%d,\"q_per_seq\":%d,\"us\":%.2f,\"min_us\":%.2f,"
+                "{\"bench\":\"attn\",\"variant\":\"v%s\",\"name\":\"%s\",\"n_seq\":%d,\"ctx\":%d,\"q_per_seq\":%d,\"us\":%.2f,\"min_us\":%.2f,"
                 "\"kv_gbs\":%.1f,\"tflops\":%.2f,\"kv_write_us\":%.2f}\n",
-                name, n_seq, ctx, q_per_seq, m * 1e6, mn * 1e6, bytes / m * 1e-9, flops / m * 1e-12, wm * 1e6);
+                variant("LB_CUDA_ATTN"), name, n_seq, ctx, q_per_seq, m * 1e6, mn * 1e6, bytes / m * 1e-9, flops / m * 1e-12, wm * 1e6);
     struct lb_buf *bufs[] = {k, v, bslot, q, o, bqi, bkl, bpi, bpx, bpos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be.ops->buf_free(&be, bufs[i]);
     free(qi);
@@ -279,6 +280,7 @@ int main(int argc, char **argv)
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--json")) json = fopen(argv[i + 1], "w");
     if (lb_backend_cuda_open(&be, 0, &err) < 0) die("cuda");
+    printf("kernel variants: lora v%s, attn v%s\n", variant("LB_CUDA_LORA"), variant("LB_CUDA_ATTN"));
     struct lb_backend_setup s;
     memset(&s, 0, sizeof s);
     s.n_layer = 1;

@@ -16,13 +16,19 @@
  *   k_attn_merge          merges the KV splits (decode with few tokens and long contexts: the host
  *                         picks n_split so that T * NKV * n_split fills the GPU; each token's range
  *                         0..pos[t] is cut into n_split chunks of whole 32-key groups).
+ *   k_attn_tiles +        (v2, default) sequences with >= 2 query rows (prefill and chunked
+ *   k_attn_prefill_tc     prefill) run on tensor cores, 16 query rows x 4 heads per block, keys in
+ *                         tiles of 64 gathered through the page table (see the kernel's comment);
+ *                         k_attn_paged then skips those sequences. D % 16 == 0 and D <= 128;
+ *                         otherwise, or with LB_CUDA_ATTN=1, every token takes k_attn_paged.
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
- *
- * Not yet: a tensor-core prefill kernel (each prefill token re-reads its K/V prefix from L2 here;
- * fine for correctness and decode, slow for long prompts) — issue 5, next part.
+ * v1 on H100 (bench/results/lora_bench_v1_h100.txt): decode 256 x 640 ctx 542 us (1.24 TB/s of
+ * KV), prefill 16 x 512 4.4 ms (7.8 TFLOP/s: each row re-read its K/V prefix on CUDA cores).
  *
  * Test: build/tests/test_ops (kv_write, attn cases: ragged, page sizes, chunked prefill, 4k+ decode). */
 #include <math.h>
+
+#include <mma.h>
 
 #include "common.cuh"
 
@@ -83,6 +89,7 @@ struct attn_args {
     const int32_t *q_indptr, *kv_len, *page_indptr, *page_idx, *pos;
     int n_tok, n_seq, NH, NKV, D, G, n_hgrp, B, n_page, n_split;
     float scale_log2; /* softmax scale * log2(e) */
+    int skip_multi;   /* 1: tokens of sequences with >= 2 query rows are left to the tensor-core kernel */
 };
 
 template <int DPL>
@@ -108,6 +115,7 @@ static __global__ void __launch_bounds__(ATT_NW * 32) k_attn_paged(attn_args a)
         else hi = mid - 1;
     }
     const int s = lo;
+    if (a.skip_multi && a.q_indptr[s + 1] - a.q_indptr[s] >= 2) return;
     int len = min(a.pos[t] + 1, a.kv_len[s]);
     if (len < 0) len = 0;
     int chunk = (len + a.n_split - 1) / a.n_split;
@@ -237,8 +245,20 @@ static __global__ void __launch_bounds__(ATT_NW * 32) k_attn_paged(attn_args a)
 }
 
 /* One block per (token, head), one thread per dim: out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). */
-static __global__ void k_attn_merge(const float *part, bf16 *out, int n_tok, int NH, int D, int n_split)
+static __global__ void k_attn_merge(attn_args a)
 {
+    const float *part = a.part;
+    bf16 *out = a.out;
+    const int n_tok = a.n_tok, NH = a.NH, D = a.D, n_split = a.n_split;
+    if (a.skip_multi) { /* rows of multi-row sequences belong to the tensor-core kernel */
+        int t = blockIdx.x, lo = 0, hi = a.n_seq - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (a.q_indptr[mid] <= t) lo = mid;
+            else hi = mid - 1;
+        }
+        if (a.q_indptr[lo + 1] - a.q_indptr[lo] >= 2) return;
+    }
     size_t oi = (size_t)blockIdx.x * NH + blockIdx.y;
     size_t sstride = (size_t)n_tok * NH * (D + 2);
     const float *p0 = part + oi * (D + 2);
@@ -255,6 +275,233 @@ static __global__ void k_attn_merge(const float *part, bf16 *out, int n_tok, int
             }
         }
         out[oi * D + d] = __float2bfloat16_rn(L > 0.0f ? A / L : 0.0f);
+    }
+}
+
+
+/* ------------------------------------------------------------------ v2: tensor-core prefill
+ * k_attn_tiles  cuts every sequence with >= 2 query rows into tiles of <= 16 consecutive rows.
+ * k_attn_prefill_tc  one block (4 warps) per (tile, kv head, group of <= 4 query heads): warp w
+ *   owns query head h0 + w for the tile's 16 rows. Keys go in tiles of 64 (gathered through the
+ *   page table into shared memory, shared by the 4 heads): S = Q K^T by WMMA (bf16 -> fp32), the
+ *   warp's online softmax on S in shared memory (causal mask pos[t] >= key, key < kv_len), P as
+ *   bf16, O (fp32, in shared memory) rescaled and O += P V by WMMA. D <= 128, D % 16 == 0. */
+#define ATC_KT 64
+#define ATC_DMAX 128
+
+struct atc_tile {
+    int seq, t0, tn;
+};
+
+static __global__ void __launch_bounds__(1024) k_attn_tiles(const int32_t *q_indptr, int n_seq, atc_tile *tiles,
+                                                            int *n_tiles)
+{
+    __shared__ int warp_tot[32];
+    int tid = threadIdx.x, nt = blockDim.x;
+    int per = (n_seq + nt - 1) / nt;
+    int s0 = min(n_seq, tid * per), s1 = min(n_seq, s0 + per);
+    int cnt = 0;
+    for (int s = s0; s < s1; s++) {
+        int len = q_indptr[s + 1] - q_indptr[s];
+        if (len >= 2) cnt += (len + 15) / 16;
+    }
+    int lane = tid % 32, w = tid / 32, inc = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += v;
+    }
+    if (lane == 31) warp_tot[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        int v = lane < nt / 32 ? warp_tot[lane] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += u;
+        }
+        warp_tot[lane] = x - v;
+    }
+    __syncthreads();
+    int at = warp_tot[w] + inc - cnt;
+    for (int s = s0; s < s1; s++) {
+        int a = q_indptr[s], len = q_indptr[s + 1] - a;
+        if (len < 2) continue;
+        for (int t0 = a; t0 < a + len; t0 += 16) {
+            atc_tile tl;
+            tl.seq = s;
+            tl.t0 = t0;
+            tl.tn = min(16, a + len - t0);
+            tiles[at++] = tl;
+        }
+    }
+    if (tid == nt - 1) *n_tiles = at;
+}
+
+struct atc_smem_layout {
+    int ldk;  /* bf16 row of K/V/Q tiles: D + 8 */
+    int lds;  /* float row of S: KT + 4 */
+    int ldp;  /* bf16 row of P: KT + 8 */
+    int ldo;  /* float row of O: D + 4 */
+    size_t k_off, v_off, q_off, s_off, p_off, o_off, ml_off, bytes;
+};
+
+__host__ __device__ static atc_smem_layout atc_layout(int D)
+{
+    atc_smem_layout L;
+    L.ldk = D + 8;
+    L.lds = ATC_KT + 4;
+    L.ldp = ATC_KT + 8;
+    L.ldo = D + 4;
+    size_t off = 0;
+    L.k_off = off; off += (size_t)ATC_KT * L.ldk * 2;
+    L.v_off = off; off += (size_t)ATC_KT * L.ldk * 2;
+    L.q_off = off; off += (size_t)4 * 16 * L.ldk * 2;
+    L.s_off = off; off += (size_t)4 * 16 * L.lds * 4;
+    L.p_off = off; off += (size_t)4 * 16 * L.ldp * 2;
+    L.o_off = off; off += (size_t)4 * 16 * L.ldo * 4;
+    L.ml_off = off; off += (size_t)4 * 16 * 3 * 4; /* m, l, corr per row */
+    L.bytes = off;
+    return L;
+}
+
+static __global__ void __launch_bounds__(128) k_attn_prefill_tc(attn_args a, const atc_tile *tiles, const int *n_tiles)
+{
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char sm[];
+    if ((int)blockIdx.x >= *n_tiles) return;
+    const atc_tile tl = tiles[blockIdx.x];
+    const int n_hg = (a.G + 3) / 4;
+    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int D = a.D;
+    const atc_smem_layout L = atc_layout(D);
+    bf16 *k_s = (bf16 *)(sm + L.k_off), *v_s = (bf16 *)(sm + L.v_off);
+    bf16 *q_s = (bf16 *)(sm + L.q_off) + warp * 16 * L.ldk;
+    float *s_s = (float *)(sm + L.s_off) + warp * 16 * L.lds;
+    bf16 *p_s = (bf16 *)(sm + L.p_off) + warp * 16 * L.ldp;
+    float *o_s = (float *)(sm + L.o_off) + warp * 16 * L.ldo;
+    float *m_s = (float *)(sm + L.ml_off) + warp * 48, *l_s = m_s + 16, *c_s = m_s + 32;
+    const int h = kvh * a.G + hg * 4 + warp;
+    const bool head_ok = hg * 4 + warp < a.G;
+    const int s = tl.seq;
+    const int kv_len = a.kv_len[s];
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+
+    /* this warp's Q rows (zero beyond the tile or for a missing head), O = 0, m = -inf, l = 0 */
+    for (int i = lane; i < 16 * (D / 8); i += 32) {
+        int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (head_ok && r < tl.tn) v = *(const uint4 *)(a.q + ((size_t)(tl.t0 + r) * a.NH + h) * D + c);
+        *(uint4 *)(q_s + r * L.ldk + c) = v;
+    }
+    for (int i = lane; i < 16 * D; i += 32) o_s[(i / D) * L.ldo + i % D] = 0.0f;
+    if (lane < 16) {
+        m_s[lane] = -INFINITY;
+        l_s[lane] = 0.0f;
+    }
+    /* keys needed by the tile: 0 .. max pos over its rows */
+    int kmax = 0;
+    for (int r = 0; r < tl.tn; r++) kmax = max(kmax, a.pos[tl.t0 + r] + 1);
+    kmax = min(kmax, kv_len);
+    /* the row each lane pair works on in the softmax, and its causal limit */
+    const int my_row = lane >> 1, my_half = lane & 1;
+    const int my_lim = my_row < tl.tn ? min(a.pos[tl.t0 + my_row] + 1, kv_len) : 0; /* keys < my_lim are visible */
+
+    for (int kt0 = 0; kt0 < kmax; kt0 += ATC_KT) {
+        __syncthreads(); /* previous tile's K/V no longer read */
+        for (int i = threadIdx.x; i < ATC_KT * (D / 8); i += blockDim.x) {
+            int r = i / (D / 8), c = (i % (D / 8)) * 8, key = kt0 + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (key < kmax) {
+                int page = pages[key / a.B];
+                if (page >= 0 && page < a.n_page) {
+                    size_t off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + c;
+                    kv = *(const uint4 *)(a.kc + off);
+                    vv = *(const uint4 *)(a.vc + off);
+                }
+            }
+            *(uint4 *)(k_s + r * L.ldk + c) = kv;
+            *(uint4 *)(v_s + r * L.ldk + c) = vv;
+        }
+        __syncthreads();
+        if (!head_ok) continue;
+        /* S[16][64] = Q K^T */
+#pragma unroll
+        for (int nb = 0; nb < ATC_KT / 16; nb++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
+            wmma::fill_fragment(sf, 0.0f);
+            for (int kk = 0; kk < D; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kb;
+                wmma::load_matrix_sync(qa, q_s + kk, L.ldk);
+                wmma::load_matrix_sync(kb, k_s + nb * 16 * L.ldk + kk, L.ldk);
+                wmma::mma_sync(sf, qa, kb, sf);
+            }
+            wmma::store_matrix_sync(s_s + nb * 16, sf, L.lds, wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* online softmax: lane pair (2r, 2r+1) takes row r, 32 columns each */
+        {
+            float *srow = s_s + my_row * L.lds + my_half * 32;
+            bf16 *prow = p_s + my_row * L.ldp + my_half * 32;
+            float mx = -INFINITY;
+            for (int c = 0; c < 32; c++) {
+                int key = kt0 + my_half * 32 + c;
+                float x = key < my_lim ? srow[c] * a.scale_log2 : -INFINITY;
+                srow[c] = x;
+                mx = fmaxf(mx, x);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            float m_old = m_s[my_row];
+            float m_new = fmaxf(m_old, mx);
+            float corr = 1.0f, sum = 0.0f;
+            if (m_new != -INFINITY) {
+                corr = exp2f(m_old - m_new);
+                for (int c = 0; c < 32; c++) {
+                    float p = srow[c] == -INFINITY ? 0.0f : exp2f(srow[c] - m_new);
+                    bf16 pb = __float2bfloat16_rn(p);
+                    prow[c] = pb;
+                    sum += __bfloat162float(pb); /* l sums what P V sums: the rounded p */
+                }
+            } else {
+                for (int c = 0; c < 32; c++) prow[c] = __float2bfloat16_rn(0.0f);
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            __syncwarp();
+            if (my_half == 0) {
+                m_s[my_row] = m_new;
+                l_s[my_row] = l_s[my_row] * corr + sum;
+                c_s[my_row] = corr;
+            }
+        }
+        __syncwarp();
+        /* O = O * corr (per row), then O += P V */
+        for (int i = lane; i < 16 * D; i += 32) {
+            int r = i / D, d = i % D;
+            o_s[r * L.ldo + d] *= c_s[r];
+        }
+        __syncwarp();
+        for (int db = 0; db < D / 16; db++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
+            wmma::load_matrix_sync(of, o_s + db * 16, L.ldo, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < ATC_KT; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vb;
+                wmma::load_matrix_sync(pa, p_s + kk, L.ldp);
+                wmma::load_matrix_sync(vb, v_s + kk * L.ldk + db * 16, L.ldk);
+                wmma::mma_sync(of, pa, vb, of);
+            }
+            wmma::store_matrix_sync(o_s + db * 16, of, L.ldo, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (!head_ok) return;
+    __syncwarp();
+    for (int i = lane; i < tl.tn * D; i += 32) {
+        int r = i / D, d = i % D;
+        float l = l_s[r];
+        a.out[((size_t)(tl.t0 + r) * a.NH + h) * D + d] = __float2bfloat16_rn(l > 0.0f ? o_s[r * L.ldo + d] / l : 0.0f);
     }
 }
 
@@ -324,15 +571,32 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.n_page = c->s.n_page;
     a.scale_log2 = at.scale * 1.4426950408889634f;
 
+    /* v2: sequences with >= 2 query rows (prefill chunks) go to the tensor-core kernel; the SIMT
+     * kernel below then takes only the single-row (decode) sequences. */
+    const int tc = c->attn_variant >= 2 && D % 16 == 0 && D <= ATC_DMAX && at.n_seq >= 1;
+    a.skip_multi = tc;
     /* Enough blocks to fill the GPU twice over; cap the split count at 64. */
     size_t base = T * NKV * a.n_hgrp, want = (size_t)c->n_sm * 2;
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     if (n_split > 64) n_split = 64;
     a.n_split = n_split;
-    if (n_split > 1) {
-        void *ws;
-        LB_TRY(lb_cu_ws(c, (size_t)n_split * T * NH * (D + 2) * sizeof(float), &ws, err));
-        a.part = (float *)ws;
+    size_t n_tile_max = tc ? (T + 15) / 16 + S : 0;
+    size_t tiles_bytes = (n_tile_max * sizeof(atc_tile) + 255) / 256 * 256;
+    size_t part_bytes = n_split > 1 ? (size_t)n_split * T * NH * (D + 2) * sizeof(float) : 0;
+    void *ws = NULL;
+    if (tc || n_split > 1) LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + part_bytes, &ws, err));
+    if (n_split > 1) a.part = (float *)((char *)ws + 256 + tiles_bytes);
+    if (tc) {
+        int *d_count = (int *)ws;
+        atc_tile *tiles = (atc_tile *)((char *)ws + 256);
+        k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);
+        LB_CU_LAUNCH();
+        atc_smem_layout L = atc_layout(D);
+        if (L.bytes > 48 * 1024)
+            LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+        dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
+        k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
+        LB_CU_LAUNCH();
     }
     dim3 grid((unsigned)T, (unsigned)(NKV * a.n_hgrp), (unsigned)n_split);
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
@@ -344,8 +608,7 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     LB_CU_LAUNCH();
     if (n_split > 1) {
-        k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a.part, a.out, at.n_tok, NH,
-                                                                                           D, n_split);
+        k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
     }
     return 0;

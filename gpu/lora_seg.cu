@@ -22,6 +22,10 @@
  *                  memory (times scale), each thread owns one output column n: reads B[n, :R]
  *                  once and adds sum_r v[t, r] B[n, r] into y[t, n] for every token of the tile.
  * Arithmetic in fp32; y is read and written once per tile (one rounding to its dtype).
+ * Variants: v2 (default) k_lora_shrink_tc (tensor cores, WMMA) + k_lora_expand_vec (16-byte B
+ * rows), needs bf16 x and K % 8 == 0; v1 (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink +
+ * k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
+ * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */

@@ -40,7 +40,14 @@ static struct lb_err err;
 
 /* ------------------------------------------------------------------ per-op stats */
 struct op_stat { int cases, skipped, failed; double max_nmse; };
-static struct op_stat stats[LB_OP_COUNT];
+/* one row per op, plus rows for the CUDA backend's fallback variants (LB_CUDA_LORA=1, LB_CUDA_ATTN=1) */
+enum { ST_LORA_V1 = LB_OP_COUNT, ST_ATTN_V1, ST_COUNT };
+static struct op_stat stats[ST_COUNT];
+static int stat_row[LB_OP_COUNT]; /* op kind -> stats row; identity unless a variant pass redirects it */
+static const char *stat_name(int i)
+{
+    return i == ST_LORA_V1 ? "lora-v1" : i == ST_ATTN_V1 ? "attn-v1" : lb_op_name((enum lb_op_kind)i);
+}
 
 /* ------------------------------------------------------------------ random */
 static uint64_t rng_state = 0x1234abcdull;
@@ -217,7 +224,7 @@ static int compare(enum lb_op_kind k, const struct pair *p, double thr, const ch
     T_CHECK(nmse <= thr, "%s: NMSE %.3e > %.1e", what, nmse, thr);
     T_CHECK(guard_bad == 0, "%s: %zu guard elements overwritten", what, guard_bad);
     ok = n_nan == 0 && n_inf_bad == 0 && nmse <= thr && guard_bad == 0;
-    if (nmse > stats[k].max_nmse) stats[k].max_nmse = nmse;
+    if (nmse > stats[stat_row[k]].max_nmse) stats[stat_row[k]].max_nmse = nmse;
     if (getenv("LB_OPS_VERBOSE")) printf("    %-48s nmse %.3e\n", what, nmse);
     free(a);
     free(b);
@@ -258,9 +265,10 @@ static int compare_i(enum lb_op_kind k, const struct pair *p, const char *what, 
 /* Runs op on both. Returns 1 ran, 0 skipped (cuda says unsupported), -1 failed. */
 static int run_both(const struct lb_op *oc, const struct lb_op *og, const char *what)
 {
-    stats[oc->kind].cases++;
+    struct op_stat *st = &stats[stat_row[oc->kind]];
+    st->cases++;
     if (!gpu.ops->supports(&gpu, og)) {
-        stats[oc->kind].skipped++;
+        st->skipped++;
         printf("    skip (cuda does not support): %s\n", what);
         return 0;
     }
@@ -270,7 +278,7 @@ static int run_both(const struct lb_op *oc, const struct lb_op *og, const char *
     }
     int rc = gpu.ops->run(&gpu, og, &err);
     if (rc == LB_E_UNSUPPORTED) {
-        stats[oc->kind].skipped++;
+        st->skipped++;
         printf("    skip (cuda: %s): %s\n", err.msg, what);
         return 0;
     }
@@ -299,7 +307,7 @@ static int op_enabled(const char *name)
 
 static void note_fail(enum lb_op_kind k, int ok)
 {
-    if (!ok) stats[k].failed++;
+    if (!ok) stats[stat_row[k]].failed++;
 }
 
 static struct lb_backend_setup base_setup(void)
@@ -328,6 +336,22 @@ static int setup_both(const struct lb_backend_setup *s)
 {
     if (cpu.ops->setup(&cpu, s, &err) < 0) return fail_err("cpu setup");
     if (gpu.ops->setup(&gpu, s, &err) < 0) return fail_err("cuda setup");
+    return 0;
+}
+
+/* Reopens the backend under test with kernel-variant environment settings (NULL: unset). */
+static int gpu_reopen(const char *lora_variant, const char *attn_variant)
+{
+    lb_backend_close(&gpu);
+    if (lora_variant) setenv("LB_CUDA_LORA", lora_variant, 1);
+    else unsetenv("LB_CUDA_LORA");
+    if (attn_variant) setenv("LB_CUDA_ATTN", attn_variant, 1);
+    else unsetenv("LB_CUDA_ATTN");
+    int rc = getenv("LB_OPS_SELF") ? lb_backend_cpu_open(&gpu, 0, &err) : lb_backend_cuda_open(&gpu, 0, &err);
+    if (rc < 0) {
+        have_gpu = 0;
+        return fail_err("reopen");
+    }
     return 0;
 }
 
@@ -674,6 +698,17 @@ static void test_lora(void)
     }
 }
 
+/* The same LoRA cases on the SIMT fallback kernels (LB_CUDA_LORA=1). */
+static void test_lora_v1(void)
+{
+    NEED_GPU("lora");
+    if (gpu_reopen("1", NULL)) return;
+    stat_row[LB_OP_LORA] = ST_LORA_V1;
+    test_lora();
+    stat_row[LB_OP_LORA] = LB_OP_LORA;
+    gpu_reopen(NULL, NULL);
+}
+
 /* ================================================================== rope */
 static void test_rope(void)
 {
@@ -871,11 +906,27 @@ static void test_attn(void)
         {"d256", 4, 2, 256, 16, 3, 10, 200, 1, 9, 0},
         {"d16", 4, 2, 16, 16, 3, 10, 100, 1, 9, 0},
         {"g16", 16, 1, 64, 16, 2, 10, 300, 1, 5, 0},
+        {"prefill-mha", 4, 4, 128, 16, 2, 50, 200, 50, 200, 0},
+        {"prefill-g16", 16, 1, 64, 16, 2, 10, 300, 5, 100, 1},
+        {"prefill-d32-g3", 6, 2, 32, 16, 3, 20, 150, 2, 40, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (small && (i == 4 || i == 6 || i == 7)) continue;
         run_attn_case(&cases[i]);
     }
+}
+
+/* The same attention cases with every token on the SIMT kernel (LB_CUDA_ATTN=1). */
+static void test_attn_v1(void)
+{
+    NEED_GPU("attn");
+    if (gpu_reopen(NULL, "1")) return;
+    stat_row[LB_OP_ATTN] = ST_ATTN_V1;
+    stat_row[LB_OP_KV_WRITE] = ST_ATTN_V1;
+    test_attn();
+    stat_row[LB_OP_ATTN] = LB_OP_ATTN;
+    stat_row[LB_OP_KV_WRITE] = LB_OP_KV_WRITE;
+    gpu_reopen(NULL, NULL);
 }
 
 /* ================================================================== swiglu, add, gather */
@@ -1027,6 +1078,7 @@ __attribute__((weak)) int lb_exit_code(int status) { return status ? 1 : 0; }
 int main(void)
 {
     small = getenv("LB_OPS_SMALL") && atoi(getenv("LB_OPS_SMALL")) > 0;
+    for (int k = 0; k < LB_OP_COUNT; k++) stat_row[k] = k;
     if (lb_backend_cpu_open(&cpu, 0, &err) < 0) {
         fprintf(stderr, "cpu backend: %s\n", err.msg);
         return 1;
@@ -1045,18 +1097,20 @@ int main(void)
     T_RUN(test_rmsnorm);
     T_RUN(test_matmul);
     T_RUN(test_lora);
+    T_RUN(test_lora_v1);
     T_RUN(test_rope);
     T_RUN(test_attn);
+    T_RUN(test_attn_v1);
     T_RUN(test_swiglu);
     T_RUN(test_add);
     T_RUN(test_gather);
     T_RUN(test_sample);
     if (have_gpu) {
         printf("%-10s %6s %6s %6s %12s\n", "op", "cases", "skip", "fail", "max NMSE");
-        for (int k = 0; k < LB_OP_COUNT; k++)
+        for (int k = 0; k < ST_COUNT; k++)
             if (stats[k].cases)
-                printf("%-10s %6d %6d %6d %12.3e\n", lb_op_name((enum lb_op_kind)k), stats[k].cases, stats[k].skipped,
-                       stats[k].failed, stats[k].max_nmse);
+                printf("%-10s %6d %6d %6d %12.3e\n", stat_name(k), stats[k].cases, stats[k].skipped, stats[k].failed,
+                       stats[k].max_nmse);
         lb_backend_close(&gpu);
     }
     lb_backend_close(&cpu);
