@@ -214,9 +214,11 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
     bf16 *xs = (bf16 *)sm_raw;       /* [16][LORA2_LD] */
     bf16 *as = xs + 16 * LORA2_LD;   /* [RP][LORA2_LD] */
     float *red = (float *)sm_raw;    /* [4][16][RP], reused after the K loop */
-    if ((int)blockIdx.x >= *a.n_tiles) return;
-    lora_tile tl = a.tiles[blockIdx.x];
-    int j = blockIdx.y, split = blockIdx.z;
+    /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
+     * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
+    if ((int)blockIdx.y >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.y];
+    int j = blockIdx.x, split = blockIdx.z;
     if (tl.slot >= a.n_slot) return;
     int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
     struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
@@ -368,7 +370,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.r_stride = c->s.max_rank;
 
     size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
-    const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0;
+    const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
     /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
     size_t want = (size_t)c->n_sm * (tc ? 8 : 2), base = n_tile_max * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */
@@ -398,7 +400,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        k_lora_shrink_tc<<<g_shrink, 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
+        k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
