@@ -702,6 +702,7 @@ static void test_lora(void)
 static void test_lora_v1(void)
 {
     NEED_GPU("lora");
+    if (small) T_SKIP("small mode: the v1 kernels were sanitized on their own");
     if (gpu_reopen("1", NULL)) return;
     stat_row[LB_OP_LORA] = ST_LORA_V1;
     test_lora();
@@ -920,6 +921,7 @@ static void test_attn(void)
 static void test_attn_v1(void)
 {
     NEED_GPU("attn");
+    if (small) T_SKIP("small mode: the v1 kernels were sanitized on their own");
     if (gpu_reopen(NULL, "1")) return;
     stat_row[LB_OP_ATTN] = ST_ATTN_V1;
     stat_row[LB_OP_KV_WRITE] = ST_ATTN_V1;
@@ -1074,6 +1076,151 @@ static void test_sample(void)
 __attribute__((weak)) int lb_exit_code(int status);
 __attribute__((weak)) int lb_exit_code(int status) { return status ? 1 : 0; }
 
+/* ================================================================== weights and adapters in other dtypes */
+static void test_dtypes(void)
+{
+    NEED_GPU("dtypes");
+    /* matmul with f32 and f16 weights (the CUDA backend stores them as bf16; values here are
+     * bf16-exact, so the product must match as closely as with bf16 weights) */
+    int T = 7, K = 256, N = 320;
+    float *x = rnd_vec((size_t)T * K, 1.0f), *w = rnd_vec((size_t)N * K, 1.0f);
+    uint16_t *wh = malloc((size_t)N * K * 2);
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        /* f16 bits of a bf16-exact value in [-1, 1] (exact: f16 has more mantissa, enough range) */
+        float f = w[i];
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        int e = (int)((u >> 23) & 0xff) - 127 + 15;
+        uint16_t sgn = (uint16_t)((u >> 16) & 0x8000);
+        if (e <= 0) { w[i] = 0.5f; f = 0.5f; memcpy(&u, &f, 4); e = 14; sgn = 0; }
+        wh[i] = (uint16_t)(sgn | (e << 10) | ((u >> 13) & 0x3ff));
+    }
+    for (int dt = 0; dt < 2; dt++) {
+        enum lb_dtype wdt = dt ? LB_F16 : LB_F32;
+        const void *host = dt ? (const void *)wh : (const void *)w;
+        struct pair px, pw, py;
+        if (pair_f(&px, (size_t)T * K, x, ACT) || pair_f(&py, (size_t)T * N, NULL, ACT)) return;
+        memset(&pw, 0, sizeof pw);
+        pw.c = cpu.ops->weight(&cpu, wdt, host, (size_t)N * K, &err);
+        pw.g = gpu.ops->weight(&gpu, wdt, host, (size_t)N * K, &err);
+        if (!pw.c || !pw.g) { fail_err("weight"); return; }
+        struct lb_op oc = {.kind = LB_OP_MATMUL}, og = oc;
+        oc.u.matmul = (__typeof__(oc.u.matmul)){px.c, pw.c, NULL, py.c, T, K, N, 0};
+        og.u.matmul = (__typeof__(og.u.matmul)){px.g, pw.g, NULL, py.g, T, K, N, 0};
+        const char *what = dt ? "matmul with f16 weights" : "matmul with f32 weights";
+        if (run_both(&oc, &og, what) > 0) note_fail(LB_OP_MATMUL, compare(LB_OP_MATMUL, &py, 1e-4, what));
+        pair_free(&px);
+        pair_free(&pw);
+        pair_free(&py);
+    }
+    free(x);
+    free(w);
+    free(wh);
+
+    /* adapters given in f32 and f16 */
+    struct lb_backend_setup s = base_setup();
+    s.n_slot = 2;
+    s.max_rank = 8;
+    if (setup_both(&s)) return;
+    int H = s.n_hidden, QD = s.n_head * s.head_dim;
+    for (int dt = 0; dt < 2; dt++) {
+        int r = 8;
+        float *a = rnd_vec((size_t)r * H, 0.5f), *b = rnd_vec((size_t)QD * r, 0.5f);
+        uint16_t *ah = malloc((size_t)r * H * 2), *bh = malloc((size_t)QD * r * 2);
+        for (size_t i = 0; i < (size_t)r * H; i++) {
+            float f = a[i]; uint32_t u; memcpy(&u, &f, 4);
+            int e = (int)((u >> 23) & 0xff) - 127 + 15;
+            if (e <= 0) { a[i] = 0.25f; memcpy(&u, &a[i], 4); e = 13; }
+            ah[i] = (uint16_t)(((u >> 16) & 0x8000) | (e << 10) | ((u >> 13) & 0x3ff));
+        }
+        for (size_t i = 0; i < (size_t)QD * r; i++) {
+            float f = b[i]; uint32_t u; memcpy(&u, &f, 4);
+            int e = (int)((u >> 23) & 0xff) - 127 + 15;
+            if (e <= 0) { b[i] = 0.25f; memcpy(&u, &b[i], 4); e = 13; }
+            bh[i] = (uint16_t)(((u >> 16) & 0x8000) | (e << 10) | ((u >> 13) & 0x3ff));
+        }
+        struct lb_lora_module m = {r, 0.75f, dt ? LB_F16 : LB_F32, dt ? (const void *)ah : (const void *)a,
+                                   dt ? (const void *)bh : (const void *)b, H, QD};
+        if (cpu.ops->lora_load(&cpu, 1, 0, LB_T_Q, &m, &err) < 0 || gpu.ops->lora_load(&gpu, 1, 0, LB_T_Q, &m, &err) < 0) {
+            fail_err("lora_load");
+            return;
+        }
+        int Tn = 9;
+        int32_t ss[3] = {0, 4, Tn}, sl[2] = {1, -1};
+        float *xv = rnd_vec((size_t)Tn * H, 1.0f), *y0 = rnd_vec((size_t)Tn * QD, 0.5f);
+        struct pair px, pss, psl, py;
+        if (pair_f(&px, (size_t)Tn * H, xv, ACT) || pair_i(&pss, 3, ss) || pair_i(&psl, 2, sl) ||
+            pair_f(&py, (size_t)Tn * QD, y0, ACT))
+            return;
+        struct lb_op oc = {.kind = LB_OP_LORA}, og;
+        oc.u.lora.layer = 0;
+        oc.u.lora.n_tgt = 1;
+        oc.u.lora.tgt[0] = LB_T_Q;
+        oc.u.lora.n_tok = Tn;
+        oc.u.lora.n_in = H;
+        oc.u.lora.n_out[0] = QD;
+        oc.u.lora.n_seg = 2;
+        og = oc;
+        oc.u.lora.x = px.c; og.u.lora.x = px.g;
+        oc.u.lora.y[0] = py.c; og.u.lora.y[0] = py.g;
+        oc.u.lora.seg_start = pss.c; og.u.lora.seg_start = pss.g;
+        oc.u.lora.seg_slot = psl.c; og.u.lora.seg_slot = psl.g;
+        const char *what = dt ? "lora with an f16 adapter" : "lora with an f32 adapter";
+        if (run_both(&oc, &og, what) > 0) note_fail(LB_OP_LORA, compare(LB_OP_LORA, &py, 1e-4, what));
+        pair_free(&px); pair_free(&pss); pair_free(&psl); pair_free(&py);
+        free(a); free(b); free(ah); free(bh); free(xv); free(y0);
+    }
+}
+
+/* ================================================================== refusals: errors, never crashes */
+static void test_errors(void)
+{
+    if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
+    if (getenv("LB_OPS_SELF")) T_SKIP("CUDA-specific refusals");
+    struct lb_backend_setup s = base_setup();
+    s.head_dim = 512;
+    int rc = gpu.ops->setup(&gpu, &s, &err);
+    T_CHECK(rc == LB_E_UNSUPPORTED, "setup head_dim 512: rc %d (%s)", rc, err.msg);
+    s = base_setup();
+    s.max_rank = 256;
+    rc = gpu.ops->setup(&gpu, &s, &err);
+    T_CHECK(rc == LB_E_UNSUPPORTED, "setup max_rank 256: rc %d (%s)", rc, err.msg);
+    s = base_setup();
+    T_CHECK(gpu.ops->setup(&gpu, &s, &err) == 0, "setup: %s", err.msg);
+    /* adapter rank above max_rank, and a module of the wrong shape */
+    float *a = rnd_vec((size_t)32 * 512, 0.5f), *b = rnd_vec((size_t)512 * 32, 0.5f);
+    struct lb_lora_module m = {32, 1.0f, LB_F32, a, b, s.n_hidden, s.n_head * s.head_dim};
+    rc = gpu.ops->lora_load(&gpu, 0, 0, LB_T_Q, &m, &err);
+    T_CHECK(rc < 0, "rank 32 > max_rank 16 accepted");
+    struct lb_lora_module m2 = {8, 1.0f, LB_F32, a, b, s.n_hidden + 8, s.n_head * s.head_dim};
+    rc = gpu.ops->lora_load(&gpu, 0, 0, LB_T_Q, &m2, &err);
+    T_CHECK(rc == LB_E_INPUT, "wrong n_in: rc %d (%s)", rc, err.msg);
+    rc = gpu.ops->lora_load(&gpu, s.n_slot, 0, LB_T_Q, &m2, &err);
+    T_CHECK(rc < 0, "slot out of range accepted");
+    free(a);
+    free(b);
+    /* buffers: past the end, and conversions that do not exist */
+    struct lb_buf *bf = gpu.ops->alloc(&gpu, LB_BF16, 16, &err), *bi = gpu.ops->alloc(&gpu, LB_I32, 16, &err);
+    float f[32] = {1.0f};
+    int32_t iv[16] = {0};
+    T_CHECK(bf && bi, "alloc: %s", err.msg);
+    if (!bf || !bi) return;
+    T_CHECK(gpu.ops->upload(&gpu, bf, 8, f, LB_F32, 16, &err) < 0, "upload past the end accepted");
+    T_CHECK(gpu.ops->download(&gpu, bf, 0, iv, LB_I32, 16, &err) == LB_E_UNSUPPORTED, "bf16 -> i32 download: %s", err.msg);
+    T_CHECK(gpu.ops->upload(&gpu, bi, 0, f, LB_F32, 16, &err) == LB_E_UNSUPPORTED, "f32 -> i32 upload: %s", err.msg);
+    /* an op on buffers of the wrong dtype is refused, not run */
+    struct lb_op op = {.kind = LB_OP_MATMUL};
+    op.u.matmul = (__typeof__(op.u.matmul)){bi, bf, NULL, bf, 1, 4, 4, 0};
+    rc = gpu.ops->run(&gpu, &op, &err);
+    T_CHECK(rc == LB_E_UNSUPPORTED, "matmul with i32 x: rc %d (%s)", rc, err.msg);
+    op.u.matmul = (__typeof__(op.u.matmul)){bf, bf, NULL, bf, 4, 4, 8, 0}; /* y too small: 32 > 16 */
+    rc = gpu.ops->run(&gpu, &op, &err);
+    T_CHECK(rc < 0, "matmul into a too-small y accepted");
+    T_CHECK(gpu.ops->sync(&gpu, &err) == 0, "sync after refusals: %s", err.msg);
+    gpu.ops->buf_free(&gpu, bf);
+    gpu.ops->buf_free(&gpu, bi);
+}
+
 /* ================================================================== main */
 int main(void)
 {
@@ -1105,6 +1252,8 @@ int main(void)
     T_RUN(test_add);
     T_RUN(test_gather);
     T_RUN(test_sample);
+    T_RUN(test_dtypes);
+    T_RUN(test_errors);
     if (have_gpu) {
         printf("%-10s %6s %6s %6s %12s\n", "op", "cases", "skip", "fail", "max NMSE");
         for (int k = 0; k < ST_COUNT; k++)
