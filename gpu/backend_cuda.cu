@@ -88,17 +88,32 @@ static void from_half(enum lb_dtype dt, const void *src, float *dst, size_t n)
 }
 
 /* ------------------------------------------------------------------ vtable */
+static int fb(const struct lb_buf *b) { return b && is_fb(b->dt); }
+static int is(const struct lb_buf *b, enum lb_dtype dt) { return b && b->dt == dt; }
+
+/* The same questions the op entries ask, ahead of time: dtypes and the setup-dependent limits
+ * (shapes are checked again, with a message, when the op runs). */
 static int cu_supports(struct lb_backend *be, const struct lb_op *op)
 {
     struct lb_cu *c = cu_of(be);
+    const auto *o = op;
     switch (op->kind) {
-    case LB_OP_EMBED: case LB_OP_RMSNORM: case LB_OP_MATMUL: case LB_OP_ROPE: case LB_OP_SWIGLU:
-    case LB_OP_ADD: case LB_OP_GATHER: case LB_OP_SAMPLE:
-        return 1;
+    case LB_OP_EMBED: return is(o->u.embed.ids, LB_I32) && fb(o->u.embed.table) && fb(o->u.embed.out);
+    case LB_OP_RMSNORM:
+        return fb(o->u.rmsnorm.x) && fb(o->u.rmsnorm.w) && is(o->u.rmsnorm.out, o->u.rmsnorm.x->dt) &&
+               (!o->u.rmsnorm.res || is(o->u.rmsnorm.res, o->u.rmsnorm.x->dt));
+    case LB_OP_MATMUL:
+        return is(o->u.matmul.x, LB_BF16) && is(o->u.matmul.w, LB_BF16) && fb(o->u.matmul.y) &&
+               (!o->u.matmul.bias || is(o->u.matmul.bias, LB_BF16));
+    case LB_OP_ROPE: return c->have_setup && o->u.rope.head_dim == c->s.head_dim;
+    case LB_OP_SWIGLU: return fb(o->u.swiglu.gate) && is(o->u.swiglu.up, o->u.swiglu.gate->dt);
+    case LB_OP_ADD: return fb(o->u.add.x) && fb(o->u.add.y);
+    case LB_OP_GATHER: return fb(o->u.gather.x) && is(o->u.gather.idx, LB_I32) && fb(o->u.gather.out);
+    case LB_OP_SAMPLE: return fb(o->u.sample.logits) && is(o->u.sample.params, LB_U8) && is(o->u.sample.tok, LB_I32);
     case LB_OP_KV_WRITE: case LB_OP_ATTN:
-        return c->have_setup && c->s.head_dim <= 256;
+        return c->have_setup && c->s.head_dim <= 256 && c->s.head_dim % 8 == 0;
     case LB_OP_LORA:
-        return c->have_setup && c->s.max_rank <= 128;
+        return c->have_setup && c->s.max_rank <= 128 && fb(o->u.lora.x);
     case LB_OP_ALLREDUCE:
         return !c->have_setup || c->s.tp_size <= 1;
     default:
