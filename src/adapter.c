@@ -5,6 +5,7 @@
  * match the whole module name (PCRE2, anchored at both ends, like Python's re.fullmatch).
  * rank_pattern / alpha_pattern keys match like PEFT's get_pattern_key: the first key K
  * (in file order) for which "(.*\.)?(K)$" matches from the start of the module name.
+ * exclude_modules (list or regex, same matching) removes modules from the targets.
  * scale = alpha / r, or alpha / sqrt(r) with use_rslora.
  * fan_in_fan_out only changes the math for GPT-2 style Conv1D layers; the targets here
  * are nn.Linear, for which PEFT itself resets it to false, so it is accepted and has no
@@ -22,6 +23,9 @@
 
 #include "torchbin.h"
 #include "util.h"
+
+/* r above this is no low-rank adapter; the bound also keeps (int) conversions exact. */
+#define LB_ADAPTER_MAX_RANK 65536
 
 /* 1 if the regex matches name (anchored per flags), 0 if not, negative on a bad regex. */
 static int regex_match(const char *re, int whole, const char *name, char *why, size_t why_n)
@@ -74,7 +78,12 @@ static json_t *pattern_lookup(json_t *pat, const char *name, char *why, size_t w
     json_t *v;
     json_object_foreach(pat, k, v) {
         int m = regex_match(k, 0, name, why, why_n);
-        if (m < 0) { *bad = 1; return NULL; }
+        if (m < 0) {
+            char *w = lb_strfmt("key \"%s\": %s", k, why);
+            if (w) { snprintf(why, why_n, "%s", w); free(w); }
+            *bad = 1;
+            return NULL;
+        }
         if (m) return v;
     }
     return NULL;
@@ -96,11 +105,33 @@ void lb_adapter_free(struct lb_adapter *a)
     memset(a, 0, sizeof *a);
 }
 
-static int shape_str(const struct lb_tensor *t, char *buf, size_t n)
+/* 1 if any element is NaN or Inf (exponent all ones); memcpy loads, data may be unaligned. */
+static int has_nonfinite(const struct lb_tensor *t)
 {
-    int p = snprintf(buf, n, "[");
-    for (int i = 0; i < t->n_dim; i++) p += snprintf(buf + p, n - (size_t)p, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    return p + snprintf(buf + p, n - (size_t)p, "]");
+    const unsigned char *p = t->data;
+    unsigned acc = 0;
+    if (t->dtype == LB_F32) {
+        uint32_t u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&u, p + 4 * i, 4); acc |= (u & 0x7f800000u) == 0x7f800000u; }
+    } else {
+        uint16_t h, mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&h, p + 2 * i, 2); acc |= (h & mask) == mask; }
+    }
+    return acc != 0;
+}
+
+/* "[d0, d1, ...]" into buf[n], truncated to fit (snprintf's return value can exceed n: never
+ * index or size with it unchecked). */
+static void shape_str(const struct lb_tensor *t, char *buf, size_t n)
+{
+    size_t p = 0;
+    buf[0] = 0;
+    for (int i = 0; i <= t->n_dim && p < n; i++) {
+        int w = i < t->n_dim ? snprintf(buf + p, n - p, "%s%lld", i ? ", " : "[", (long long)t->shape[i])
+                             : snprintf(buf + p, n - p, "%s]", t->n_dim ? "" : "[");
+        if (w < 0) break;
+        p += (size_t)w;
+    }
 }
 
 int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, const struct lb_model *m, struct lb_err *err)
@@ -121,6 +152,8 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
     char why[256] = "";
     int rc = 0;
     if (!lb_dir_exists(dir)) { rc = lb_err_set(err, LB_E_INPUT, "adapter \"%s\": folder %s does not exist", name, dir); goto done; }
+    /* lb_file_read on a folder sees a size of 2^63-1 (ext4) and asks malloc for it */
+    if (lb_dir_exists(cfg_path)) { rc = lb_err_set(err, LB_E_INPUT, "%s is a folder, not a file", cfg_path); goto done; }
     if ((rc = lb_file_read(cfg_path, &buf, &n, err))) goto done;
     json_error_t je;
     o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
@@ -142,12 +175,31 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
         rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: bias \"%s\" is not supported (none)", cfg_path, json_is_string(x) ? json_string_value(x) : "?");
         goto done;
     }
+    /* PEFT fields that change inference when set; initialisation-only ones (corda, eva,
+     * loftq, lora_ga configs, init_lora_weights) and training-only ones are ignored. */
+    static const char *const refused[] = {"alora_invocation_tokens", "layer_replication", "target_parameters",
+                                          "trainable_token_indices", "arrow_config", "kasa_config", "monteclora_config",
+                                          "velora_config", "use_bdlora", "megatron_config"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        json_t *f = json_object_get(o, refused[i]);
+        int set = f && !json_is_null(f) && !json_is_false(f) && !(json_is_array(f) && !json_array_size(f)) &&
+                  !(json_is_object(f) && !json_object_size(f));
+        if (set) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: %s is set: not supported", cfg_path, refused[i]); goto done; }
+    }
+    json_t *excl = json_object_get(o, "exclude_modules");
+    if (excl && !json_is_null(excl) && !json_is_string(excl) && !json_is_array(excl)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: field \"exclude_modules\" must be a list of names or a regex string", cfg_path);
+        goto done;
+    }
     x = json_object_get(o, "use_qalora");
     if (json_is_true(x)) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: use_qalora is not supported", cfg_path); goto done; }
     x = json_object_get(o, "lora_bias");
     if (json_is_true(x)) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: lora_bias is not supported", cfg_path); goto done; }
     json_t *jr = json_object_get(o, "r");
-    if (!json_is_integer(jr) || json_integer_value(jr) <= 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: field \"r\" must be a positive integer", cfg_path); goto done; }
+    if (!json_is_integer(jr) || json_integer_value(jr) <= 0 || json_integer_value(jr) > LB_ADAPTER_MAX_RANK) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: field \"r\" must be a positive integer (at most %d)", cfg_path, LB_ADAPTER_MAX_RANK);
+        goto done;
+    }
     int r_def = (int)json_integer_value(jr);
     json_t *ja = json_object_get(o, "lora_alpha");
     double alpha_def = 8;
@@ -173,6 +225,11 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
         rc = lb_err_set(err, LB_E_INPUT, "%s: field \"layers_to_transform\" must be an integer or a list", cfg_path);
         goto done;
     }
+    /* PEFT's LoraConfig refuses this pair, and its matcher would ignore layers_to_transform */
+    if (ltt && !json_is_null(ltt) && json_is_string(tm)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: layers_to_transform cannot be used with a regex target_modules (PEFT refuses it too)", cfg_path);
+        goto done;
+    }
     json_t *rp = json_object_get(o, "rank_pattern"), *ap = json_object_get(o, "alpha_pattern");
     int n_targeted = 0;
     for (int l = 0; l < c->n_layer; l++) {
@@ -190,14 +247,20 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
             module_name(mn, sizeof mn, l, (enum lb_target)t);
             int sel = targets_module(tm, mn, why, sizeof why);
             if (sel < 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: target_modules regex: %s", cfg_path, why); goto done; }
+            if (sel && excl && !json_is_null(excl)) {
+                int ex = targets_module(excl, mn, why, sizeof why);
+                if (ex < 0) { rc = lb_err_set(err, LB_E_INPUT, "%s: exclude_modules regex: %s", cfg_path, why); goto done; }
+                if (ex) sel = 0;
+            }
             if (!sel) continue;
             struct lb_adapter_module *md = &a->mods[l * LB_T_COUNT + t];
             int bad = 0;
             json_t *rv = pattern_lookup(rp, mn, why, sizeof why, &bad);
-            json_t *av = bad ? NULL : pattern_lookup(ap, mn, why, sizeof why, &bad);
-            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern/alpha_pattern key: %s", cfg_path, why); goto done; }
-            if (rv && (!json_is_integer(rv) || json_integer_value(rv) <= 0)) {
-                rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern value for %s must be a positive integer", cfg_path, mn);
+            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern %s", cfg_path, why); goto done; }
+            json_t *av = pattern_lookup(ap, mn, why, sizeof why, &bad);
+            if (bad) { rc = lb_err_set(err, LB_E_INPUT, "%s: alpha_pattern %s", cfg_path, why); goto done; }
+            if (rv && (!json_is_integer(rv) || json_integer_value(rv) <= 0 || json_integer_value(rv) > LB_ADAPTER_MAX_RANK)) {
+                rc = lb_err_set(err, LB_E_INPUT, "%s: rank_pattern value for %s must be a positive integer (at most %d)", cfg_path, mn, LB_ADAPTER_MAX_RANK);
                 goto done;
             }
             if (av && !json_is_number(av)) { rc = lb_err_set(err, LB_E_INPUT, "%s: alpha_pattern value for %s must be a number", cfg_path, mn); goto done; }
@@ -241,6 +304,10 @@ int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, con
                 }
                 if (tt->dtype != LB_BF16 && tt->dtype != LB_F16 && tt->dtype != LB_F32) {
                     rc = lb_err_set(err, LB_E_UNSUPPORTED, "adapter \"%s\": tensor \"%s\" has dtype %s", name, tn, lb_dtype_name(tt->dtype));
+                    goto done;
+                }
+                if (has_nonfinite(tt)) {
+                    rc = lb_err_set(err, LB_E_CORRUPT, "adapter \"%s\": tensor \"%s\" holds NaN or Inf values", name, tn);
                     goto done;
                 }
                 if (ab) md->b = tt->data; else md->a = tt->data;

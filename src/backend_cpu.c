@@ -377,6 +377,12 @@ static struct lb_buf *cpu_weight(struct lb_backend *be, enum lb_dtype dt, const 
     struct lb_buf *b = calloc(1, sizeof *b);
     if (!b) { lb_err_set(err, LB_E_OOM, "cpu backend: out of memory"); return NULL; }
     *b = (struct lb_buf){dt, n, (void *)host, 1};
+    if ((uintptr_t)host % lb_dtype_size(dt)) { /* an unpadded safetensors header: copy to aligned memory */
+        b->data = malloc(n * lb_dtype_size(dt) + 1);
+        if (!b->data) { free(b); lb_err_set(err, LB_E_OOM, "cpu backend: out of memory"); return NULL; }
+        memcpy(b->data, host, n * lb_dtype_size(dt));
+        b->borrowed = 0;
+    }
     return b;
 }
 

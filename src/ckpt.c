@@ -441,6 +441,7 @@ int lb_lock_acquire(struct lb_lock *lk, const char *dir, int part_i, int part_n,
 void lb_lock_release(struct lb_lock *lk)
 {
     if (!lk) return;
+    if (lk->fd >= 0 && ftruncate(lk->fd, 0) == 0) {} /* no stale holder text for the next refusal */
     if (lk->fd >= 0) close(lk->fd);
     if (lk->fd_shared >= 0) close(lk->fd_shared);
     lk->fd = lk->fd_shared = -1;

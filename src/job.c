@@ -412,8 +412,8 @@ static int walk_map(struct ctx *c, yaml_node_t *n, const char *field, const char
             if (k2 && k2->type == YAML_SCALAR_NODE && !strcmp(sval(k2), key)) dup = 1;
         }
         char sub[256];
-        if (field) snprintf(sub, sizeof sub, "%s.%s", field, key);
-        else snprintf(sub, sizeof sub, "%s", key);
+        if (field) snprintf(sub, sizeof sub, "%.120s.%.120s", field, key);
+        else snprintf(sub, sizeof sub, "%.120s", key);
         if (dup) {
             diag(c, line_of(k), sub, "repeated key");
             continue;
@@ -583,7 +583,7 @@ static void parse_inputs(struct ctx *c, yaml_node_t *v, const char *field)
         struct lb_job_input *in = &job->inputs[job->n_input++];
         in->line = line_of(e);
         char sub[64];
-        snprintf(sub, sizeof sub, "%s[%d]", field, i);
+        snprintf(sub, sizeof sub, "%.40s[%d]", field, i);
         static const char *const known[] = {"path", "adapter", "adapters", NULL};
         if (walk_map(c, e, sub, known, on_input, in)) continue;
         if (!in->pattern && e->type == YAML_MAPPING_NODE) {
@@ -1024,6 +1024,7 @@ int lb_job_resolve(struct lb_job *job, struct lb_err *err)
         diag(&c, job->line_model, "model", "%s: not a folder (%s)", job->model_dir,
              access(job->model_dir, F_OK) ? strerror(errno) : "exists but is not a directory");
 
+    int n_diag_before_adapters = job->n_diag;
     if (job->adapters_dir) list_adapter_dir(&c);
     for (int i = 0; i < job->n_map; i++) {
         const struct lb_job_adapter *m = &job->map[i];
@@ -1040,9 +1041,10 @@ int lb_job_resolve(struct lb_job *job, struct lb_err *err)
 
     /* Unknown adapters: only reported when the adapter list itself had no error, so a
      * failed folder does not cascade into one message per input. */
-    int adapters_ok = job->n_diag == 0;
+    int adapters_ok = job->n_diag == n_diag_before_adapters;
     for (int i = 0; i < job->n_input && !c.oom; i++) {
         struct lb_job_input *in = &job->inputs[i];
+        if (!in->pattern) continue; /* only after a failed parse */
         char f[64];
         snprintf(f, sizeof f, "inputs[%d].path", i);
         int idx[256];
@@ -1155,6 +1157,18 @@ static void sb_fmt(struct sbuf *b, const char *fmt, ...)
     sb_str(b, tmp);
 }
 
+/* Shortest decimal that reads back as the same float: 0.95f prints "0.95", not
+ * "0.949999988", and two different floats never print alike. */
+static void sb_float(struct sbuf *b, const char *key, float v)
+{
+    char tmp[64];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
+        if (strtof(tmp, NULL) == v) break;
+    }
+    sb_fmt(b, "%s=%s\n", key, tmp);
+}
+
 static int cmp_line(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -1210,8 +1224,8 @@ int lb_job_canon(const struct lb_job *job, char **out, size_t *n, struct lb_err 
     }
     const struct lb_gen_param *g = &job->gen;
     sb_fmt(&b, "generation.max_tokens=%d\n", (int)g->max_tokens);
-    sb_fmt(&b, "generation.temperature=%.9g\n", (double)g->temperature);
-    sb_fmt(&b, "generation.top_p=%.9g\n", (double)g->top_p);
+    sb_float(&b, "generation.temperature", g->temperature);
+    sb_float(&b, "generation.top_p", g->top_p);
     sb_fmt(&b, "generation.top_k=%d\n", (int)g->top_k);
     sb_fmt(&b, "generation.seed=%llu\n", (unsigned long long)g->seed);
     sb_str(&b, "generation.stop=[");

@@ -9,6 +9,7 @@
 #include "model.h"
 
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +17,10 @@
 #include <string.h>
 
 #include "util.h"
+
+/* Far above any released model (Llama-3.1-405B: 126); keeps per-layer tables small and their
+ * sizes free of overflow. */
+#define LB_MODEL_MAX_LAYERS 4096
 
 static int get_int(json_t *o, const char *k, int def, int required, int *out, const char *name, struct lb_err *err)
 {
@@ -36,6 +41,8 @@ static int get_float(json_t *o, const char *k, float def, float *out, const char
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) { *out = def; return 0; }
     if (!json_is_number(v)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be a number", name, k);
+    if (fabs(json_number_value(v)) > FLT_MAX) /* the conversion to float would be undefined */
+        return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" = %g is out of float range", name, k, json_number_value(v));
     *out = (float)json_number_value(v);
     return 0;
 }
@@ -53,12 +60,18 @@ static int parse_eos(json_t *v, struct lb_model_config *c, const char *name, con
 {
     if (!v || json_is_null(v)) return 0;
     c->n_eos = 0;
-    if (json_is_integer(v)) { c->eos_ids[c->n_eos++] = (int)json_integer_value(v); return 0; }
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+            return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" = %lld is not a token id", name, field, (long long)json_integer_value(v));
+        c->eos_ids[c->n_eos++] = (int)json_integer_value(v);
+        return 0;
+    }
     if (!json_is_array(v)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be an integer or a list", name, field);
     size_t i;
     json_t *x;
     json_array_foreach(v, i, x) {
-        if (!json_is_integer(x)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\"[%zu] must be an integer", name, field, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > INT32_MAX)
+            return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\"[%zu] must be an integer token id", name, field, i);
         if (c->n_eos == LB_MAX_EOS) return lb_err_set(err, LB_E_UNSUPPORTED, "%s: more than %d EOS ids", name, LB_MAX_EOS);
         c->eos_ids[c->n_eos++] = (int)json_integer_value(x);
     }
@@ -71,20 +84,33 @@ static int parse_rope(json_t *r, struct lb_model_config *c, const char *name, co
     if (!json_is_object(r)) return lb_err_set(err, LB_E_INPUT, "%s: field \"%s\" must be an object", name, field);
     json_t *t = json_object_get(r, "rope_type");
     if (!t) t = json_object_get(r, "type");
-    const char *type = json_is_string(t) ? json_string_value(t) : "default";
+    if (t && !json_is_string(t)) return lb_err_set(err, LB_E_INPUT, "%s: %s.rope_type must be a string", name, field);
+    if (!t) { /* transformers refuses a scaling without a type; only a bare rope_theta means plain RoPE */
+        const char *k;
+        json_t *v;
+        json_object_foreach(r, k, v)
+            if (strcmp(k, "rope_theta")) return lb_err_set(err, LB_E_INPUT, "%s: %s has \"%s\" but no rope_type", name, field, k);
+    }
+    const char *type = t ? json_string_value(t) : "default";
     int rc;
     if (json_object_get(r, "rope_theta") && (rc = get_float(r, "rope_theta", c->rope_theta, &c->rope_theta, name, err))) return rc;
     if (!strcmp(type, "default")) return 0;
     if (strcmp(type, "llama3"))
         return lb_err_set(err, LB_E_UNSUPPORTED, "%s: %s.rope_type \"%s\" is not supported (default, llama3)", name, field, type);
     c->rope_llama3 = 1;
+    static const char *need[] = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
+    for (int i = 0; i < 4; i++) /* required by transformers too: no silent defaults */
+        if (!json_object_get(r, need[i]))
+            return lb_err_set(err, LB_E_INPUT, "%s: %s: llama3 scaling needs \"%s\"", name, field, need[i]);
     if ((rc = get_float(r, "factor", 8.0f, &c->rope_factor, name, err)) ||
         (rc = get_float(r, "low_freq_factor", 1.0f, &c->rope_low_freq_factor, name, err)) ||
         (rc = get_float(r, "high_freq_factor", 4.0f, &c->rope_high_freq_factor, name, err)) ||
         (rc = get_int(r, "original_max_position_embeddings", 8192, 0, &c->rope_orig_max_pos, name, err)))
         return rc;
-    if (c->rope_factor <= 0 || c->rope_high_freq_factor <= c->rope_low_freq_factor)
-        return lb_err_set(err, LB_E_INPUT, "%s: %s: llama3 scaling needs factor > 0 and high_freq_factor > low_freq_factor", name, field);
+    if (c->rope_factor <= 0 || c->rope_low_freq_factor <= 0 || c->rope_high_freq_factor <= c->rope_low_freq_factor || c->rope_orig_max_pos <= 0)
+        return lb_err_set(err, LB_E_INPUT,
+                          "%s: %s: llama3 scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0",
+                          name, field);
     return 0;
 }
 
@@ -130,6 +156,10 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
         rc = lb_err_set(err, LB_E_INPUT, "%s: sizes must be positive (hidden_size, num_hidden_layers, intermediate_size, heads, vocab_size)", name);
         goto done;
     }
+    if (c->n_layer > LB_MODEL_MAX_LAYERS) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: num_hidden_layers %d is implausible (at most %d)", name, c->n_layer, LB_MODEL_MAX_LAYERS);
+        goto done;
+    }
     if (c->n_head % c->n_kv_head) {
         rc = lb_err_set(err, LB_E_INPUT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", name, c->n_head, c->n_kv_head);
         goto done;
@@ -147,6 +177,14 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
     float prf = 1.0f;
     if ((rc = get_float(o, "partial_rotary_factor", 1.0f, &prf, name, err))) goto done;
     if (prf != 1.0f) { rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: partial_rotary_factor %g is not supported", name, prf); goto done; }
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: rope_theta %g must be a positive number", name, c->rope_theta);
+        goto done;
+    }
+    if (!(c->rms_eps >= 0) || !isfinite(c->rms_eps)) {
+        rc = lb_err_set(err, LB_E_INPUT, "%s: rms_norm_eps %g must be a non-negative number", name, c->rms_eps);
+        goto done;
+    }
     json_t *act = json_object_get(o, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
         rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: hidden_act %s is not supported (silu)", name, json_is_string(act) ? json_string_value(act) : "(not a string)");
@@ -163,8 +201,11 @@ int lb_model_config_parse(struct lb_model_config *c, const char *buf, size_t n, 
     json_t *sw = json_object_get(o, "sliding_window");
     if (use_sw && sw && !json_is_null(sw)) {
         if (!json_is_integer(sw) || json_integer_value(sw) < c->max_pos) {
-            rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: sliding_window attention (sliding_window %s < max_position_embeddings %d) is not supported",
-                            name, json_is_integer(sw) ? "set" : "not an integer", c->max_pos);
+            if (json_is_integer(sw))
+                rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s: sliding_window attention (sliding_window %lld < max_position_embeddings %d) is not supported",
+                                name, (long long)json_integer_value(sw), c->max_pos);
+            else
+                rc = lb_err_set(err, LB_E_INPUT, "%s: field \"sliding_window\" must be an integer or null", name);
             goto done;
         }
     }
@@ -205,7 +246,7 @@ int lb_model_genconfig_parse(struct lb_model_config *c, const char *buf, size_t 
     json_t *o = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
     if (!o || !json_is_object(o)) {
         json_decref(o);
-        return lb_err_set(err, LB_E_INPUT, "%s: not a JSON object (%s, line %d)", name, je.text, je.line);
+        return lb_err_set(err, LB_E_INPUT, "%s: not a JSON object (%s, line %d)", name, o ? "top level" : je.text, je.line);
     }
     int rc = parse_eos(json_object_get(o, "eos_token_id"), c, name, "eos_token_id", err);
     json_t *bos = json_object_get(o, "bos_token_id");
@@ -257,16 +298,16 @@ struct scan_job { const struct lb_tensor **ts; int n, bad; };
 
 static int tensor_has_nonfinite(const struct lb_tensor *t)
 {
+    /* memcpy loads: tensor data need not be aligned (see lb_tensor_get_f32) */
+    const unsigned char *p = t->data;
     if (t->dtype == LB_F32) {
-        const uint32_t *p = t->data;
-        uint32_t acc = 0;
-        for (int64_t i = 0; i < t->n_elem; i++) acc |= ((p[i] & 0x7f800000u) == 0x7f800000u);
+        uint32_t acc = 0, u;
+        for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&u, p + 4 * i, 4); acc |= ((u & 0x7f800000u) == 0x7f800000u); }
         return acc != 0;
     }
-    const uint16_t *p = t->data;
-    uint16_t mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u;
+    uint16_t mask = t->dtype == LB_BF16 ? 0x7f80u : 0x7c00u, h;
     unsigned acc = 0;
-    for (int64_t i = 0; i < t->n_elem; i++) acc |= ((p[i] & mask) == mask);
+    for (int64_t i = 0; i < t->n_elem; i++) { memcpy(&h, p + 2 * i, 2); acc |= ((h & mask) == mask); }
     return acc != 0;
 }
 
@@ -298,6 +339,8 @@ int lb_model_open(struct lb_model *m, const char *dir, struct lb_err *err)
     int n_used = 0, rc = 0;
     if (!lb_dir_exists(dir)) { rc = lb_err_set(err, LB_E_INPUT, "model folder %s does not exist", dir); goto done; }
     p = lb_path_join(dir, "config.json");
+    /* lb_file_read on a folder sees a size of 2^63-1 (ext4) and asks malloc for it */
+    if (lb_dir_exists(p)) { rc = lb_err_set(err, LB_E_INPUT, "%s is a folder, not a file", p); goto done; }
     if ((rc = lb_file_read(p, &buf, &n, err))) goto done;
     if ((rc = lb_model_config_parse(&m->cfg, buf, n, p, err))) goto done;
     free(p); free(buf); buf = NULL;
@@ -309,8 +352,8 @@ int lb_model_open(struct lb_model *m, const char *dir, struct lb_err *err)
     if ((rc = lb_st_set_open(&m->st, dir, err))) goto done;
     const struct lb_model_config *c = &m->cfg;
     int64_t H = c->n_hidden, Q = (int64_t)c->n_head * c->head_dim, KV = (int64_t)c->n_kv_head * c->head_dim, F = c->n_ff;
-    int cap = 8 + c->n_layer * 16;
-    used = calloc((size_t)cap, sizeof *used);
+    size_t cap = 8 + (size_t)c->n_layer * 16;
+    used = calloc(cap, sizeof *used);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!used || !m->layers) { rc = lb_err_set(err, LB_E_OOM, "out of memory"); goto done; }
 #define NEED(ptr, nm, a, b_)                                                         \

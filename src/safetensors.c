@@ -67,11 +67,12 @@ uint16_t lb_f32_to_f16(float f)
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow -> inf */
     if (a < 0x38800000u) { /* subnormal or zero in f16 */
         if (a < 0x33000000u) return (uint16_t)sign;
+        /* value = man * 2^(E-150) = (man >> (126-E)) * 2^-24: shift is 14..24 */
         uint32_t man = (a & 0x7fffffu) | 0x800000u;
         int shift = 126 - (int)(a >> 23);
-        uint32_t r = man >> (shift + 1);
-        uint32_t rem = man & ((1u << (shift + 1)) - 1);
-        uint32_t half = 1u << shift;
+        uint32_t r = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
         if (rem > half || (rem == half && (r & 1))) r++;
         return (uint16_t)(sign | r);
     }
@@ -81,14 +82,20 @@ uint16_t lb_f32_to_f16(float f)
     return (uint16_t)(sign | r);
 }
 
+/* memcpy, not a typed load: the safetensors format does not promise aligned data (a header
+ * without padding puts tensors at any address), and compilers turn this into one load. */
 float lb_tensor_get_f32(const void *data, enum lb_dtype dt, int64_t i)
 {
+    const unsigned char *p = data;
+    float f;
+    uint16_t h;
+    int32_t k;
     switch (dt) {
-    case LB_F32: return ((const float *)data)[i];
-    case LB_BF16: return lb_bf16_to_f32(((const uint16_t *)data)[i]);
-    case LB_F16: return lb_f16_to_f32(((const uint16_t *)data)[i]);
-    case LB_I32: return (float)((const int32_t *)data)[i];
-    case LB_U8: return (float)((const uint8_t *)data)[i];
+    case LB_F32: memcpy(&f, p + 4 * i, 4); return f;
+    case LB_BF16: memcpy(&h, p + 2 * i, 2); return lb_bf16_to_f32(h);
+    case LB_F16: memcpy(&h, p + 2 * i, 2); return lb_f16_to_f32(h);
+    case LB_I32: memcpy(&k, p + 4 * i, 4); return (float)k;
+    case LB_U8: return (float)p[i];
     }
     return 0.0f;
 }
@@ -126,7 +133,8 @@ void lb_st_free(struct lb_st_file *f)
     memset(f, 0, sizeof *f);
 }
 
-int lb_st_parse(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
+/* Fills f->tensors / f->n_tensor from buf; leaves f->path and f->map to the caller. */
+static int parse_image(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
 {
     const unsigned char *p = buf;
     json_t *root = NULL;
@@ -235,6 +243,12 @@ done:
     return rc;
 }
 
+int lb_st_parse(struct lb_st_file *f, const void *buf, size_t n, struct lb_err *err)
+{
+    memset(f, 0, sizeof *f); /* no path, no mapping: lb_st_free must not release what it does not own */
+    return parse_image(f, buf, n, err);
+}
+
 int lb_st_open(struct lb_st_file *f, const char *path, struct lb_err *err)
 {
     memset(f, 0, sizeof *f);
@@ -243,13 +257,14 @@ int lb_st_open(struct lb_st_file *f, const char *path, struct lb_err *err)
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0) { rc = lb_err_set(err, LB_E_IO, "%s: cannot stat: %s", path, strerror(errno)); goto done; }
+    if (!S_ISREG(st.st_mode)) { rc = lb_err_set(err, LB_E_INPUT, "%s: not a regular file", path); goto done; }
     f->path = strdup(path);
     f->map_bytes = (size_t)st.st_size;
     if (f->map_bytes) {
         f->map = mmap(NULL, f->map_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
         if (f->map == MAP_FAILED) { f->map = NULL; rc = lb_err_set(err, LB_E_IO, "%s: mmap failed: %s", path, strerror(errno)); goto done; }
     }
-    rc = lb_st_parse(f, f->map, f->map_bytes, err);
+    rc = parse_image(f, f->map, f->map_bytes, err);
     if (rc) lb_err_prefix(err, "%s", path);
 done:
     close(fd);
@@ -321,6 +336,15 @@ int lb_st_set_open(struct lb_st_set *s, const char *dir, struct lb_err *err)
             if (rc) goto done;
             s->n_file++;
         }
+        /* a name in two shards: which copy is meant would depend on lookup order */
+        for (int i = 0; i < s->n_file; i++)
+            for (int t = 0; t < s->files[i].n_tensor; t++)
+                for (int j = i + 1; j < s->n_file; j++)
+                    if (lb_st_find(&s->files[j], s->files[i].tensors[t].name)) {
+                        rc = lb_err_set(err, LB_E_CORRUPT, "%s: tensor \"%s\" is in both %s and %s", index, s->files[i].tensors[t].name,
+                                        s->files[i].path, s->files[j].path);
+                        goto done;
+                    }
         /* every name in the map must be in the file it names */
         json_object_foreach(wm, k, v) {
             int found = 0;

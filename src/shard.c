@@ -60,7 +60,8 @@ int lb_shard_open(struct lb_shard **out, const char *path, size_t max_line, stru
     if (!s) return lb_err_set(err, LB_E_OOM, "shard %s: out of memory", path);
     s->fd = -1;
     s->max_line = max_line ? max_line : LB_SHARD_MAX_LINE;
-    s->cap = s->max_line + 1 < ((size_t)1 << 20) ? s->max_line + 1 : (size_t)1 << 20;
+    /* start small (many shards may be open at once), grow by doubling for long lines */
+    s->cap = s->max_line + 1 < ((size_t)1 << 16) ? s->max_line + 1 : (size_t)1 << 16;
     s->path = strdup(path);
     s->buf = malloc(s->cap);
     s->zst = ends_with(path, ".zst");

@@ -17,6 +17,8 @@ int lb_file_read(const char *path, char **buf, size_t *n, struct lb_err *err)
     if (!f) return lb_err_set(err, errno == ENOENT ? LB_E_INPUT : LB_E_IO, "%s: cannot open: %s", path, strerror(errno));
     int rc = 0;
     char *b = NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) { rc = lb_err_set(err, LB_E_INPUT, "%s: not a regular file", path); goto done; }
     if (fseek(f, 0, SEEK_END) != 0) { rc = lb_err_set(err, LB_E_IO, "%s: cannot seek: %s", path, strerror(errno)); goto done; }
     long len = ftell(f);
     if (len < 0) { rc = lb_err_set(err, LB_E_IO, "%s: cannot tell size", path); goto done; }

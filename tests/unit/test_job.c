@@ -318,11 +318,12 @@ static void test_resolve_errors(void)
     lb_job_free(&job);
 
     /* unknown adapters, named with the known ones */
-    y = "model: models/tiny\nadapters: {dir: loras}\ninputs:\n  - path: data/eval.jsonl\n    adapters: [chat, sqll]\n"
+    y = "model: models/gone\nadapters: {dir: loras}\ninputs:\n  - path: data/eval.jsonl\n    adapters: [chat, sqll]\n"
         "  - path: data/sql-1.jsonl.zst\n    adapter: legal\noutput: {dir: out}\n";
     T_CHECK(parse(&job, y, &err) == 0, "%s", err.msg);
     rc = lb_job_resolve(&job, &err);
-    T_CHECK(rc == LB_E_INPUT && job.n_diag == 2, "rc %d, %d messages:\n%s", rc, job.n_diag, err.msg);
+    T_CHECK(strstr(err.msg, "job.yaml:1: field \"model\""), "missing model not reported: %s", err.msg);
+    T_CHECK(rc == LB_E_INPUT && job.n_diag == 3, "rc %d, %d messages:\n%s", rc, job.n_diag, err.msg);
     T_CHECK(strstr(err.msg, "job.yaml:5: field \"inputs[0].adapters\": unknown adapter \"sqll\" (known: chat, sql, base)"),
             "%s", err.msg);
     T_CHECK(strstr(err.msg, "job.yaml:7: field \"inputs[1].adapter\": unknown adapter \"legal\""), "%s", err.msg);
@@ -398,7 +399,7 @@ static void test_fingerprint(void)
     T_CHECK(n0 == n1 && !memcmp(c0, c1, n0), "canonical text not stable");
     T_CHECK(lb_job_fingerprint(c0, n0) == lb_job_fingerprint(c1, n1), "fingerprint not stable");
     T_CHECK(lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff) == 0 && diff[0] == 0, "identical: %s", diff);
-    T_CHECK(strstr(c0, "generation.top_p=0.949999988\n") || strstr(c0, "generation.top_p=0.95\n"), "%s", c0);
+    T_CHECK(strstr(c0, "generation.top_p=0.95\n") && strstr(c0, "generation.temperature=0.7\n"), "%s", c0);
     T_CHECK(strstr(c0, "output.token_ids=true\n") && strstr(c0, "generation.stop=[\"###\", \"\\n\\n\"]\n"), "%s", c0);
     free(c1);
 
@@ -416,7 +417,15 @@ static void test_fingerprint(void)
     T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
     T_CHECK(lb_job_fingerprint(c0, n0) != lb_job_fingerprint(c1, n1), "top_p not in the fingerprint");
     int nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
-    T_CHECK(nd == 1 && strstr(diff, "changed generation.top_p: 0.9") && strstr(diff, "-> 0.5"), "%d: %s", nd, diff);
+    T_CHECK(nd == 1 && !strcmp(diff, "changed generation.top_p: 0.95 -> 0.5"), "%d: %s", nd, diff);
+    free(y);
+    free(c1);
+
+    /* the smallest change of a float is still a change */
+    y = replace(good_yaml, "temperature: 0.7", "temperature: 0.70000005");
+    T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
+    nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
+    T_CHECK(nd == 1 && strstr(diff, "changed generation.temperature: 0.7 -> 0.70000"), "%d: %s", nd, diff);
     free(y);
     free(c1);
 
