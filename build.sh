@@ -71,7 +71,7 @@ fi
 mkdir -p "$OUT/obj" "$OUT/tests"
 # objects built with other flags are stale
 if [ "$(cat "$OUT/obj/.flags" 2>/dev/null)" != "$CFLAGS $NVCC" ]; then
-    rm -f "$OUT"/obj/*.o "$OUT"/obj/*.d "$OUT"/tests/*
+    rm -rf "$OUT"/obj/*.o "$OUT"/obj/*.d "$OUT"/tests/*
     echo "$CFLAGS $NVCC" > "$OUT/obj/.flags"
 fi
 

@@ -1071,11 +1071,6 @@ static void test_sample(void)
     printf("    sample: %d of %d rows differ\n", total_diff, total_rows);
 }
 
-/* main.c (which defines lb_exit_code) is not linked into tests, but cmd_model.c calls it.
- * Weak, so a real definition elsewhere wins. Integrator: move lb_exit_code out of main.c. */
-__attribute__((weak)) int lb_exit_code(int status);
-__attribute__((weak)) int lb_exit_code(int status) { return status ? 1 : 0; }
-
 /* ================================================================== weights and adapters in other dtypes */
 static void test_dtypes(void)
 {
