@@ -46,7 +46,7 @@ run_lb() { # name with_adapters
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
-    timeout 280 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
+    timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
         --max-seqs 256 --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
     echo "$name: exit $? $(grep '^generate:' "$OUT/$name.log")"
     kill $w 2>/dev/null
@@ -54,7 +54,7 @@ run_lb() { # name with_adapters
 }
 run_lb w2_base 0
 run_lb w1_lora16 1
-timeout 200 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
+timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
 echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
 python3 - "$OUT" <<'PY'
 import json, re, sys, os
