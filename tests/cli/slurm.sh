@@ -24,6 +24,8 @@ BIN=${LB_BIN:-$ROOT/build/lorabatch}
 FIX=${LB_FIXTURE_MODEL:-$ROOT/tests/golden/fixtures/llama3}
 ARRAY_SH=$ROOT/jobs/slurm-array.sh
 t_start=$(date +%s)
+# every wait below stops at this point, so a broken cluster fails the test well inside CI's 10 min
+t_end=$((t_start + 420))
 
 n_pass=0 n_fail=0 n_skip=0
 ok() { n_pass=$((n_pass + 1)); echo "ok   $*"; }
@@ -178,8 +180,9 @@ submit() { # dir [env assignments...] -- [sbatch options...]
         --output="$d/logs/%A_%a.log" "$@" "$ARRAY_SH" job.yaml) | cut -d';' -f1
 }
 # wait until no task of the array is pending or running
+capped() { local e=$(($(date +%s) + $1)); [ "$e" -gt "$t_end" ] && e=$t_end; echo "$e"; }
 wait_gone() { # jobid timeout_s
-    local end=$(($(date +%s) + $2))
+    local end; end=$(capped "$2")
     while [ -n "$(squeue -h -j "$1" -o %i 2>/dev/null)" ]; do
         [ "$(date +%s)" -ge "$end" ] && return 1
         sleep 0.5
@@ -190,7 +193,7 @@ part_done() { # dir I N
     "$BIN" status "$1/job.yaml" 2>/dev/null | sed -n "s/.*\.lorabatch\.part-$2-of-$3\.ckpt: in progress, \([0-9]*\) records.*/\1/p"
 }
 wait_progress() { # dir I N timeout_s: until the part has committed some records
-    local end=$(($(date +%s) + $4)) n
+    local end n; end=$(capped "$4")
     while :; do
         n=$(part_done "$1" "$2" "$3")
         [ -n "$n" ] && [ "$n" -gt 0 ] && return 0
@@ -290,7 +293,7 @@ else bad "usr1: part 1/3 never showed progress"; fi
 # the hard-killed tasks: ended (no requeue), no lorabatch left behind, part unfinished
 for k in "kill $jK 2" "killexec $jX 0"; do
     set -- $k
-    end=$(($(date +%s) + 60))
+    end=$(capped 60)
     while [ "$(task_field "${2}_$3" JobState)" = RUNNING ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.3; done
     st=$(task_field "${2}_$3" JobState)
     check "$1: task ${2}_$3 ended by the hard kill (state $st, exit $(task_field "${2}_$3" ExitCode))" grep -qxE 'FAILED|CANCELLED' <<< "$st"
