@@ -33,6 +33,7 @@ int main(int argc, char **argv)
     if (argc < 2) { usage(stderr); return LB_EXIT_USAGE; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) { printf("lorabatch %s\n", LB_VERSION); return 0; }
+    if (!strcmp(cmd, "tokenize")) return lb_cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) { usage(stdout); return 0; }
     fprintf(stderr, "lorabatch: unknown command '%s'\n", cmd);
     usage(stderr);
