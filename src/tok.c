@@ -945,6 +945,8 @@ int lb_tok_load_buf(struct lb_tok **out, const char *json, size_t n_json, const 
     pthread_once(&byte_tables_once, init_byte_tables);
     struct lb_tok *t = calloc(1, sizeof *t);
     if (!t) return lb_err_set(err, LB_E_OOM, "out of memory");
+    static uint64_t next_gen;
+    t->gen = __atomic_add_fetch(&next_gen, 1, __ATOMIC_RELAXED);
     t->unk_id = t->bos_id = t->eos_id = -1;
     t->config_add_bos = -1;
     struct loader L = {.t = t};

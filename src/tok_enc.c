@@ -7,8 +7,9 @@
  *   4. each word goes through BPE (ignore_merges shortcut, per-call word cache, then merges
  *      by rank over a linked list: O(n^2) scan for short words, a binary heap beyond);
  *   5. the post-processor template adds its special tokens.
- * All scratch is per call (struct enc), so concurrent encodes on one tokenizer are safe.
+ * All scratch is per thread (struct enc), so concurrent encodes on one tokenizer are safe.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -72,6 +73,7 @@ struct enc {
     struct hent *heap;
     size_t heap_cap;
     struct cache cache;
+    uint64_t cache_gen; /* lb_tok.gen the cache belongs to */
     int use_cache;
     int last_unk;
 };
@@ -743,44 +745,117 @@ static int encode_text(struct enc *e, const char *text, size_t n)
     return 0;
 }
 
+/* Scratch lives per thread between calls: the word cache pays off across calls (prompts
+ * share most of their words) and buffers are reused. A tokenizer's generation number keys
+ * the cache, so a thread moving to another tokenizer starts it afresh. Buffers that a huge
+ * input grew are released at the end of that call. */
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct enc *tls_enc; /* also keeps the block reachable for leak checkers */
+
+static void enc_scratch_free(struct enc *e)
+{
+    tok_re_scratch_free(&e->rs);
+    free(e->seg_raw.v);
+    free(e->seg_norm.v);
+    lb_tok_text_free(&e->norm);
+    lb_tok_text_free(&e->tmp);
+    for (int i = 0; i < TOK_MAX_PRES; i++) {
+        lb_tok_text_free(&e->pre_buf[i]);
+        free(e->spans[i].v);
+    }
+    free(e->sym);
+    free(e->heap);
+    cache_free(&e->cache);
+    memset(e, 0, sizeof *e);
+}
+
+static void enc_trim(struct enc *e)
+{
+    const size_t big = (size_t)1 << 20; /* bytes */
+    if (e->sym_cap * sizeof *e->sym > big) { free(e->sym); e->sym = NULL; e->sym_cap = 0; }
+    if (e->heap_cap * sizeof *e->heap > big) { free(e->heap); e->heap = NULL; e->heap_cap = 0; }
+    if (e->norm.cap > big) lb_tok_text_free(&e->norm);
+    if (e->tmp.cap > big) lb_tok_text_free(&e->tmp);
+    if (e->seg_raw.cap * sizeof(struct seg) > big) { free(e->seg_raw.v); memset(&e->seg_raw, 0, sizeof e->seg_raw); }
+    if (e->seg_norm.cap * sizeof(struct seg) > big) { free(e->seg_norm.v); memset(&e->seg_norm, 0, sizeof e->seg_norm); }
+    for (int i = 0; i < TOK_MAX_PRES; i++) {
+        if (e->pre_buf[i].cap > big) lb_tok_text_free(&e->pre_buf[i]);
+        if (e->spans[i].cap * sizeof(struct span) > big) { free(e->spans[i].v); memset(&e->spans[i], 0, sizeof e->spans[i]); }
+    }
+    if (e->rs.stack) { /* a JIT stack was needed for a huge piece */
+        pcre2_jit_stack_free(e->rs.stack);
+        e->rs.stack = NULL;
+        e->rs.stack_bytes = 0;
+        pcre2_match_context_free(e->rs.mctx);
+        e->rs.mctx = NULL;
+    }
+}
+
+static void tls_destroy(void *p)
+{
+    struct enc *e = p;
+    enc_scratch_free(e);
+    free(e);
+    tls_enc = NULL;
+}
+
+static void tls_make_key(void) { pthread_key_create(&tls_key, tls_destroy); }
+
+static struct enc *enc_get(void)
+{
+    if (tls_enc) return tls_enc;
+    pthread_once(&tls_once, tls_make_key);
+    struct enc *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    if (pthread_setspecific(tls_key, e)) {
+        free(e);
+        return NULL;
+    }
+    tls_enc = e;
+    return e;
+}
+
 int lb_tok_encode(const struct lb_tok *t, const char *text, size_t n_text, int flags, struct lb_tok_ids *out,
                   struct lb_err *err)
 {
     out->n = 0;
     size_t bad = tok_utf8_check((const uint8_t *)text, n_text);
     if (bad != n_text) return lb_err_set(err, LB_E_INPUT, "text is not valid UTF-8 (byte %zu)", bad);
-    struct enc e;
-    memset(&e, 0, sizeof e);
-    e.t = t;
-    e.out = out;
-    e.err = err;
+    struct enc *ep = enc_get();
+    if (!ep) return lb_err_set(err, LB_E_OOM, "out of memory (tokenizer scratch)");
+    struct enc *e = ep;
+    e->t = t;
+    e->out = out;
+    e->err = err;
+    e->last_unk = 0;
+    if (e->cache_gen != t->gen) {
+        if (e->cache.slots) {
+            memset(e->cache.slots, 0, (size_t)(e->cache.mask + 1) * sizeof *e->cache.slots);
+            e->cache.n = 0;
+            e->cache.arena_n = 0;
+        }
+        e->cache_gen = t->gen;
+    }
+    e->use_cache = e->cache.slots || cache_init(&e->cache) == 0;
     int rc = 0;
-    if (n_text >= 4096 && cache_init(&e.cache) == 0) e.use_cache = 1;
     if (flags & LB_TOK_ADD_SPECIAL)
-        for (int i = 0; i < t->n_tpl_pre && !rc; i++) rc = push_id(&e, t->tpl_pre[i]);
-    if (!rc) rc = encode_text(&e, text, n_text);
+        for (int i = 0; i < t->n_tpl_pre && !rc; i++) rc = push_id(e, t->tpl_pre[i]);
+    if (!rc) rc = encode_text(e, text, n_text);
     if (flags & LB_TOK_ADD_SPECIAL)
-        for (int i = 0; i < t->n_tpl_post && !rc; i++) rc = push_id(&e, t->tpl_post[i]);
+        for (int i = 0; i < t->n_tpl_post && !rc; i++) rc = push_id(e, t->tpl_post[i]);
     if (!rc && (flags & LB_TOK_ADD_SPECIAL) && (flags & LB_TOK_CONFIG_BOS) && t->config_add_bos == 1 &&
         t->bos_id >= 0 && (out->n == 0 || out->ids[0] != t->bos_id)) {
-        rc = push_id(&e, 0);
+        rc = push_id(e, 0);
         if (!rc) {
             memmove(out->ids + 1, out->ids, (out->n - 1) * sizeof *out->ids);
             out->ids[0] = t->bos_id;
         }
     }
-    tok_re_scratch_free(&e.rs);
-    free(e.seg_raw.v);
-    free(e.seg_norm.v);
-    lb_tok_text_free(&e.norm);
-    lb_tok_text_free(&e.tmp);
-    for (int i = 0; i < TOK_MAX_PRES; i++) {
-        lb_tok_text_free(&e.pre_buf[i]);
-        free(e.spans[i].v);
-    }
-    free(e.sym);
-    free(e.heap);
-    cache_free(&e.cache);
+    enc_trim(e);
+    e->t = NULL;
+    e->out = NULL;
+    e->err = NULL;
     if (rc) out->n = 0;
     return rc;
 }

@@ -149,6 +149,7 @@ struct tok_trie {
 /* ---------------------------------------------------------------- the tokenizer */
 
 struct lb_tok {
+    uint64_t gen;          /* unique per loaded tokenizer (keys per-thread word caches) */
     int32_t n_vocab;       /* highest id + 1 */
     /* tokenizer.json strings per id */
     char *piece_blob;      /* owned */
