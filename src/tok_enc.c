@@ -38,9 +38,8 @@ struct sym {
     uint32_t start; /* byte offset in the word (for unknown symbols) */
     uint32_t len;
 };
-struct hent {
+struct hent { /* a candidate merge: the pair starting at symbol pos had this rank when pushed */
     int32_t rank, pos;
-    int32_t left, right, merged;
 };
 
 /* Word cache: word bytes -> the ids BPE gave it (before unk fusing). Per call. */
@@ -192,15 +191,11 @@ static inline int hent_less(const struct hent *a, const struct hent *b)
     return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
+static int heap_reserve(struct enc *e, size_t n);
+
 static int heap_push(struct enc *e, size_t *n, struct hent h)
 {
-    if (*n == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 1024;
-        struct hent *p = realloc(e->heap, cap * sizeof *p);
-        if (!p) return lb_err_set(e->err, LB_E_OOM, "out of memory (BPE heap)");
-        e->heap = p;
-        e->heap_cap = cap;
-    }
+    if (heap_reserve(e, *n + 1)) return LB_E_OOM;
     size_t i = (*n)++;
     while (i > 0) {
         size_t par = (i - 1) / 2;
@@ -212,21 +207,51 @@ static int heap_push(struct enc *e, size_t *n, struct hent h)
     return 0;
 }
 
-static struct hent heap_pop(struct enc *e, size_t *n)
+/* Moves h[i] down to its place in the heap h[0..m). */
+static void sift_down(struct hent *h, size_t m, size_t i)
 {
-    struct hent top = e->heap[0];
-    struct hent last = e->heap[--*n];
-    size_t i = 0, m = *n;
+    struct hent x = h[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= m) break;
-        if (c + 1 < m && hent_less(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!hent_less(&e->heap[c], &last)) break;
-        e->heap[i] = e->heap[c];
+        if (c + 1 < m && hent_less(&h[c + 1], &h[c])) c++;
+        if (!hent_less(&h[c], &x)) break;
+        h[i] = h[c];
         i = c;
     }
-    if (m) e->heap[i] = last;
+    h[i] = x;
+}
+
+static struct hent heap_pop(struct enc *e, size_t *n)
+{
+    struct hent top = e->heap[0];
+    e->heap[0] = e->heap[--*n];
+    if (*n) sift_down(e->heap, *n, 0);
     return top;
+}
+
+static int heap_reserve(struct enc *e, size_t n)
+{
+    if (n <= e->heap_cap) return 0;
+    size_t cap = e->heap_cap ? e->heap_cap * 2 : 1024;
+    while (cap < n) cap *= 2;
+    struct hent *p = realloc(e->heap, cap * sizeof *p);
+    if (!p) return lb_err_set(e->err, LB_E_OOM, "out of memory (BPE heap)");
+    e->heap = p;
+    e->heap_cap = cap;
+    return 0;
+}
+
+/* Appends a candidate without ordering (the caller heapifies). */
+static int push_pair_unordered(struct enc *e, size_t *nh, int32_t i)
+{
+    struct sym *s = e->sym;
+    int32_t merged;
+    int32_t r = pair_rank(e->t, s[i].id, s[s[i].next].id, &merged);
+    if (r == INT32_MAX) return 0;
+    if (heap_reserve(e, *nh + 1)) return LB_E_OOM;
+    e->heap[(*nh)++] = (struct hent){r, i};
+    return 0;
 }
 
 static int push_pair(struct enc *e, size_t *nh, int32_t i)
@@ -236,7 +261,7 @@ static int push_pair(struct enc *e, size_t *nh, int32_t i)
     int32_t merged;
     int32_t r = pair_rank(e->t, s[i].id, s[j].id, &merged);
     if (r == INT32_MAX) return 0;
-    return heap_push(e, nh, (struct hent){r, i, s[i].id, s[j].id, merged});
+    return heap_push(e, nh, (struct hent){r, i});
 }
 
 /* Merges e->sym[0..m) (a list linked in index order); the result is the list from 0. */
@@ -269,16 +294,18 @@ static int bpe_merge(struct enc *e, size_t m)
         }
         return 0;
     }
+    /* first candidates: collected, then heapified in O(m) */
     size_t nh = 0;
     for (size_t i = 0; i + 1 < m; i++)
-        if (push_pair(e, &nh, (int32_t)i)) return LB_E_OOM;
+        if (push_pair_unordered(e, &nh, (int32_t)i)) return LB_E_OOM;
+    for (size_t i = nh / 2; i-- > 0;) sift_down(e->heap, nh, i);
     while (nh) {
         struct hent h = heap_pop(e, &nh);
-        int32_t i = h.pos;
-        if (s[i].id != h.left) continue;
-        int32_t j = s[i].next;
-        if (j < 0 || s[j].id != h.right) continue;
-        s[i].id = h.merged;
+        int32_t i = h.pos, j = s[i].next, merged = 0;
+        /* stale when the pair at pos changed since (ranks identify merges); merged-away
+         * symbols have id -2 and never pair */
+        if (j < 0 || pair_rank(t, s[i].id, s[j].id, &merged) != h.rank) continue;
+        s[i].id = merged;
         s[i].next = s[j].next;
         if (s[j].next >= 0) s[s[j].next].prev = i;
         s[j].id = -2;
