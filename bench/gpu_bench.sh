@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Issue 5 workloads on one GPU (run on the GPU machine; builds nothing):
+#   bench/gpu_bench.sh BIN OUT_DIR [quick]
+# 1. 1024 requests x 512 prompt tokens, exactly 256 generated (EOS ignored), 16 rank-16 adapters
+#    on all 7 targets, spread evenly;   2. the same on the base model;
+#   4. the peer: HF transformers + PEFT, mixed adapters per batch (fewer requests, same shapes).
+# Random Llama-3-8B-shaped bf16 checkpoint from bench/gen_random_model.py. Reports output and
+# total tokens/s, peak GPU memory, and the fraction of the compute ceiling: total tokens x
+# 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
+# lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
+set -uo pipefail
+BIN=${1:-.gpu/lorabatch}
+OUT=${2:-bench/results}
+QUICK=${3:-}
+mkdir -p "$OUT"
+M=/tmp/m8b
+NREQ=1024; NPEER=64
+[ -n "$QUICK" ] && { NREQ=256; NPEER=16; }
+t0=$(date +%s)
+[ -f $M/config.json ] || python3 bench/gen_random_model.py --shape llama-3-8b --out $M --adapters 16 --ranks 16 --adapter-dtype bf16 > "$OUT/gen.log" 2>&1 || { echo "generator failed"; tail "$OUT/gen.log"; exit 1; }
+echo "model written in $(( $(date +%s) - t0 )) s"
+python3 - > "$OUT/gemm.json" <<'PY'
+import json, torch
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
+for _ in range(3): a @ b
+torch.cuda.synchronize()
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+ts = []
+for _ in range(10):
+    s.record(); a @ b; e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e) / 1e3)
+ts.sort()
+print(json.dumps({"gemm_8192_bf16_tflops": 2 * 8192**3 / ts[len(ts) // 2] / 1e12, "device": torch.cuda.get_device_name()}))
+PY
+cat "$OUT/gemm.json"
+PROMPTS=$(python3 -c "
+import random
+random.seed(1)
+for i in range(16): print(','.join(str(random.randrange(1000, 100000)) for _ in range(512)))")
+mem_watch() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$1" & echo $!; }
+run_lb() { # name with_adapters
+    local name=$1 ad=$2 args=() i=0 p
+    if [ "$ad" = 1 ]; then for d in $(ls -d $M/adapters/* | head -16); do args+=(--adapter "a$i=$d"); i=$((i + 1)); done; fi
+    i=0
+    while read -r p; do
+        [ "$ad" = 1 ] && args+=(--use "a$i")
+        args+=(--prompt-ids "$p"); i=$((i + 1))
+    done <<< "$PROMPTS"
+    local w; w=$(mem_watch "$OUT/mem_$name.txt")
+    timeout 280 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
+        --max-seqs 256 --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
+    echo "$name: exit $? $(grep '^generate:' "$OUT/$name.log")"
+    kill $w 2>/dev/null
+    tail -3 "$OUT/$name.log"
+}
+run_lb w2_base 0
+run_lb w1_lora16 1
+timeout 200 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
+echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
+python3 - "$OUT" <<'PY'
+import json, re, sys, os
+out = sys.argv[1]
+gemm = json.load(open(f"{out}/gemm.json"))["gemm_8192_bf16_tflops"]
+H, F, L, V, Q, KV = 4096, 14336, 32, 128256, 4096, 1024
+flops_tok = 2 * (L * (H * Q + 2 * H * KV + Q * H + 3 * H * F) + V * H)
+rows = []
+for name in ["w2_base", "w1_lora16"]:
+    try: log = open(f"{out}/{name}.log").read()
+    except OSError: continue
+    m = re.search(r"generate: (\d+) sequences, (\d+) prompt \+ (\d+) generated tokens in ([\d.]+) s", log)
+    if not m: rows.append({"workload": name, "error": log[-400:]}); continue
+    n, p, g, t = int(m[1]), int(m[2]), int(m[3]), float(m[4])
+    mem = [int(x) for x in open(f"{out}/mem_{name}.txt").read().split() if x.isdigit()]
+    rows.append({"workload": name, "requests": n, "prompt_tokens": p, "generated_tokens": g, "seconds": t,
+                 "output_tok_s": g / t, "total_tok_s": (p + g) / t, "peak_gpu_mem_mib": max(mem) if mem else None,
+                 "ceiling_fraction": (p + g) * flops_tok / (t * gemm * 1e12)})
+try: rows.append(json.load(open(f"{out}/peer.json")))
+except Exception as e: rows.append({"peer": "failed", "why": str(e)})
+res = {"gemm_tflops": gemm, "flops_per_token": flops_tok, "device": json.load(open(f"{out}/gemm.json"))["device"], "rows": rows}
+json.dump(res, open(f"{out}/gpu_bench.json", "w"), indent=2)
+print(f"{'workload':12} {'req':>5} {'out tok/s':>10} {'total tok/s':>12} {'peak MiB':>9} {'ceiling':>8}")
+for r in rows:
+    if "workload" in r and "seconds" in r:
+        print(f"{r['workload']:12} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {str(r['peak_gpu_mem_mib']):>9} {100*r['ceiling_fraction']:7.1f}%")
+    elif "peer" in r and "output_tok_s" in r:
+        print(f"{'hf+peft':12} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['peak_mem_gib']*1024:9.0f}")
+    else: print(r)
+print(f"cuBLAS bf16 8192^3: {gemm:.0f} TFLOP/s on {res['device']}")
+PY

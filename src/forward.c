@@ -1,0 +1,264 @@
+/* forward.c — the decoder forward pass as backend ops (see forward.h).
+ *
+ * Per layer (HF Llama/Mistral/Qwen2/Qwen3 order):
+ *   h = rmsnorm(x)                       (fused: x += previous block's output first)
+ *   q,k,v = h Wq/Wk/Wv (+bias) ; += LoRA(q,k,v) reading h once
+ *   Qwen3: q,k = per-head rmsnorm(q,k)
+ *   rope(q,k) ; cache k,v ; att = attention(q, cache)
+ *   o = att Wo ; += LoRA(o)
+ *   h = rmsnorm(x += o)
+ *   g,u = h Wg, h Wu ; += LoRA(gate,up) ; g = silu(g) * u
+ *   d = g Wd ; += LoRA(down)             (d lives in `o`; added to x by the next norm)
+ * then h = rmsnorm(x += d) with the final norm, the rows that need a token are gathered,
+ * logits = h_rows W_lm^T, sample. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lb_layer_bufs {
+    struct lb_buf *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *q_norm, *k_norm, *w_gate, *w_up, *w_down;
+};
+
+static struct lb_buf *wbuf(struct lb_runner *r, const struct lb_tensor *t, int *rc, struct lb_err *err)
+{
+    if (!t || *rc) return NULL;
+    struct lb_buf *b = r->be->ops->weight(r->be, t->dtype, t->data, (size_t)t->n_elem, err);
+    if (!b) *rc = err && err->status ? err->status : LB_E_OOM;
+    else r->weight_bytes += (int64_t)t->n_bytes;
+    return b;
+}
+
+static struct lb_buf *abuf(struct lb_runner *r, enum lb_dtype dt, size_t n, int *rc, struct lb_err *err)
+{
+    if (*rc) return NULL;
+    struct lb_buf *b = r->be->ops->alloc(r->be, dt, n, err);
+    if (!b) *rc = err && err->status ? err->status : LB_E_OOM;
+    return b;
+}
+
+void lb_runner_free(struct lb_runner *r)
+{
+    if (!r || !r->be) return;
+    struct lb_backend *be = r->be;
+    void (*fr)(struct lb_backend *, struct lb_buf *) = be->ops->buf_free;
+    struct lb_buf **all[] = {&r->embed, &r->norm, &r->lm_head, &r->x, &r->h, &r->q, &r->k, &r->v, &r->att, &r->g, &r->u,
+                             &r->o, &r->hl, &r->logits, &r->ids, &r->pos, &r->slot_map, &r->q_indptr, &r->kv_len,
+                             &r->page_indptr, &r->page_idx, &r->seg_start, &r->seg_slot, &r->out_rows, &r->params, &r->tok_out};
+    if (r->lm_head == r->embed) r->lm_head = NULL;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) { fr(be, *all[i]); *all[i] = NULL; }
+    if (r->layers && r->m)
+        for (int l = 0; l < r->m->cfg.n_layer; l++) {
+            struct lb_layer_bufs *L = &r->layers[l];
+            struct lb_buf *lb[] = {L->attn_norm, L->ffn_norm, L->wq, L->wk, L->wv, L->wo, L->bq, L->bk, L->bv,
+                                   L->q_norm, L->k_norm, L->w_gate, L->w_up, L->w_down};
+            for (size_t i = 0; i < sizeof lb / sizeof lb[0]; i++) fr(be, lb[i]);
+        }
+    free(r->layers);
+    free(r->h_seg_start);
+    free(r->h_seg_slot);
+    memset(r, 0, sizeof *r);
+}
+
+int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,
+                   struct lb_err *err)
+{
+    memset(r, 0, sizeof *r);
+    r->be = be;
+    r->m = m;
+    r->opt = *o;
+    const struct lb_model_config *c = &m->cfg;
+    struct lb_backend_setup s = {
+        .n_layer = c->n_layer, .n_head = c->n_head, .n_kv_head = c->n_kv_head, .head_dim = c->head_dim,
+        .n_hidden = c->n_hidden, .n_ff = c->n_ff, .n_vocab = c->n_vocab, .rms_eps = c->rms_eps,
+        .rope_theta = c->rope_theta, .rope_llama3 = c->rope_llama3, .rope_factor = c->rope_factor,
+        .rope_low_freq_factor = c->rope_low_freq_factor, .rope_high_freq_factor = c->rope_high_freq_factor,
+        .rope_orig_max_pos = c->rope_orig_max_pos, .n_page = o->n_page, .page_size = o->page_size,
+        .n_slot = o->n_slot, .max_rank = o->max_rank, .tp_rank = 0, .tp_size = 1,
+    };
+    int rc = be->ops->setup(be, &s, err);
+    if (rc) return rc;
+    r->layers = calloc((size_t)c->n_layer, sizeof *r->layers);
+    if (!r->layers) return lb_err_set(err, LB_E_OOM, "out of memory");
+    r->embed = wbuf(r, m->embed, &rc, err);
+    r->norm = wbuf(r, m->norm, &rc, err);
+    r->lm_head = m->lm_head == m->embed ? r->embed : wbuf(r, m->lm_head, &rc, err);
+    for (int l = 0; l < c->n_layer && !rc; l++) {
+        const struct lb_layer_weights *W = &m->layers[l];
+        struct lb_layer_bufs *L = &r->layers[l];
+        L->attn_norm = wbuf(r, W->attn_norm, &rc, err);
+        L->ffn_norm = wbuf(r, W->ffn_norm, &rc, err);
+        L->wq = wbuf(r, W->wq, &rc, err);
+        L->wk = wbuf(r, W->wk, &rc, err);
+        L->wv = wbuf(r, W->wv, &rc, err);
+        L->wo = wbuf(r, W->wo, &rc, err);
+        L->bq = wbuf(r, W->bq, &rc, err);
+        L->bk = wbuf(r, W->bk, &rc, err);
+        L->bv = wbuf(r, W->bv, &rc, err);
+        L->q_norm = wbuf(r, W->q_norm, &rc, err);
+        L->k_norm = wbuf(r, W->k_norm, &rc, err);
+        L->w_gate = wbuf(r, W->w_gate, &rc, err);
+        L->w_up = wbuf(r, W->w_up, &rc, err);
+        L->w_down = wbuf(r, W->w_down, &rc, err);
+    }
+    enum lb_dtype ad = be->ops->act_dtype;
+    size_t T = (size_t)o->max_tok, H = (size_t)c->n_hidden, Q = (size_t)c->n_head * c->head_dim,
+           KV = (size_t)c->n_kv_head * c->head_dim, F = (size_t)c->n_ff, NS = (size_t)o->max_seq;
+    r->x = abuf(r, ad, T * H, &rc, err);
+    r->h = abuf(r, ad, T * H, &rc, err);
+    r->q = abuf(r, ad, T * Q, &rc, err);
+    r->k = abuf(r, ad, T * KV, &rc, err);
+    r->v = abuf(r, ad, T * KV, &rc, err);
+    r->att = abuf(r, ad, T * Q, &rc, err);
+    r->g = abuf(r, ad, T * F, &rc, err);
+    r->u = abuf(r, ad, T * F, &rc, err);
+    r->o = abuf(r, ad, T * H, &rc, err);
+    r->hl = abuf(r, ad, NS * H, &rc, err);
+    r->logits = abuf(r, LB_F32, NS * (size_t)c->n_vocab, &rc, err);
+    r->ids = abuf(r, LB_I32, T, &rc, err);
+    r->pos = abuf(r, LB_I32, T, &rc, err);
+    r->slot_map = abuf(r, LB_I32, T, &rc, err);
+    r->q_indptr = abuf(r, LB_I32, NS + 1, &rc, err);
+    r->kv_len = abuf(r, LB_I32, NS, &rc, err);
+    r->page_indptr = abuf(r, LB_I32, NS + 1, &rc, err);
+    r->page_idx = abuf(r, LB_I32, (size_t)o->n_page + NS, &rc, err);
+    r->seg_start = abuf(r, LB_I32, NS + 1, &rc, err);
+    r->seg_slot = abuf(r, LB_I32, NS, &rc, err);
+    r->out_rows = abuf(r, LB_I32, NS, &rc, err);
+    r->params = abuf(r, LB_U8, NS * sizeof(struct lb_sample_param), &rc, err);
+    r->tok_out = abuf(r, LB_I32, NS, &rc, err);
+    r->h_seg_start = calloc(NS + 1, sizeof(int32_t));
+    r->h_seg_slot = calloc(NS + 1, sizeof(int32_t));
+    if (!rc && (!r->h_seg_start || !r->h_seg_slot)) rc = lb_err_set(err, LB_E_OOM, "out of memory");
+    if (rc) lb_runner_free(r);
+    return rc;
+}
+
+int lb_runner_load_adapter(struct lb_runner *r, int slot, const struct lb_adapter *a, struct lb_err *err)
+{
+    int rc = r->be->ops->lora_clear(r->be, slot, err);
+    if (rc || !a) return rc;
+    for (int l = 0; l < a->n_layer; l++)
+        for (int t = 0; t < LB_T_COUNT; t++) {
+            const struct lb_adapter_module *md = lb_adapter_mod(a, l, t);
+            if (!md->rank) continue;
+            struct lb_lora_module lm = {md->rank, md->scale, md->dtype, md->a, md->b, 0, 0};
+            lb_model_target_dims(&r->m->cfg, (enum lb_target)t, &lm.n_in, &lm.n_out);
+            if ((rc = r->be->ops->lora_load(r->be, slot, l, (enum lb_target)t, &lm, err)))
+                return lb_err_prefix(err, "adapter \"%s\" layer %d %s", a->name, l, lb_target_name((enum lb_target)t));
+        }
+    return 0;
+}
+
+#define RUN(...)                                                         \
+    do {                                                                 \
+        struct lb_op op_ = __VA_ARGS__;                                  \
+        if ((rc = be->ops->run(be, &op_, err))) {                        \
+            lb_err_prefix(err, "layer %d op %s", l, lb_op_name(op_.kind)); \
+            return rc;                                                   \
+        }                                                                \
+    } while (0)
+
+static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,
+                struct lb_buf *const *y, int T, int n_seg, struct lb_err *err)
+{
+    struct lb_backend *be = r->be;
+    int rc;
+    struct lb_op op = {.kind = LB_OP_LORA};
+    op.u.lora.layer = l;
+    op.u.lora.n_tgt = n_tgt;
+    op.u.lora.x = x;
+    op.u.lora.n_tok = T;
+    op.u.lora.n_in = n_in;
+    op.u.lora.seg_start = r->seg_start;
+    op.u.lora.seg_slot = r->seg_slot;
+    op.u.lora.n_seg = n_seg;
+    for (int j = 0; j < n_tgt; j++) {
+        op.u.lora.tgt[j] = tgt[j];
+        op.u.lora.y[j] = y[j];
+        int ni;
+        lb_model_target_dims(&r->m->cfg, tgt[j], &ni, &op.u.lora.n_out[j]);
+    }
+    if ((rc = be->ops->run(be, &op, err))) return lb_err_prefix(err, "layer %d op lora", l);
+    return 0;
+}
+
+int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_out, float *logits_out, struct lb_err *err)
+{
+    struct lb_backend *be = r->be;
+    const struct lb_model_config *c = &r->m->cfg;
+    int T = st->n_tok, NS = st->n_seq, rc = 0, l = -1;
+    if (T <= 0 || T > r->opt.max_tok || NS <= 0 || NS > r->opt.max_seq || st->n_out > r->opt.max_seq || st->n_out < 0)
+        return lb_err_set(err, LB_E_INTERNAL, "step: %d tokens / %d seqs / %d outputs exceed the workspace (%d / %d)", T, NS,
+                          st->n_out, r->opt.max_tok, r->opt.max_seq);
+    int n_pages = st->page_indptr[NS];
+    if (n_pages > r->opt.n_page + r->opt.max_seq) return lb_err_set(err, LB_E_INTERNAL, "step: %d pages listed", n_pages);
+    /* adapter segments: runs of equal slot over consecutive sequences */
+    int n_seg = 0;
+    for (int s = 0; s < NS; s++) {
+        if (n_seg && r->h_seg_slot[n_seg - 1] == st->seq_slot[s]) continue;
+        r->h_seg_start[n_seg] = st->q_indptr[s];
+        r->h_seg_slot[n_seg] = st->seq_slot[s];
+        n_seg++;
+    }
+    r->h_seg_start[n_seg] = T;
+    const struct lb_backend_ops *B = be->ops;
+    if ((rc = B->upload(be, r->ids, 0, st->tokens, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->pos, 0, st->pos, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->slot_map, 0, st->slot_map, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->q_indptr, 0, st->q_indptr, LB_I32, (size_t)NS + 1, err)) ||
+        (rc = B->upload(be, r->kv_len, 0, st->kv_len, LB_I32, (size_t)NS, err)) ||
+        (rc = B->upload(be, r->page_indptr, 0, st->page_indptr, LB_I32, (size_t)NS + 1, err)) ||
+        (n_pages && (rc = B->upload(be, r->page_idx, 0, st->page_idx, LB_I32, (size_t)n_pages, err))) ||
+        (rc = B->upload(be, r->seg_start, 0, r->h_seg_start, LB_I32, (size_t)n_seg + 1, err)) ||
+        (rc = B->upload(be, r->seg_slot, 0, r->h_seg_slot, LB_I32, (size_t)n_seg, err)) ||
+        (st->n_out && (rc = B->upload(be, r->out_rows, 0, st->out_rows, LB_I32, (size_t)st->n_out, err))) ||
+        (st->n_out && (rc = B->upload(be, r->params, 0, st->sp, LB_U8, (size_t)st->n_out * sizeof *st->sp, err))))
+        return rc;
+    int H = c->n_hidden, D = c->head_dim, NH = c->n_head, NKV = c->n_kv_head, F = c->n_ff;
+    int Q = NH * D, KV = NKV * D;
+    float eps = c->rms_eps;
+    RUN({.kind = LB_OP_EMBED, .u.embed = {r->ids, r->embed, r->x, T, H}});
+    for (l = 0; l < c->n_layer; l++) {
+        struct lb_layer_bufs *L = &r->layers[l];
+        if (l == 0) RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->x, NULL, L->attn_norm, r->h, T, H, eps}});
+        else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, 0}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, 0}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, 0}});
+        static const enum lb_target qkv[3] = {LB_T_Q, LB_T_K, LB_T_V};
+        struct lb_buf *yqkv[3] = {r->q, r->k, r->v};
+        if ((rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, err))) return rc;
+        if (c->qk_norm) {
+            RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->q, NULL, L->q_norm, r->q, T * NH, D, eps}});
+            RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->k, NULL, L->k_norm, r->k, T * NKV, D, eps}});
+        }
+        RUN({.kind = LB_OP_ROPE, .u.rope = {r->q, r->k, r->pos, T, NH, NKV, D}});
+        RUN({.kind = LB_OP_KV_WRITE, .u.kv_write = {l, r->k, r->v, r->slot_map, T}});
+        RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
+                                            r->pos, 1.0f / sqrtf((float)D)}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, 0}});
+        static const enum lb_target o_t[1] = {LB_T_O};
+        if ((rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, err))) return rc;
+        RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->ffn_norm, r->h, T, H, eps}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, 0}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, 0}});
+        static const enum lb_target gu[2] = {LB_T_GATE, LB_T_UP};
+        struct lb_buf *ygu[2] = {r->g, r->u};
+        if ((rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, err))) return rc;
+        RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, 0}});
+        static const enum lb_target d_t[1] = {LB_T_DOWN};
+        if ((rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, err))) return rc;
+    }
+    l = c->n_layer;
+    if (!st->n_out) return 0;
+    RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, r->norm, r->h, T, H, eps}});
+    RUN({.kind = LB_OP_GATHER, .u.gather = {r->h, r->out_rows, r->hl, st->n_out, H}});
+    RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, st->n_out, H, c->n_vocab, 0}});
+    RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, st->n_out, c->n_vocab}});
+    if ((rc = B->download(be, r->tok_out, 0, tok_out, LB_I32, (size_t)st->n_out, err))) return rc;
+    if (logits_out && (rc = B->download(be, r->logits, 0, logits_out, LB_F32, (size_t)st->n_out * c->n_vocab, err))) return rc;
+    return 0;
+}

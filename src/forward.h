@@ -1,0 +1,64 @@
+/* forward.h — one model, one backend: weights on the backend, workspace sized once, and
+ * the forward pass of one engine step expressed as backend ops (the same code drives the
+ * cpu and cuda backends).
+ *
+ * A step is a ragged batch: n_seq sequences, each contributing its next q_len tokens
+ * (a prefill chunk or one decode token) that attend to everything cached before them.
+ * The caller (engine.c) owns the KV page tables; this module only writes K/V at the slots
+ * it is given and reads the pages listed. */
+#ifndef LB_FORWARD_H
+#define LB_FORWARD_H
+
+#include "adapter.h"
+#include "backend.h"
+#include "model.h"
+
+struct lb_runner_opts {
+    int max_tok;      /* tokens per step (max_batch_tokens) */
+    int max_seq;      /* sequences per step */
+    int n_page, page_size;
+    int n_slot, max_rank;
+};
+
+struct lb_step {
+    int n_tok, n_seq;
+    const int32_t *tokens;      /* [T] */
+    const int32_t *pos;         /* [T] position of each token */
+    const int32_t *slot_map;    /* [T] KV cache slot = page * page_size + offset */
+    const int32_t *q_indptr;    /* [n_seq+1] tokens of seq s: q_indptr[s] .. q_indptr[s+1] */
+    const int32_t *kv_len;      /* [n_seq] cached length of seq s after this step */
+    const int32_t *page_indptr; /* [n_seq+1] */
+    const int32_t *page_idx;    /* [page_indptr[n_seq]] */
+    const int32_t *seq_slot;    /* [n_seq] adapter slot or -1 */
+    int n_out;                  /* rows to sample: the last token of each seq that needs one */
+    const int32_t *out_rows;    /* [n_out] row indices into T */
+    const struct lb_sample_param *sp; /* [n_out] */
+};
+
+struct lb_layer_bufs;
+
+struct lb_runner {
+    struct lb_backend *be;          /* borrowed */
+    const struct lb_model *m;       /* borrowed */
+    struct lb_runner_opts opt;
+    struct lb_buf *embed, *norm, *lm_head;
+    struct lb_layer_bufs *layers;   /* owned [n_layer] */
+    /* activations: x residual [T,H], h [T,H], q [T,NH*D], k/v [T,NKV*D], att [T,NH*D],
+     * g/u [T,F], o [T,H], hl [max_seq,H], logits [max_seq,V] */
+    struct lb_buf *x, *h, *q, *k, *v, *att, *g, *u, *o, *hl, *logits; /* o: block output [T,H] */
+    /* index buffers (i32) and sampling params (u8) */
+    struct lb_buf *ids, *pos, *slot_map, *q_indptr, *kv_len, *page_indptr, *page_idx, *seg_start, *seg_slot,
+        *out_rows, *params, *tok_out;
+    int32_t *h_seg_start, *h_seg_slot; /* owned host scratch [max_tok+1] */
+    int64_t weight_bytes;
+};
+
+int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,
+                   struct lb_err *err);
+void lb_runner_free(struct lb_runner *r);
+/* Load every module of adapter a into slot (clearing it first); a == NULL just clears. */
+int lb_runner_load_adapter(struct lb_runner *r, int slot, const struct lb_adapter *a, struct lb_err *err);
+/* Run one step; writes n_out sampled tokens; logits_out (optional) receives [n_out, V] f32. */
+int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_out, float *logits_out, struct lb_err *err);
+
+#endif

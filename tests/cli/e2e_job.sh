@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end job on the fixture model: fan-out, base + adapters, per-record overrides,
+# error lines, summary, status, re-run no-op, changed job refused, --restart.
+. "$(dirname "$0")/lib.sh"
+make_job "$T/j" 20 12 9
+# bad records in shard c: invalid JSON, unknown field, messages, out-of-vocab id, empty line, invalid UTF-8
+{
+    echo '{"prompt": "ok one"}'
+    echo '{"prompt": "unterminated'
+    echo '{"prompt": "x", "temprature": 0.5}'
+    echo '{"messages": [{"role": "user", "content": "hi"}]}'
+    echo '{"prompt_token_ids": [1, 999999]}'
+    echo ''
+    printf '{"prompt": "bad \xff utf8"}\n'
+    echo '{"prompt": "stop here", "stop": ["the"], "max_tokens": 30, "temperature": 1.0, "seed": 5}'
+} >> "$T/j/data/c.jsonl"
+cd "$T/j"
+"$BIN" plan job.yaml > plan.txt 2>&1; rc=$?
+check "plan exits 0" [ $rc -eq 0 ]
+check "plan names both adapters" grep -q "sql" plan.txt
+"$BIN" run job.yaml > run.log 2>&1; rc=$?
+check "run exits 0 (rc $rc)" [ $rc -eq 0 ]
+for u in a.sql b.sql b.chat b.base c.chat; do
+    shard=${u%%.*}
+    n_in=$(wc -l < data/$shard.jsonl)
+    n_out=$(zstd -dc out/$u.jsonl.zst | wc -l)
+    check "$u: one output line per input line ($n_out/$n_in)" [ "$n_in" = "$n_out" ]
+    check "$u: line i answers input line i" python3 -c "
+import json,sys
+for i,l in enumerate(open(0)):
+    o=json.loads(l); assert o['index']==i, (i,o['index'])
+" < <(zstd -dc out/$u.jsonl.zst)
+done
+zstd -dc out/c.chat.jsonl.zst > c.out
+codes=$(python3 -c "
+import json
+print(' '.join(json.loads(l).get('error',{}).get('code','-') for l in open('c.out')))")
+check "error codes in order: $codes" [ "$(echo $codes | cut -d' ' -f10-16)" = "- bad_json bad_field unsupported bad_field bad_json bad_utf8" ]
+check "max_tokens override respected" python3 -c "
+import json
+for l in open('c.out'):
+    o=json.loads(l)
+    if o['id'] in ('c-1','c-5'): assert o['usage']['completion_tokens']<=3, o
+"
+check "stop string cut the text" python3 -c "
+import json
+o=[json.loads(l) for l in open('c.out')][-1]
+assert 'the' not in o['text'], o
+"
+check "adapters change outputs (b.sql != b.chat)" [ "$(zstd -dc out/b.sql.jsonl.zst | md5sum)" != "$(zstd -dc out/b.chat.jsonl.zst | md5sum)" ]
+check "text prompts produce text" python3 -c "
+import json
+t=[json.loads(l) for l in open('c.out')]
+assert any(o.get('text') for o in t if 'error' not in o)
+"
+check "summary.json counts every record" python3 -c "
+import json
+s=json.load(open('out/summary.json')); assert s['records']==20+3*12+9+8, s; assert s['errors']==6, s
+"
+"$BIN" status job.yaml > status.txt 2>&1
+check "status says finished" grep -q "1 of 1 part(s) finished" status.txt
+before=$(dump_outputs out | md5sum)
+"$BIN" run job.yaml > rerun.log 2>&1; rc=$?
+check "re-running a finished job exits 0" [ $rc -eq 0 ]
+check "re-run says nothing to do" grep -q "already finished" rerun.log
+check "re-run leaves outputs alone" [ "$(dump_outputs out | md5sum)" = "$before" ]
+sed -i 's/max_tokens: 10/max_tokens: 11/' job.yaml
+"$BIN" run job.yaml > changed.log 2>&1; rc=$?
+check "a changed job refuses to resume (exit 2, got $rc)" [ $rc -eq 2 ]
+check "and names what changed" grep -q "generation.max_tokens" changed.log
+"$BIN" run job.yaml --restart > restart.log 2>&1; rc=$?
+check "--restart starts over (rc $rc)" [ $rc -eq 0 ]
+check "--restart output differs only where max_tokens matters" [ "$(zstd -dc out/c.chat.jsonl.zst | wc -l)" = "$(wc -l < data/c.jsonl)" ]
+# two runs on one folder: the second is refused by the lock (a slow job: one sequence at a time)
+make_job "$T/slow" 400 10 10
+cd "$T/slow"
+sed -i 's/max_seqs: 6/max_seqs: 1/; s/max_tokens: 10/max_tokens: 30/' job.yaml
+"$BIN" run job.yaml > first.log 2>&1 &
+pid=$!
+sleep 0.3
+"$BIN" run job.yaml > lock.log 2>&1; rc=$?
+kill -TERM $pid 2>/dev/null; wait $pid
+check "a second run on the same folder is refused with exit 4 (rc $rc)" [ $rc -eq 4 ]
+check "and the message names the holder" grep -q "in use by another run (pid [0-9]" lock.log
+finish
