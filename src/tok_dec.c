@@ -110,7 +110,7 @@ static int collect(json_t *o, const char *where, struct dstep *steps, int *n, st
 }
 
 /* Appends the piece of one token under the per-token steps. */
-static int piece_of(const struct lb_tok *t, const struct dstep *steps, int n_steps, const struct tok_map *contents,
+static int piece_of(const struct dstep *steps, int n_steps, const struct tok_map *contents,
                     const char *str, size_t n, struct lb_tok_text *out, struct lb_tok_text *tmp,
                     struct tok_re_scratch *rs, struct lb_err *err)
 {
@@ -152,31 +152,25 @@ static int piece_of(const struct lb_tok *t, const struct dstep *steps, int n_ste
             break;
         case D_BYTELEVEL: {
             if (tok_map_get(contents, out->s, out->n) >= 0) break; /* added token: verbatim */
-            size_t m = 0;
             int ok = 1;
-            for (size_t i = 0; i < out->n;) {
+            for (size_t i = 0; i < out->n && ok;) {
                 int len;
-                int b = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
-                if (b < 0) { ok = 0; break; }
+                ok = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len)) >= 0;
                 i += (size_t)len;
-                m++;
             }
-            if (!ok) break; /* a char outside the byte table: verbatim */
+            if (!ok) break; /* a char outside the byte table: verbatim, as the Rust crate does */
             size_t w = 0;
             for (size_t i = 0; i < out->n;) {
                 int len;
-                int b = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
-                out->s[w++] = (char)b;
+                out->s[w++] = (char)tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
                 i += (size_t)len;
             }
             out->n = w;
-            (void)m;
             break;
         }
         case D_FUSE: break;
         }
     }
-    (void)t;
     return 0;
 }
 
@@ -234,7 +228,7 @@ int tok_dec_build(struct lb_tok *t, json_t *dec, struct lb_err *err)
         if (!t->has_piece[id]) continue;
         const char *s = t->piece_blob + t->piece_off[id];
         size_t sn = t->piece_off[id + 1] - t->piece_off[id];
-        if ((rc = piece_of(t, steps, n_tok, &contents, s, sn, &piece, &tmp, &rs, err))) break;
+        if ((rc = piece_of(steps, n_tok, &contents, s, sn, &piece, &tmp, &rs, err))) break;
         if (used + piece.n > cap) {
             while (used + piece.n > cap) cap *= 2;
             char *p = realloc(t->dec_blob, cap);
