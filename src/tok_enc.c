@@ -75,6 +75,7 @@ struct enc {
     uint64_t cache_gen; /* lb_tok.gen the cache belongs to */
     int use_cache;
     int last_unk;
+    int first_section; /* the text being pre-tokenized starts the input (Metaspace "first") */
 };
 
 static inline int utf8_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
@@ -525,6 +526,22 @@ static int pre(struct enc *e, int level, const char *s, size_t n)
         b->n = n + 1;
         return pre(e, level + 1, b->s, b->n);
     }
+    if (p->kind == TOK_PRE_METASPACE) { /* " " -> replacement, maybe one in front */
+        struct lb_tok_text *b = &e->pre_buf[level];
+        size_t n_sp = 0;
+        for (size_t i = 0; i < n; i++) n_sp += s[i] == ' ';
+        int front = (p->prepend == 2 || (p->prepend == 1 && e->first_section)) &&
+                    !(n >= p->n_repl && !memcmp(s, p->repl, p->n_repl));
+        if (tok_text_reserve(b, n + (n_sp + 1) * p->n_repl, e->err)) return LB_E_OOM;
+        size_t w = 0;
+        if (front && s[0] != ' ') { memcpy(b->s, p->repl, p->n_repl); w = p->n_repl; }
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == ' ') { memcpy(b->s + w, p->repl, p->n_repl); w += p->n_repl; }
+            else b->s[w++] = s[i];
+        }
+        b->n = w;
+        return pre(e, level + 1, b->s, b->n);
+    }
     if (p->behavior == TOK_SPLIT_ISOLATED && !p->invert) return split_isolated(e, &p->re, level, s, n);
     return split_general(e, p, level, s, n);
 }
@@ -738,6 +755,7 @@ static int encode_text(struct enc *e, const char *text, size_t n)
     if (rc) return rc;
     for (size_t i = 0; i < e->seg_raw.n; i++) {
         struct seg g = e->seg_raw.v[i];
+        e->first_section = i == 0;
         if (g.added >= 0) {
             if ((rc = push_id(e, t->added[g.added].id))) return rc;
             continue;

