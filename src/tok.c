@@ -555,11 +555,13 @@ static int push_pre(struct lb_tok *t, struct tok_pre *pr, struct lb_err *err)
 {
     if (t->n_pres == TOK_MAX_PRES) {
         tok_re_free(&pr->re);
+        free(pr->repl);
         return lb_err_set(err, LB_E_UNSUPPORTED, "pre_tokenizer: more than %d steps", TOK_MAX_PRES);
     }
     struct tok_pre *p = realloc(t->pres, (size_t)(t->n_pres + 1) * sizeof *p);
     if (!p) {
         tok_re_free(&pr->re);
+        free(pr->repl);
         return lb_err_set(err, LB_E_OOM, "out of memory");
     }
     t->pres = p;
@@ -636,6 +638,43 @@ static int add_pre(struct lb_tok *t, json_t *o, const char *where, struct lb_err
             if ((rc = push_pre(t, &pr, err))) return rc;
         }
         t->byte_level = 1;
+        return 0;
+    }
+    if (!strcmp(type, "Metaspace")) {
+        static const char *const keys[] = {"type", "replacement", "prepend_scheme", "split", "add_prefix_space",
+                                           "str_rep", NULL};
+        if ((rc = tok_check_keys(o, where, keys, err))) return rc;
+        char w[200];
+        snprintf(w, sizeof w, "%s (Metaspace)", where);
+        const char *r, *sr, *ps;
+        size_t rn, srn, psn;
+        int split = 1, aps = 1;
+        if ((rc = get_str(o, "replacement", &r, &rn, w, err)) || (rc = get_str(o, "str_rep", &sr, &srn, w, err)) ||
+            (rc = get_str(o, "prepend_scheme", &ps, &psn, w, err)) || (rc = get_bool(o, "split", 1, &split, w, err)) ||
+            (rc = get_bool(o, "add_prefix_space", 1, &aps, w, err)))
+            return rc;
+        if (!r) { r = "\xe2\x96\x81"; rn = 3; }
+        if (sr && (srn != rn || memcmp(sr, r, rn)))
+            return lb_err_set(err, LB_E_UNSUPPORTED, "%s: str_rep different from replacement is not supported", w);
+        pr.kind = TOK_PRE_METASPACE;
+        pr.prepend = aps ? 2 : 0;
+        if (ps && !strcmp(ps, "always")) pr.prepend = 2;
+        else if (ps && !strcmp(ps, "first")) pr.prepend = 1;
+        else if (ps && !strcmp(ps, "never")) pr.prepend = 0;
+        else if (ps) return lb_err_set(err, LB_E_UNSUPPORTED, "%s: prepend_scheme \"%s\" is not supported", w, ps);
+        if (rn == 0 || tok_utf8_check((const uint8_t *)r, rn) != rn)
+            return lb_err_set(err, LB_E_INPUT, "%s: bad replacement", w);
+        pr.repl = dup_mem(r, rn);
+        pr.n_repl = rn;
+        if (!pr.repl) return lb_err_set(err, LB_E_OOM, "out of memory");
+        if ((rc = push_pre(t, &pr, err))) return rc;
+        if (split) { /* the Rust crate splits on the replacement, each piece led by it */
+            memset(&pr, 0, sizeof pr);
+            pr.kind = TOK_PRE_SPLIT;
+            pr.behavior = TOK_SPLIT_MERGED_NEXT;
+            if ((rc = tok_re_compile_literal(&pr.re, r, rn, w, err))) return rc;
+            if ((rc = push_pre(t, &pr, err))) return rc;
+        }
         return 0;
     }
     return lb_err_set(err, LB_E_UNSUPPORTED, "%s: pre-tokenizer \"%s\" is not supported", where,
@@ -900,7 +939,10 @@ void lb_tok_free(struct lb_tok *t)
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
     tok_map_free(&t->added_map);
-    for (int i = 0; i < t->n_pres; i++) tok_re_free(&t->pres[i].re);
+    for (int i = 0; i < t->n_pres; i++) {
+        tok_re_free(&t->pres[i].re);
+        free(t->pres[i].repl);
+    }
     free(t->pres);
     tok_map_free(&t->word_map);
     free(t->merges.slots);
@@ -908,6 +950,7 @@ void lb_tok_free(struct lb_tok *t)
     free(t->tpl_post);
     free(t->dec_blob);
     free(t->dec_off);
+    free(t->dec_meta_strip);
     free(t);
 }
 
@@ -945,6 +988,8 @@ int lb_tok_load_buf(struct lb_tok **out, const char *json, size_t n_json, const 
     pthread_once(&byte_tables_once, init_byte_tables);
     struct lb_tok *t = calloc(1, sizeof *t);
     if (!t) return lb_err_set(err, LB_E_OOM, "out of memory");
+    static uint64_t next_gen;
+    t->gen = __atomic_add_fetch(&next_gen, 1, __ATOMIC_RELAXED);
     t->unk_id = t->bos_id = t->eos_id = -1;
     t->config_add_bos = -1;
     struct loader L = {.t = t};

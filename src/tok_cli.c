@@ -265,7 +265,7 @@ int lb_cmd_tokenize(int argc, char **argv)
 {
     struct opts o;
     memset(&o, 0, sizeof o);
-    for (int i = 1; i < argc; i++) {
+    for (int i = 2; i < argc; i++) { /* argv[1] is "tokenize" */
         const char *a = argv[i];
         const char **slot = NULL;
         if (!strcmp(a, "--tokenizer")) slot = &o.dir;

@@ -8,6 +8,8 @@
  *   ByteFallback   "<0xHH>" becomes the raw byte HH;
  *   Strip          per token before Fuse, or on the joined text after Fuse (kept for
  *                  decode time: strip_start / strip_stop);
+ *   Metaspace      the replacement char becomes " " in each token; the first token fed
+ *                  loses its leading space (dec_meta_strip);
  *   Fuse           the join itself; no decoder at all joins tokens with " ".
  * Decoding then concatenates pieces and repairs UTF-8 with the WHATWG decoder (one U+FFFD
  * per maximal invalid subpart), which gives the same text as the reference's per-run
@@ -20,11 +22,11 @@
 
 #include "tok_int.h"
 
-enum dstep_kind { D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_BYTELEVEL };
+enum dstep_kind { D_REPLACE, D_BYTEFALLBACK, D_FUSE, D_STRIP, D_BYTELEVEL, D_METASPACE };
 struct dstep {
     enum dstep_kind kind;
     struct tok_re re; /* D_REPLACE */
-    const char *content; /* D_REPLACE: borrowed from the JSON */
+    const char *content; /* D_REPLACE: borrowed from the JSON; D_METASPACE: the replacement */
     size_t n_content;
     uint32_t strip_cp; /* D_STRIP; 0xFFFFFFFF: never matches */
     int start, stop;
@@ -85,6 +87,17 @@ static int collect(json_t *o, const char *where, struct dstep *steps, int *n, st
         else
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "%s (Replace): pattern must be {\"String\"} or {\"Regex\"}", where);
         if (rc) return rc;
+    } else if (!strcmp(type, "Metaspace")) {
+        static const char *const keys[] = {"type", "replacement", "prepend_scheme", "split", "add_prefix_space",
+                                           "str_rep", NULL};
+        if ((rc = tok_check_keys(o, where, keys, err))) return rc;
+        json_t *r = json_object_get(o, "replacement");
+        if (r && !json_is_null(r) && (!json_is_string(r) || json_string_length(r) == 0))
+            return lb_err_set(err, LB_E_INPUT, "%s (Metaspace): bad replacement", where);
+        d->kind = D_METASPACE;
+        d->content = json_is_string(r) ? json_string_value(r) : "\xe2\x96\x81";
+        d->n_content = json_is_string(r) ? json_string_length(r) : 3;
+        if ((rc = tok_re_compile_literal(&d->re, d->content, d->n_content, where, err))) return rc;
     } else if (!strcmp(type, "Strip")) {
         static const char *const keys[] = {"type", "content", "start", "stop", NULL};
         if ((rc = tok_check_keys(o, where, keys, err))) return rc;
@@ -110,7 +123,7 @@ static int collect(json_t *o, const char *where, struct dstep *steps, int *n, st
 }
 
 /* Appends the piece of one token under the per-token steps. */
-static int piece_of(const struct lb_tok *t, const struct dstep *steps, int n_steps, const struct tok_map *contents,
+static int piece_of(const struct dstep *steps, int n_steps, const struct tok_map *contents,
                     const char *str, size_t n, struct lb_tok_text *out, struct lb_tok_text *tmp,
                     struct tok_re_scratch *rs, struct lb_err *err)
 {
@@ -152,31 +165,30 @@ static int piece_of(const struct lb_tok *t, const struct dstep *steps, int n_ste
             break;
         case D_BYTELEVEL: {
             if (tok_map_get(contents, out->s, out->n) >= 0) break; /* added token: verbatim */
-            size_t m = 0;
             int ok = 1;
-            for (size_t i = 0; i < out->n;) {
+            for (size_t i = 0; i < out->n && ok;) {
                 int len;
-                int b = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
-                if (b < 0) { ok = 0; break; }
+                ok = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len)) >= 0;
                 i += (size_t)len;
-                m++;
             }
-            if (!ok) break; /* a char outside the byte table: verbatim */
+            if (!ok) break; /* a char outside the byte table: verbatim, as the Rust crate does */
             size_t w = 0;
             for (size_t i = 0; i < out->n;) {
                 int len;
-                int b = tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
-                out->s[w++] = (char)b;
+                out->s[w++] = (char)tok_cp_to_byte(tok_utf8_get((const uint8_t *)out->s + i, &len));
                 i += (size_t)len;
             }
             out->n = w;
-            (void)m;
+            break;
+        }
+        case D_METASPACE: {
+            int rc = tok_replace_all(&d->re, " ", 1, out, tmp, rs, err);
+            if (rc) return rc;
             break;
         }
         case D_FUSE: break;
         }
     }
-    (void)t;
     return 0;
 }
 
@@ -209,10 +221,16 @@ int tok_dec_build(struct lb_tok *t, json_t *dec, struct lb_err *err)
             }
             break;
         }
-        if ((steps[i].kind == D_BYTEFALLBACK || steps[i].kind == D_BYTELEVEL) && i + 1 < n &&
-            steps[i + 1].kind != D_FUSE)
+        if ((steps[i].kind == D_BYTEFALLBACK || steps[i].kind == D_BYTELEVEL || steps[i].kind == D_METASPACE) &&
+            i + 1 < n && steps[i + 1].kind != D_FUSE)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "decoder: a decoder after %s (other than Fuse) is not supported",
-                            steps[i].kind == D_BYTELEVEL ? "ByteLevel" : "ByteFallback");
+                            steps[i].kind == D_BYTELEVEL ? "ByteLevel" : steps[i].kind == D_METASPACE ? "Metaspace"
+                                                                                               : "ByteFallback");
+        /* Metaspace drops the first token's leading space: kept per id for the stream */
+        if (steps[i].kind == D_METASPACE && !t->dec_meta_strip) {
+            t->dec_meta_strip = calloc((size_t)(uint32_t)t->n_vocab, 1);
+            if (!t->dec_meta_strip) rc = lb_err_set(err, LB_E_OOM, "out of memory (decoder)");
+        }
     }
     struct tok_map contents;
     memset(&contents, 0, sizeof contents);
@@ -234,7 +252,7 @@ int tok_dec_build(struct lb_tok *t, json_t *dec, struct lb_err *err)
         if (!t->has_piece[id]) continue;
         const char *s = t->piece_blob + t->piece_off[id];
         size_t sn = t->piece_off[id + 1] - t->piece_off[id];
-        if ((rc = piece_of(t, steps, n_tok, &contents, s, sn, &piece, &tmp, &rs, err))) break;
+        if ((rc = piece_of(steps, n_tok, &contents, s, sn, &piece, &tmp, &rs, err))) break;
         if (used + piece.n > cap) {
             while (used + piece.n > cap) cap *= 2;
             char *p = realloc(t->dec_blob, cap);
@@ -243,6 +261,7 @@ int tok_dec_build(struct lb_tok *t, json_t *dec, struct lb_err *err)
         }
         memcpy(t->dec_blob + used, piece.s, piece.n);
         used += piece.n;
+        if (t->dec_meta_strip) t->dec_meta_strip[id] = piece.n > 0 && piece.s[0] == ' ';
     }
     if (!rc) t->dec_off[t->n_vocab] = used;
     for (int i = 0; i < n; i++) tok_re_free(&steps[i].re);
@@ -354,6 +373,7 @@ int lb_tok_stream_feed(struct lb_tok_stream *s, int32_t id, struct lb_tok_text *
     s->n_fed++;
     const uint8_t *p = (const uint8_t *)t->dec_blob + t->dec_off[id];
     size_t n = t->dec_off[id + 1] - t->dec_off[id];
+    if (t->dec_meta_strip && s->n_fed == 1 && t->dec_meta_strip[id]) { p++; n--; }
     for (size_t i = 0; i < n && !rc; i++) rc = feed_byte(s, p[i], out, err);
     terminate(out);
     return rc;

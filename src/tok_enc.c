@@ -7,8 +7,9 @@
  *   4. each word goes through BPE (ignore_merges shortcut, per-call word cache, then merges
  *      by rank over a linked list: O(n^2) scan for short words, a binary heap beyond);
  *   5. the post-processor template adds its special tokens.
- * All scratch is per call (struct enc), so concurrent encodes on one tokenizer are safe.
+ * All scratch is per thread (struct enc), so concurrent encodes on one tokenizer are safe.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -37,9 +38,8 @@ struct sym {
     uint32_t start; /* byte offset in the word (for unknown symbols) */
     uint32_t len;
 };
-struct hent {
+struct hent { /* a candidate merge: the pair starting at symbol pos had this rank when pushed */
     int32_t rank, pos;
-    int32_t left, right, merged;
 };
 
 /* Word cache: word bytes -> the ids BPE gave it (before unk fusing). Per call. */
@@ -72,8 +72,10 @@ struct enc {
     struct hent *heap;
     size_t heap_cap;
     struct cache cache;
+    uint64_t cache_gen; /* lb_tok.gen the cache belongs to */
     int use_cache;
     int last_unk;
+    int first_section; /* the text being pre-tokenized starts the input (Metaspace "first") */
 };
 
 static inline int utf8_len(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
@@ -190,15 +192,11 @@ static inline int hent_less(const struct hent *a, const struct hent *b)
     return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
+static int heap_reserve(struct enc *e, size_t n);
+
 static int heap_push(struct enc *e, size_t *n, struct hent h)
 {
-    if (*n == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 1024;
-        struct hent *p = realloc(e->heap, cap * sizeof *p);
-        if (!p) return lb_err_set(e->err, LB_E_OOM, "out of memory (BPE heap)");
-        e->heap = p;
-        e->heap_cap = cap;
-    }
+    if (heap_reserve(e, *n + 1)) return LB_E_OOM;
     size_t i = (*n)++;
     while (i > 0) {
         size_t par = (i - 1) / 2;
@@ -210,21 +208,51 @@ static int heap_push(struct enc *e, size_t *n, struct hent h)
     return 0;
 }
 
-static struct hent heap_pop(struct enc *e, size_t *n)
+/* Moves h[i] down to its place in the heap h[0..m). */
+static void sift_down(struct hent *h, size_t m, size_t i)
 {
-    struct hent top = e->heap[0];
-    struct hent last = e->heap[--*n];
-    size_t i = 0, m = *n;
+    struct hent x = h[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= m) break;
-        if (c + 1 < m && hent_less(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!hent_less(&e->heap[c], &last)) break;
-        e->heap[i] = e->heap[c];
+        if (c + 1 < m && hent_less(&h[c + 1], &h[c])) c++;
+        if (!hent_less(&h[c], &x)) break;
+        h[i] = h[c];
         i = c;
     }
-    if (m) e->heap[i] = last;
+    h[i] = x;
+}
+
+static struct hent heap_pop(struct enc *e, size_t *n)
+{
+    struct hent top = e->heap[0];
+    e->heap[0] = e->heap[--*n];
+    if (*n) sift_down(e->heap, *n, 0);
     return top;
+}
+
+static int heap_reserve(struct enc *e, size_t n)
+{
+    if (n <= e->heap_cap) return 0;
+    size_t cap = e->heap_cap ? e->heap_cap * 2 : 1024;
+    while (cap < n) cap *= 2;
+    struct hent *p = realloc(e->heap, cap * sizeof *p);
+    if (!p) return lb_err_set(e->err, LB_E_OOM, "out of memory (BPE heap)");
+    e->heap = p;
+    e->heap_cap = cap;
+    return 0;
+}
+
+/* Appends a candidate without ordering (the caller heapifies). */
+static int push_pair_unordered(struct enc *e, size_t *nh, int32_t i)
+{
+    struct sym *s = e->sym;
+    int32_t merged;
+    int32_t r = pair_rank(e->t, s[i].id, s[s[i].next].id, &merged);
+    if (r == INT32_MAX) return 0;
+    if (heap_reserve(e, *nh + 1)) return LB_E_OOM;
+    e->heap[(*nh)++] = (struct hent){r, i};
+    return 0;
 }
 
 static int push_pair(struct enc *e, size_t *nh, int32_t i)
@@ -234,7 +262,7 @@ static int push_pair(struct enc *e, size_t *nh, int32_t i)
     int32_t merged;
     int32_t r = pair_rank(e->t, s[i].id, s[j].id, &merged);
     if (r == INT32_MAX) return 0;
-    return heap_push(e, nh, (struct hent){r, i, s[i].id, s[j].id, merged});
+    return heap_push(e, nh, (struct hent){r, i});
 }
 
 /* Merges e->sym[0..m) (a list linked in index order); the result is the list from 0. */
@@ -267,16 +295,18 @@ static int bpe_merge(struct enc *e, size_t m)
         }
         return 0;
     }
+    /* first candidates: collected, then heapified in O(m) */
     size_t nh = 0;
     for (size_t i = 0; i + 1 < m; i++)
-        if (push_pair(e, &nh, (int32_t)i)) return LB_E_OOM;
+        if (push_pair_unordered(e, &nh, (int32_t)i)) return LB_E_OOM;
+    for (size_t i = nh / 2; i-- > 0;) sift_down(e->heap, nh, i);
     while (nh) {
         struct hent h = heap_pop(e, &nh);
-        int32_t i = h.pos;
-        if (s[i].id != h.left) continue;
-        int32_t j = s[i].next;
-        if (j < 0 || s[j].id != h.right) continue;
-        s[i].id = h.merged;
+        int32_t i = h.pos, j = s[i].next, merged = 0;
+        /* stale when the pair at pos changed since (ranks identify merges); merged-away
+         * symbols have id -2 and never pair */
+        if (j < 0 || pair_rank(t, s[i].id, s[j].id, &merged) != h.rank) continue;
+        s[i].id = merged;
         s[i].next = s[j].next;
         if (s[j].next >= 0) s[s[j].next].prev = i;
         s[j].id = -2;
@@ -496,6 +526,22 @@ static int pre(struct enc *e, int level, const char *s, size_t n)
         b->n = n + 1;
         return pre(e, level + 1, b->s, b->n);
     }
+    if (p->kind == TOK_PRE_METASPACE) { /* " " -> replacement, maybe one in front */
+        struct lb_tok_text *b = &e->pre_buf[level];
+        size_t n_sp = 0;
+        for (size_t i = 0; i < n; i++) n_sp += s[i] == ' ';
+        int front = (p->prepend == 2 || (p->prepend == 1 && e->first_section)) &&
+                    !(n >= p->n_repl && !memcmp(s, p->repl, p->n_repl));
+        if (tok_text_reserve(b, n + (n_sp + 1) * p->n_repl, e->err)) return LB_E_OOM;
+        size_t w = 0;
+        if (front && s[0] != ' ') { memcpy(b->s, p->repl, p->n_repl); w = p->n_repl; }
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == ' ') { memcpy(b->s + w, p->repl, p->n_repl); w += p->n_repl; }
+            else b->s[w++] = s[i];
+        }
+        b->n = w;
+        return pre(e, level + 1, b->s, b->n);
+    }
     if (p->behavior == TOK_SPLIT_ISOLATED && !p->invert) return split_isolated(e, &p->re, level, s, n);
     return split_general(e, p, level, s, n);
 }
@@ -709,6 +755,7 @@ static int encode_text(struct enc *e, const char *text, size_t n)
     if (rc) return rc;
     for (size_t i = 0; i < e->seg_raw.n; i++) {
         struct seg g = e->seg_raw.v[i];
+        e->first_section = i == 0;
         if (g.added >= 0) {
             if ((rc = push_id(e, t->added[g.added].id))) return rc;
             continue;
@@ -743,44 +790,117 @@ static int encode_text(struct enc *e, const char *text, size_t n)
     return 0;
 }
 
+/* Scratch lives per thread between calls: the word cache pays off across calls (prompts
+ * share most of their words) and buffers are reused. A tokenizer's generation number keys
+ * the cache, so a thread moving to another tokenizer starts it afresh. Buffers that a huge
+ * input grew are released at the end of that call. */
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct enc *tls_enc; /* also keeps the block reachable for leak checkers */
+
+static void enc_scratch_free(struct enc *e)
+{
+    tok_re_scratch_free(&e->rs);
+    free(e->seg_raw.v);
+    free(e->seg_norm.v);
+    lb_tok_text_free(&e->norm);
+    lb_tok_text_free(&e->tmp);
+    for (int i = 0; i < TOK_MAX_PRES; i++) {
+        lb_tok_text_free(&e->pre_buf[i]);
+        free(e->spans[i].v);
+    }
+    free(e->sym);
+    free(e->heap);
+    cache_free(&e->cache);
+    memset(e, 0, sizeof *e);
+}
+
+static void enc_trim(struct enc *e)
+{
+    const size_t big = (size_t)1 << 20; /* bytes */
+    if (e->sym_cap * sizeof *e->sym > big) { free(e->sym); e->sym = NULL; e->sym_cap = 0; }
+    if (e->heap_cap * sizeof *e->heap > big) { free(e->heap); e->heap = NULL; e->heap_cap = 0; }
+    if (e->norm.cap > big) lb_tok_text_free(&e->norm);
+    if (e->tmp.cap > big) lb_tok_text_free(&e->tmp);
+    if (e->seg_raw.cap * sizeof(struct seg) > big) { free(e->seg_raw.v); memset(&e->seg_raw, 0, sizeof e->seg_raw); }
+    if (e->seg_norm.cap * sizeof(struct seg) > big) { free(e->seg_norm.v); memset(&e->seg_norm, 0, sizeof e->seg_norm); }
+    for (int i = 0; i < TOK_MAX_PRES; i++) {
+        if (e->pre_buf[i].cap > big) lb_tok_text_free(&e->pre_buf[i]);
+        if (e->spans[i].cap * sizeof(struct span) > big) { free(e->spans[i].v); memset(&e->spans[i], 0, sizeof e->spans[i]); }
+    }
+    if (e->rs.stack) { /* a JIT stack was needed for a huge piece */
+        pcre2_jit_stack_free(e->rs.stack);
+        e->rs.stack = NULL;
+        e->rs.stack_bytes = 0;
+        pcre2_match_context_free(e->rs.mctx);
+        e->rs.mctx = NULL;
+    }
+}
+
+static void tls_destroy(void *p)
+{
+    struct enc *e = p;
+    enc_scratch_free(e);
+    free(e);
+    tls_enc = NULL;
+}
+
+static void tls_make_key(void) { pthread_key_create(&tls_key, tls_destroy); }
+
+static struct enc *enc_get(void)
+{
+    if (tls_enc) return tls_enc;
+    pthread_once(&tls_once, tls_make_key);
+    struct enc *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    if (pthread_setspecific(tls_key, e)) {
+        free(e);
+        return NULL;
+    }
+    tls_enc = e;
+    return e;
+}
+
 int lb_tok_encode(const struct lb_tok *t, const char *text, size_t n_text, int flags, struct lb_tok_ids *out,
                   struct lb_err *err)
 {
     out->n = 0;
     size_t bad = tok_utf8_check((const uint8_t *)text, n_text);
     if (bad != n_text) return lb_err_set(err, LB_E_INPUT, "text is not valid UTF-8 (byte %zu)", bad);
-    struct enc e;
-    memset(&e, 0, sizeof e);
-    e.t = t;
-    e.out = out;
-    e.err = err;
+    struct enc *ep = enc_get();
+    if (!ep) return lb_err_set(err, LB_E_OOM, "out of memory (tokenizer scratch)");
+    struct enc *e = ep;
+    e->t = t;
+    e->out = out;
+    e->err = err;
+    e->last_unk = 0;
+    if (e->cache_gen != t->gen) {
+        if (e->cache.slots) {
+            memset(e->cache.slots, 0, (size_t)(e->cache.mask + 1) * sizeof *e->cache.slots);
+            e->cache.n = 0;
+            e->cache.arena_n = 0;
+        }
+        e->cache_gen = t->gen;
+    }
+    e->use_cache = e->cache.slots || cache_init(&e->cache) == 0;
     int rc = 0;
-    if (n_text >= 4096 && cache_init(&e.cache) == 0) e.use_cache = 1;
     if (flags & LB_TOK_ADD_SPECIAL)
-        for (int i = 0; i < t->n_tpl_pre && !rc; i++) rc = push_id(&e, t->tpl_pre[i]);
-    if (!rc) rc = encode_text(&e, text, n_text);
+        for (int i = 0; i < t->n_tpl_pre && !rc; i++) rc = push_id(e, t->tpl_pre[i]);
+    if (!rc) rc = encode_text(e, text, n_text);
     if (flags & LB_TOK_ADD_SPECIAL)
-        for (int i = 0; i < t->n_tpl_post && !rc; i++) rc = push_id(&e, t->tpl_post[i]);
+        for (int i = 0; i < t->n_tpl_post && !rc; i++) rc = push_id(e, t->tpl_post[i]);
     if (!rc && (flags & LB_TOK_ADD_SPECIAL) && (flags & LB_TOK_CONFIG_BOS) && t->config_add_bos == 1 &&
         t->bos_id >= 0 && (out->n == 0 || out->ids[0] != t->bos_id)) {
-        rc = push_id(&e, 0);
+        rc = push_id(e, 0);
         if (!rc) {
             memmove(out->ids + 1, out->ids, (out->n - 1) * sizeof *out->ids);
             out->ids[0] = t->bos_id;
         }
     }
-    tok_re_scratch_free(&e.rs);
-    free(e.seg_raw.v);
-    free(e.seg_norm.v);
-    lb_tok_text_free(&e.norm);
-    lb_tok_text_free(&e.tmp);
-    for (int i = 0; i < TOK_MAX_PRES; i++) {
-        lb_tok_text_free(&e.pre_buf[i]);
-        free(e.spans[i].v);
-    }
-    free(e.sym);
-    free(e.heap);
-    cache_free(&e.cache);
+    enc_trim(e);
+    e->t = NULL;
+    e->out = NULL;
+    e->err = NULL;
     if (rc) out->n = 0;
     return rc;
 }

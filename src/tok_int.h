@@ -117,12 +117,15 @@ enum tok_split_behavior {
     TOK_SPLIT_MERGED_NEXT,
     TOK_SPLIT_CONTIGUOUS,
 };
-enum tok_pre_kind { TOK_PRE_SPLIT, TOK_PRE_PREFIX_SPACE };
+enum tok_pre_kind { TOK_PRE_SPLIT, TOK_PRE_PREFIX_SPACE, TOK_PRE_METASPACE };
 struct tok_pre {
     enum tok_pre_kind kind;
-    struct tok_re re;
+    struct tok_re re;                  /* TOK_PRE_SPLIT */
     enum tok_split_behavior behavior;
     int invert;
+    char *repl;                        /* owned; TOK_PRE_METASPACE: the replacement of " " */
+    size_t n_repl;
+    int prepend;                       /* TOK_PRE_METASPACE: 0 never, 1 first section, 2 always */
 };
 
 struct tok_added {
@@ -149,6 +152,7 @@ struct tok_trie {
 /* ---------------------------------------------------------------- the tokenizer */
 
 struct lb_tok {
+    uint64_t gen;          /* unique per loaded tokenizer (keys per-thread word caches) */
     int32_t n_vocab;       /* highest id + 1 */
     /* tokenizer.json strings per id */
     char *piece_blob;      /* owned */
@@ -190,6 +194,8 @@ struct lb_tok {
     char *dec_blob;     /* owned: decoded bytes of each id */
     uint64_t *dec_off;  /* owned; [n_vocab + 1] */
     int dec_join_space; /* no decoder: tokens joined by " " */
+    uint8_t *dec_meta_strip; /* owned; [n_vocab] or NULL: Metaspace decoder, the first token's
+                              * piece starts with a space to drop */
     int strip_start, strip_stop; /* Strip after Fuse: leading / trailing counts */
     uint32_t strip_cp;           /* the character Strip removes */
 
