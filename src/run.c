@@ -748,8 +748,12 @@ static int check_layout(struct session *s, struct lb_err *err)
                             s->job.out_dir, parts, s->o.part_n);
         goto done;
     }
-    FILE *f = fopen(path, "w");
-    if (!f || fprintf(f, "parts %d\n", s->o.part_n) < 0 || fclose(f)) rc = lb_err_set(err, LB_E_IO, "cannot write %s", path);
+    /* parts start side by side: write a temp file and rename it, so a reader sees all or nothing */
+    char *tmp = lb_strfmt("%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "parts %d\n", s->o.part_n) < 0 || fclose(f) || rename(tmp, path))
+        rc = lb_err_set(err, LB_E_IO, "cannot write %s: %s", path, strerror(errno));
+    free(tmp);
 done:
     free(buf);
     free(path);
