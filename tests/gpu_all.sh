@@ -16,7 +16,8 @@ B=.gpu/lorabatch
 $B run jobs/demo.yaml --restart --device cuda > "$O/demo_cuda.log" 2>&1; echo "cuda rc=$? $(tail -1 "$O/demo_cuda.log")"
 rm -rf /tmp/demo-cuda && cp -r build/demo-out /tmp/demo-cuda
 $B run jobs/demo.yaml --restart --device cpu > "$O/demo_cpu.log" 2>&1; echo "cpu rc=$? $(tail -1 "$O/demo_cpu.log")"
-python3 - /tmp/demo-cuda build/demo-out <<'PY'
+tar czf "$O/demo_outputs.tgz" -C /tmp demo-cuda -C "$ROOT/build" demo-out
+command -v zstd >/dev/null && python3 - /tmp/demo-cuda build/demo-out <<'PY'
 import glob, json, os, subprocess, sys
 same = diff = 0; first = []
 for f in sorted(glob.glob(sys.argv[1] + "/*.jsonl.zst")):
