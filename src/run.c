@@ -670,6 +670,9 @@ static void progress(struct session *s, int final)
 
 static int open_backend(struct session *s, struct lb_err *err)
 {
+    if (s->job.tensor_parallel > 1)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "%s: resources.tensor_parallel %d: tensor parallelism is not implemented yet (use 1)",
+                          s->job.path, s->job.tensor_parallel);
     const char *dev = s->o.device;
     if (!dev) dev = s->job.device == LB_DEVICE_CPU ? "cpu" : s->job.device == LB_DEVICE_CUDA ? "cuda" : "auto";
     int rc;
