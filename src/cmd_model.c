@@ -146,7 +146,7 @@ static int parse_ids(const char *s, int32_t **ids, int *n)
 
 int lb_cmd_generate(int argc, char **argv)
 {
-    const char *model_dir = NULL, *device = "cpu", *input = NULL;
+    const char *model_dir = NULL, *device = "cpu";
     const char *ad_name[64], *ad_dir[64];
     int n_ad = 0, threads = 0, max_tokens = 16, top_k = 0, max_seqs = 64, max_batch = 2048, ignore_eos = 0, repeat = 1;
     float temperature = 0.0f, top_p = 1.0f;
@@ -173,8 +173,7 @@ int lb_cmd_generate(int argc, char **argv)
                 return LB_EXIT_USAGE;
             }
             p_adapter[n_prompt++] = cur_adapter;
-        } else if (!strcmp(a, "--input") && more) input = argv[++i];
-        else if (!strcmp(a, "--device") && more) device = argv[++i];
+        } else if (!strcmp(a, "--device") && more) device = argv[++i];
         else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--max-tokens") && more) max_tokens = atoi(argv[++i]);
         else if (!strcmp(a, "--temperature") && more) temperature = (float)atof(argv[++i]);
@@ -187,7 +186,6 @@ int lb_cmd_generate(int argc, char **argv)
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else { fprintf(stderr, "lorabatch generate: unknown or incomplete option %s\n", a); return LB_EXIT_USAGE; }
     }
-    (void)input;
     if (!model_dir || !n_prompt || repeat < 1 || max_seqs < 1 || max_batch < 1) {
         fprintf(stderr,
                 "usage: lorabatch generate --model DIR [--adapter NAME=DIR]... [--use NAME] --prompt-ids 1,2,3 [--use NAME --prompt-ids ...]\n"

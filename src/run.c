@@ -763,6 +763,31 @@ done:
     return rc;
 }
 
+/* The planner's view of what is left: adapters (rank, bytes) and per unit the records not yet
+ * committed, with token estimates (64 prompt tokens a record, max_tokens generated: only
+ * batch fill, never correctness, depends on them). Returns the largest adapter rank. */
+static int plan_inputs(const struct session *s, struct lb_plan_adapter **pa_out, struct lb_plan_unit **pu_out)
+{
+    struct lb_plan_adapter *pa = calloc((size_t)s->job.n_adapter + 1, sizeof *pa);
+    struct lb_plan_unit *pu = calloc((size_t)s->n_units + 1, sizeof *pu);
+    int max_rank = 1;
+    for (int a = 0; a < s->job.n_adapter; a++) {
+        pa[a].name = s->job.adapters[a].name;
+        pa[a].rank = s->ads_loaded[a] && s->ads[a].max_rank > 0 ? s->ads[a].max_rank : 1;
+        pa[a].bytes = s->ads_loaded[a] ? (size_t)s->ads[a].n_params * 2 : 0;
+        if (pa[a].rank > max_rank) max_rank = pa[a].rank;
+    }
+    for (int i = 0; i < s->n_units; i++) {
+        const struct unit *u = &s->units[i];
+        int64_t start = u->cursor.line > u->rec_begin ? u->cursor.line : u->rec_begin;
+        int64_t left = u->finished ? 0 : u->rec_end - start;
+        pu[i] = (struct lb_plan_unit){u->ju->shard, u->ju->adapter, left, left * 64, left * s->job.gen.max_tokens};
+    }
+    *pa_out = pa;
+    *pu_out = pu;
+    return max_rank;
+}
+
 static int run_job(struct session *s, struct lb_err *err)
 {
     int rc;
@@ -815,21 +840,9 @@ static int run_job(struct session *s, struct lb_err *err)
     s->n_done_at_start = s->n_done;
     s->tok_at_start = s->tok_g;
     /* plan over what is left */
-    struct lb_plan_adapter *pa = calloc((size_t)s->job.n_adapter + 1, sizeof *pa);
-    struct lb_plan_unit *pu = calloc((size_t)s->n_units + 1, sizeof *pu);
-    int max_rank = 1;
-    for (int a = 0; a < s->job.n_adapter; a++) {
-        pa[a].name = s->job.adapters[a].name;
-        pa[a].rank = s->ads_loaded[a] && s->ads[a].max_rank > 0 ? s->ads[a].max_rank : 1;
-        pa[a].bytes = s->ads_loaded[a] ? (size_t)s->ads[a].n_params * 2 : 0;
-        if (pa[a].rank > max_rank) max_rank = pa[a].rank;
-    }
-    for (int i = 0; i < s->n_units; i++) {
-        struct unit *u = &s->units[i];
-        int64_t start = u->cursor.line > u->rec_begin ? u->cursor.line : u->rec_begin;
-        int64_t left = u->finished ? 0 : u->rec_end - start;
-        pu[i] = (struct lb_plan_unit){u->ju->shard, u->ju->adapter, left, left * 64, left * s->job.gen.max_tokens};
-    }
+    struct lb_plan_adapter *pa;
+    struct lb_plan_unit *pu;
+    int max_rank = plan_inputs(s, &pa, &pu);
     int n_used_adapters = 0;
     for (int a = 0; a < s->job.n_adapter; a++) n_used_adapters += s->ads_loaded[a];
     s->n_slot = s->job.gpu_adapter_slots < 1 ? 1 : s->job.gpu_adapter_slots;
@@ -951,18 +964,9 @@ int lb_cmd_plan(int argc, char **argv)
     struct lb_err err = {0};
     int rc = 0;
     if ((rc = open_inputs(s, &err)) || (rc = count_shards(s, &err)) || (rc = select_part(s, &err))) goto out;
-    struct lb_plan_adapter *pa = calloc((size_t)s->job.n_adapter + 1, sizeof *pa);
-    struct lb_plan_unit *pu = calloc((size_t)s->n_units + 1, sizeof *pu);
-    int max_rank = 1;
-    for (int a = 0; a < s->job.n_adapter; a++) {
-        pa[a].name = s->job.adapters[a].name;
-        pa[a].rank = s->ads_loaded[a] && s->ads[a].max_rank > 0 ? s->ads[a].max_rank : 1;
-        pa[a].bytes = s->ads_loaded[a] ? (size_t)s->ads[a].n_params * 2 : 0;
-        if (pa[a].rank > max_rank) max_rank = pa[a].rank;
-    }
-    for (int i = 0; i < s->n_units; i++)
-        pu[i] = (struct lb_plan_unit){s->units[i].ju->shard, s->units[i].ju->adapter, s->units[i].n_total, s->units[i].n_total * 64,
-                                      s->units[i].n_total * s->job.gen.max_tokens};
+    struct lb_plan_adapter *pa;
+    struct lb_plan_unit *pu;
+    int max_rank = plan_inputs(s, &pa, &pu);
     const struct lb_model_config *c = &s->m.cfg;
     size_t weight_bytes = 0;
     for (int f = 0; f < s->m.st.n_file; f++)
