@@ -71,7 +71,7 @@ fi
 mkdir -p "$OUT/obj" "$OUT/tests"
 # objects built with other flags are stale
 if [ "$(cat "$OUT/obj/.flags" 2>/dev/null)" != "$CFLAGS $NVCC" ]; then
-    rm -f "$OUT"/obj/*.o "$OUT"/obj/*.d "$OUT"/tests/*
+    rm -rf "$OUT"/obj/*.o "$OUT"/obj/*.d "$OUT"/tests/*
     echo "$CFLAGS $NVCC" > "$OUT/obj/.flags"
 fi
 
@@ -176,8 +176,7 @@ case "$MODE" in
         build_tests
         rm -rf .gpu && mkdir -p .gpu
         cp "$OUT/lorabatch" .gpu/
-        cp "$OUT"/tests/test_* .gpu/ 2>/dev/null || true
-        rm -f .gpu/*.o .gpu/*.d
-        cp -r tests/golden tests/gpu_run.sh .gpu/ 2>/dev/null || true
+        # only what the GPU machine runs (each binary carries cudart: keep the bundle small)
+        cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden tests/gpu_run.sh .gpu/
         du -sh .gpu >&2 ;;
 esac

@@ -3,7 +3,8 @@
 #   bench/gpu_bench.sh BIN OUT_DIR [quick]
 # 1. 1024 requests x 512 prompt tokens, exactly 256 generated (EOS ignored), 16 rank-16 adapters
 #    on all 7 targets, spread evenly;   2. the same on the base model;
-#   4. the peer: HF transformers + PEFT, mixed adapters per batch (fewer requests, same shapes).
+#   4. the peer: HF transformers + PEFT, mixed adapters per batch, on the same model and adapters
+#      (32 requests of 512 prompt tokens, 64 new tokens: the full workload would take HF an hour).
 # Random Llama-3-8B-shaped bf16 checkpoint from bench/gen_random_model.py. Reports output and
 # total tokens/s, peak GPU memory, and the fraction of the compute ceiling: total tokens x
 # 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
@@ -14,7 +15,7 @@ OUT=${2:-bench/results}
 QUICK=${3:-}
 mkdir -p "$OUT"
 M=/tmp/m8b
-NREQ=1024; NPEER=64
+NREQ=1024; NPEER=32
 [ -n "$QUICK" ] && { NREQ=256; NPEER=16; }
 t0=$(date +%s)
 [ -f $M/config.json ] || python3 bench/gen_random_model.py --shape llama-3-8b --out $M --adapters 16 --ranks 16 --adapter-dtype bf16 > "$OUT/gen.log" 2>&1 || { echo "generator failed"; tail "$OUT/gen.log"; exit 1; }
@@ -46,7 +47,7 @@ run_lb() { # name with_adapters
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
-    timeout 280 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
+    timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
         --max-seqs 256 --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
     echo "$name: exit $? $(grep '^generate:' "$OUT/$name.log")"
     kill $w 2>/dev/null
@@ -54,7 +55,7 @@ run_lb() { # name with_adapters
 }
 run_lb w2_base 0
 run_lb w1_lora16 1
-timeout 200 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
+timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
 echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
 python3 - "$OUT" <<'PY'
 import json, re, sys, os

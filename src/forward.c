@@ -165,6 +165,7 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
 {
     struct lb_backend *be = r->be;
     int rc;
+    if (!n_seg) return 0;
     struct lb_op op = {.kind = LB_OP_LORA};
     op.u.lora.layer = l;
     op.u.lora.n_tgt = n_tgt;
@@ -203,6 +204,9 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         n_seg++;
     }
     r->h_seg_start[n_seg] = T;
+    int any_lora = 0;
+    for (int g = 0; g < n_seg; g++) any_lora |= r->h_seg_slot[g] >= 0;
+    if (!any_lora) n_seg = 0; /* base-model rows only: every LoRA op is skipped */
     const struct lb_backend_ops *B = be->ops;
     if ((rc = B->upload(be, r->ids, 0, st->tokens, LB_I32, (size_t)T, err)) ||
         (rc = B->upload(be, r->pos, 0, st->pos, LB_I32, (size_t)T, err)) ||
@@ -211,8 +215,8 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         (rc = B->upload(be, r->kv_len, 0, st->kv_len, LB_I32, (size_t)NS, err)) ||
         (rc = B->upload(be, r->page_indptr, 0, st->page_indptr, LB_I32, (size_t)NS + 1, err)) ||
         (n_pages && (rc = B->upload(be, r->page_idx, 0, st->page_idx, LB_I32, (size_t)n_pages, err))) ||
-        (rc = B->upload(be, r->seg_start, 0, r->h_seg_start, LB_I32, (size_t)n_seg + 1, err)) ||
-        (rc = B->upload(be, r->seg_slot, 0, r->h_seg_slot, LB_I32, (size_t)n_seg, err)) ||
+        (n_seg && (rc = B->upload(be, r->seg_start, 0, r->h_seg_start, LB_I32, (size_t)n_seg + 1, err))) ||
+        (n_seg && (rc = B->upload(be, r->seg_slot, 0, r->h_seg_slot, LB_I32, (size_t)n_seg, err))) ||
         (st->n_out && (rc = B->upload(be, r->out_rows, 0, st->out_rows, LB_I32, (size_t)st->n_out, err))) ||
         (st->n_out && (rc = B->upload(be, r->params, 0, st->sp, LB_U8, (size_t)st->n_out * sizeof *st->sp, err))))
         return rc;

@@ -852,7 +852,8 @@ void lb_plan_print(const struct lb_plan *p, FILE *f)
     if (p->n_slots > 64) fprintf(f, "  ... %d more slots\n", (int)(p->n_slots - 64));
     fprintf(f, "predicted adapter loads: %lld (ideal, one per adapter with records: %lld)\n",
             (long long)p->n_loads, (long long)p->n_loads_ideal);
-    fprintf(f, "estimated engine steps: %lld, mean batch fill %.1f%% of max_seqs\n", (long long)p->est_steps,
+    fprintf(f, "estimated engine steps: %lld, mean batch fill %.1f%% of max_seqs (lengths exactly as estimated)\n",
+            (long long)p->est_steps,
             100.0 * p->est_fill);
 
     const struct lb_plan_budget *bu = &p->budget;

@@ -670,6 +670,9 @@ static void progress(struct session *s, int final)
 
 static int open_backend(struct session *s, struct lb_err *err)
 {
+    if (s->job.tensor_parallel > 1)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "%s: resources.tensor_parallel %d: tensor parallelism is not implemented yet (use 1)",
+                          s->job.path, s->job.tensor_parallel);
     const char *dev = s->o.device;
     if (!dev) dev = s->job.device == LB_DEVICE_CPU ? "cpu" : s->job.device == LB_DEVICE_CUDA ? "cuda" : "auto";
     int rc;
@@ -723,12 +726,51 @@ static int restart_outputs(struct session *s, struct lb_err *err)
     return 0;
 }
 
+/* A signal that arrives before the engine runs: nothing new to commit, the last checkpoint
+ * (if any) stands; exit as interrupted. */
+static int stop_requested(struct lb_err *err)
+{
+    if (!g_stop_signal) return 0;
+    return lb_err_set(err, LB_E_INTERRUPTED, "stopped by signal %d during start-up; nothing was lost; run the same command to resume",
+                      (int)g_stop_signal);
+}
+
+/* The folder remembers how it is split (whole job or N parts): a different split would
+ * write the same files under other checkpoints. */
+static int check_layout(struct session *s, struct lb_err *err)
+{
+    char *path = lb_path_join(s->job.out_dir, ".lorabatch.layout");
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = 0, parts = 0;
+    if (lb_file_exists(path)) {
+        if ((rc = lb_file_read(path, &buf, &n, err))) goto done;
+        if (sscanf(buf, "parts %d", &parts) != 1 || parts < 1) { rc = lb_err_set(err, LB_E_CORRUPT, "%s: unreadable", path); goto done; }
+        if (parts != s->o.part_n)
+            rc = lb_err_set(err, LB_E_INPUT, "output folder %s holds a run split in %d part(s); this run uses %d: use the same --part N, or another output folder",
+                            s->job.out_dir, parts, s->o.part_n);
+        goto done;
+    }
+    /* parts start side by side: write a temp file and rename it, so a reader sees all or nothing */
+    char *tmp = lb_strfmt("%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "parts %d\n", s->o.part_n) < 0 || fclose(f) || rename(tmp, path))
+        rc = lb_err_set(err, LB_E_IO, "cannot write %s: %s", path, strerror(errno));
+    free(tmp);
+done:
+    free(buf);
+    free(path);
+    return rc;
+}
+
 static int run_job(struct session *s, struct lb_err *err)
 {
     int rc;
-    if ((rc = open_inputs(s, err)) || (rc = count_shards(s, err)) || (rc = select_part(s, err)) || (rc = make_canon(s, err))) return rc;
+    install_signals();
+    if ((rc = open_inputs(s, err)) || (rc = stop_requested(err)) || (rc = count_shards(s, err)) || (rc = stop_requested(err)) || (rc = select_part(s, err)) || (rc = make_canon(s, err))) return rc;
     if ((rc = mkdir_p(s->job.out_dir, err))) return rc;
     if ((rc = lb_lock_acquire(&s->lock, s->job.out_dir, s->o.part_i, s->o.part_n, err))) return rc;
+    if ((rc = check_layout(s, err))) return rc;
     lb_ckpt_path(s->ckpt_path, sizeof s->ckpt_path, s->job.out_dir, s->o.part_i, s->o.part_n);
     lb_ckpt_init(&s->prev);
     if (s->o.restart) {
@@ -800,7 +842,7 @@ static int run_job(struct session *s, struct lb_err *err)
     free(pa);
     if (rc) { lb_plan_free(&plan); return lb_err_prefix(err, "plan"); }
     /* backend, runner, engine */
-    if ((rc = open_backend(s, err))) goto out;
+    if ((rc = stop_requested(err)) || (rc = open_backend(s, err))) goto out;
     int ps = 16;
     int64_t ctx_pages = (s->m.cfg.max_pos + ps - 1) / ps;
     const struct lb_model_config *c = &s->m.cfg;
@@ -821,7 +863,7 @@ static int run_job(struct session *s, struct lb_err *err)
     if ((rc = lb_engine_init(&s->e, &s->r, &eo, err))) goto out;
     s->t_start = s->t_last_ckpt = s->t_last_log = lb_now_s();
     s->is_tty = isatty(2);
-    install_signals();
+    if ((rc = stop_requested(err))) goto out;
     /* main loop: admit in plan order, step, drain, checkpoint */
     int64_t run_i = 0, rec_i = -1;
     int stalled = 0;

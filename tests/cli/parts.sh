@@ -9,6 +9,9 @@ for N in 3 8; do
     for I in $(seq 0 $((N - 1))); do ( cd "$d" && "$BIN" run job.yaml --part "$I/$N" > "p$I.log" 2>&1 ) || bad "part $I/$N failed: $(tail -1 "$d/p$I.log")"; done
     "$BIN" status "$d/job.yaml" > "$d/status.txt" 2>&1
     check "N=$N: status sums all parts" grep -q "total: $N of $N part(s) finished" "$d/status.txt"
+    ( cd "$d" && "$BIN" run job.yaml --part 0/$((N + 1)) > other.log 2>&1 ); rc=$?
+    check "N=$N: another split of the same folder is refused (rc $rc)" [ $rc -eq 2 ]
+    check "N=$N: the refusal names both splits" grep -q "split in $N part(s); this run uses $((N + 1))" "$d/other.log"
     check "N=$N: parts together = the whole job (every record once, same lines)" python3 - "$T/whole/out" "$d/out" <<'PY'
 import glob, json, os, subprocess, sys
 def lines(f): return subprocess.run(['zstd', '-dc', f], capture_output=True).stdout.decode().splitlines()

@@ -21,6 +21,13 @@ for sig in TERM INT USR1; do
     check "SIG$sig: stopped within 5 s ($(( (t1 - t0) / 1000000 )) ms)" [ $(( (t1 - t0) / 1000000 )) -lt 5000 ]
     check "SIG$sig: says how to resume" grep -q "resume" "$sig.log"
 done
+# a signal during start-up (before the engine runs) is still a clean, resumable stop
+"$BIN" run job.yaml > early.log 2>&1 &
+pid=$!
+sleep 0.005
+kill -TERM $pid
+wait $pid; rc=$?
+check "SIGTERM at start-up: exit 75 (got $rc)" [ $rc -eq 75 ]
 "$BIN" status job.yaml > status.txt 2>&1
 check "status shows progress before the end" grep -q "in progress" status.txt
 "$BIN" run job.yaml > final.log 2>&1; rc=$?

@@ -1,0 +1,615 @@
+/* attn_paged.cu — KV-cache writes and causal GQA attention over the paged cache.
+ *
+ * Cache layout (per K and V): [n_layer][n_page][B][NKV][D] bf16; a cache slot is page*B + offset.
+ *
+ * Kernels
+ *   k_kv_write            one thread per 8 elements of (t, kv head, d): cache[slot_map[t]] <- k, v.
+ *                         slot_map[t] < 0 skips the token (padding).
+ *   k_attn_paged<DPL>     one block (4 warps) per (query token, kv head, group of <= 8 query heads,
+ *                         KV split). Flash-style online softmax in the log2 domain: each warp takes
+ *                         32 keys at a time, one key per lane (the lane dots its K row against the
+ *                         block's query heads held in shared memory), then the warp accumulates
+ *                         p * V with one lane per DPL output dims. Warps merge (m, l, acc) in shared
+ *                         memory at the end. Prefill and decode use the same kernel: a token of a
+ *                         prefill chunk simply has a longer causal range (0..pos[t]) over cached pages,
+ *                         so chunked prefill against earlier pages is the same code path.
+ *   k_attn_merge          merges the KV splits (decode with few tokens and long contexts: the host
+ *                         picks n_split so that T * NKV * n_split fills the GPU; each token's range
+ *                         0..pos[t] is cut into n_split chunks of whole 32-key groups).
+ *   k_attn_tiles +        (v2, default) sequences with >= 2 query rows (prefill and chunked
+ *   k_attn_prefill_tc     prefill) run on tensor cores, 16 query rows x 4 heads per block, keys in
+ *                         tiles of 64 gathered through the page table (see the kernel's comment);
+ *                         k_attn_paged then skips those sequences. D % 16 == 0 and D <= 128;
+ *                         otherwise, or with LB_CUDA_ATTN=1, every token takes k_attn_paged.
+ * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
+ * v1 on H100 (bench/results/lora_bench_v1_h100.txt): decode 256 x 640 ctx 542 us (1.24 TB/s of
+ * KV), prefill 16 x 512 4.4 ms (7.8 TFLOP/s: each row re-read its K/V prefix on CUDA cores).
+ *
+ * Test: build/tests/test_ops (kv_write, attn cases: ragged, page sizes, chunked prefill, 4k+ decode). */
+#include <math.h>
+
+#include <mma.h>
+
+#include "common.cuh"
+
+#define ATT_NW 4
+#define ATT_G 8
+
+static __global__ void k_kv_write(const bf16 *k, const bf16 *v, const int32_t *slot_map, bf16 *kc, bf16 *vc,
+                                  int n_tok, int NKV, int D, size_t layer_off, int64_t n_slots)
+{
+    int D8 = D / 8;
+    size_t n = (size_t)n_tok * NKV * D8;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int t = (int)(i / ((size_t)NKV * D8));
+        int64_t slot = slot_map[t];
+        if (slot < 0 || slot >= n_slots) continue;
+        size_t r = i % ((size_t)NKV * D8); /* (h, d8) within the token */
+        size_t dst = layer_off + (size_t)slot * NKV * D8 + r;
+        ((uint4 *)kc)[dst] = ((const uint4 *)k)[i];
+        ((uint4 *)vc)[dst] = ((const uint4 *)v)[i];
+    }
+}
+
+template <int N>
+__device__ __forceinline__ void load_bf16(const bf16 *p, float *o)
+{
+    if constexpr (N == 8) {
+        uint4 u = *(const uint4 *)p;
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __bfloat1622float2(h[i]);
+            o[2 * i] = f.x;
+            o[2 * i + 1] = f.y;
+        }
+    } else if constexpr (N == 4) {
+        uint2 u = *(const uint2 *)p;
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float2 f = __bfloat1622float2(h[i]);
+            o[2 * i] = f.x;
+            o[2 * i + 1] = f.y;
+        }
+    } else if constexpr (N == 2) {
+        float2 f = __bfloat1622float2(*(const __nv_bfloat162 *)p);
+        o[0] = f.x;
+        o[1] = f.y;
+    } else {
+        o[0] = __bfloat162float(*p);
+    }
+}
+
+struct attn_args {
+    const bf16 *q;        /* [T, NH, D] */
+    bf16 *out;            /* [T, NH, D] (n_split == 1) */
+    float *part;          /* [n_split][T][NH][D + 2]: acc, m, l (n_split > 1) */
+    const bf16 *kc, *vc;  /* this layer's cache base */
+    const int32_t *q_indptr, *kv_len, *page_indptr, *page_idx, *pos;
+    int n_tok, n_seq, NH, NKV, D, G, n_hgrp, B, n_page, n_split;
+    float scale_log2; /* softmax scale * log2(e) */
+    int skip_multi;   /* 1: tokens of sequences with >= 2 query rows are left to the tensor-core kernel */
+};
+
+template <int DPL>
+static __global__ void __launch_bounds__(ATT_NW * 32) k_attn_paged(attn_args a)
+{
+    __shared__ float q_s[ATT_G][32 * DPL];
+    __shared__ float p_s[ATT_NW][ATT_G][32];
+    __shared__ size_t row_s[ATT_NW][32];
+    __shared__ float m_s[ATT_NW][ATT_G], l_s[ATT_NW][ATT_G];
+    __shared__ float acc_s[ATT_NW][ATT_G][32 * DPL];
+
+    const int t = blockIdx.x, kvh = blockIdx.y / a.n_hgrp, hg = blockIdx.y % a.n_hgrp, split = blockIdx.z;
+    const int h0 = kvh * a.G + hg * ATT_G;
+    const int gn = min(ATT_G, a.G - hg * ATT_G);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int D = a.D;
+
+    /* sequence of token t: q_indptr[s] <= t < q_indptr[s+1] */
+    int lo = 0, hi = a.n_seq - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (a.q_indptr[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    const int s = lo;
+    if (a.skip_multi && a.q_indptr[s + 1] - a.q_indptr[s] >= 2) return;
+    int len = min(a.pos[t] + 1, a.kv_len[s]);
+    if (len < 0) len = 0;
+    int chunk = (len + a.n_split - 1) / a.n_split;
+    chunk = (chunk + 31) / 32 * 32;
+    const int k0 = split * chunk, k1 = min(len, k0 + chunk);
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D; /* elements between consecutive cache slots */
+
+    for (int i = threadIdx.x; i < ATT_G * 32 * DPL; i += blockDim.x) {
+        int g = i / (32 * DPL), d = i % (32 * DPL);
+        q_s[g][d] = (g < gn && d < D) ? __bfloat162float(a.q[((size_t)t * a.NH + h0 + g) * D + d]) * a.scale_log2
+                                      : 0.0f;
+    }
+    __syncthreads();
+
+    float m[ATT_G], l[ATT_G], acc[ATT_G][DPL];
+#pragma unroll
+    for (int g = 0; g < ATT_G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
+    }
+
+    for (int kb = k0 + warp * 32; kb < k1; kb += ATT_NW * 32) {
+        int key = kb + lane;
+        bool valid = key < k1;
+        size_t row = 0;
+        if (valid) {
+            int page = pages[key / a.B];
+            if (page < 0 || page >= a.n_page) valid = false;
+            else row = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D;
+        }
+        float sc[ATT_G];
+#pragma unroll
+        for (int g = 0; g < ATT_G; g++) sc[g] = 0.0f;
+        if (valid) {
+            const bf16 *kr = a.kc + row;
+            for (int d0 = 0; d0 < D; d0 += 8) {
+                float kf[8];
+                load_bf16<8>(kr + d0, kf);
+#pragma unroll
+                for (int g = 0; g < ATT_G; g++) {
+                    if (g < gn) {
+                        float acc_d = 0.0f;
+#pragma unroll
+                        for (int e = 0; e < 8; e++) acc_d += q_s[g][d0 + e] * kf[e];
+                        sc[g] += acc_d;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < ATT_G; g++) {
+            if (g < gn) {
+                float x = valid ? sc[g] : -INFINITY;
+                float m_new = fmaxf(m[g], warp_max(x));
+                float p = 0.0f, corr = 1.0f;
+                if (m_new != -INFINITY) {
+                    p = valid ? exp2f(x - m_new) : 0.0f;
+                    corr = exp2f(m[g] - m_new); /* m[g] == -inf gives 0, acc and l are 0 then */
+                }
+                l[g] = l[g] * corr + warp_sum(p);
+                m[g] = m_new;
+#pragma unroll
+                for (int e = 0; e < DPL; e++) acc[g][e] *= corr;
+                p_s[warp][g][lane] = p;
+            }
+        }
+        row_s[warp][lane] = valid ? row : (size_t)-1;
+        __syncwarp();
+        int nk = min(32, k1 - kb);
+        for (int j = 0; j < nk; j++) {
+            size_t r = row_s[warp][j];
+            if (r == (size_t)-1) continue;
+            if (lane * DPL < D) {
+                float vf[DPL];
+                load_bf16<DPL>(a.vc + r + lane * DPL, vf);
+#pragma unroll
+                for (int g = 0; g < ATT_G; g++) {
+                    if (g < gn) {
+                        float p = p_s[warp][g][j];
+#pragma unroll
+                        for (int e = 0; e < DPL; e++) acc[g][e] += p * vf[e];
+                    }
+                }
+            }
+        }
+        __syncwarp();
+    }
+
+    /* merge the warps */
+#pragma unroll
+    for (int g = 0; g < ATT_G; g++) {
+        if (lane == 0) {
+            m_s[warp][g] = m[g];
+            l_s[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc_s[warp][g][lane * DPL + e] = acc[g][e];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        float M = -INFINITY;
+        for (int w = 0; w < ATT_NW; w++) M = fmaxf(M, m_s[w][g]);
+        float L = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+            for (int w = 0; w < ATT_NW; w++) {
+                float f = exp2f(m_s[w][g] - M);
+                L += l_s[w][g] * f;
+                A += acc_s[w][g][d] * f;
+            }
+        }
+        size_t oi = ((size_t)t * a.NH + h0 + g);
+        if (a.n_split == 1) {
+            a.out[oi * D + d] = __float2bfloat16_rn(L > 0.0f ? A / L : 0.0f);
+        } else {
+            float *pp = a.part + ((size_t)split * a.n_tok * a.NH + oi) * (D + 2);
+            pp[d] = A;
+            if (d == 0) {
+                pp[D] = M;
+                pp[D + 1] = L;
+            }
+        }
+    }
+}
+
+/* One block per (token, head), one thread per dim: out = sum_s acc_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). */
+static __global__ void k_attn_merge(attn_args a)
+{
+    const float *part = a.part;
+    bf16 *out = a.out;
+    const int n_tok = a.n_tok, NH = a.NH, D = a.D, n_split = a.n_split;
+    if (a.skip_multi) { /* rows of multi-row sequences belong to the tensor-core kernel */
+        int t = blockIdx.x, lo = 0, hi = a.n_seq - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (a.q_indptr[mid] <= t) lo = mid;
+            else hi = mid - 1;
+        }
+        if (a.q_indptr[lo + 1] - a.q_indptr[lo] >= 2) return;
+    }
+    size_t oi = (size_t)blockIdx.x * NH + blockIdx.y;
+    size_t sstride = (size_t)n_tok * NH * (D + 2);
+    const float *p0 = part + oi * (D + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_split; s++) M = fmaxf(M, p0[s * sstride + D]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float L = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+            for (int s = 0; s < n_split; s++) {
+                const float *p = p0 + s * sstride;
+                float f = exp2f(p[D] - M);
+                L += p[D + 1] * f;
+                A += p[d] * f;
+            }
+        }
+        out[oi * D + d] = __float2bfloat16_rn(L > 0.0f ? A / L : 0.0f);
+    }
+}
+
+
+/* ------------------------------------------------------------------ v2: tensor-core prefill
+ * k_attn_tiles  cuts every sequence with >= 2 query rows into tiles of <= 16 consecutive rows.
+ * k_attn_prefill_tc  one block (4 warps) per (tile, kv head, group of <= 4 query heads): warp w
+ *   owns query head h0 + w for the tile's 16 rows. Keys go in tiles of 64 (gathered through the
+ *   page table into shared memory, shared by the 4 heads): S = Q K^T by WMMA (bf16 -> fp32), the
+ *   warp's online softmax on S in shared memory (causal mask pos[t] >= key, key < kv_len), P as
+ *   bf16, O (fp32, in shared memory) rescaled and O += P V by WMMA. D <= 128, D % 16 == 0. */
+#define ATC_KT 64
+#define ATC_DMAX 128
+
+struct atc_tile {
+    int seq, t0, tn;
+};
+
+static __global__ void __launch_bounds__(1024) k_attn_tiles(const int32_t *q_indptr, int n_seq, atc_tile *tiles,
+                                                            int *n_tiles)
+{
+    __shared__ int warp_tot[32];
+    int tid = threadIdx.x, nt = blockDim.x;
+    int per = (n_seq + nt - 1) / nt;
+    int s0 = min(n_seq, tid * per), s1 = min(n_seq, s0 + per);
+    int cnt = 0;
+    for (int s = s0; s < s1; s++) {
+        int len = q_indptr[s + 1] - q_indptr[s];
+        if (len >= 2) cnt += (len + 15) / 16;
+    }
+    int lane = tid % 32, w = tid / 32, inc = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += v;
+    }
+    if (lane == 31) warp_tot[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        int v = lane < nt / 32 ? warp_tot[lane] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += u;
+        }
+        warp_tot[lane] = x - v;
+    }
+    __syncthreads();
+    int at = warp_tot[w] + inc - cnt;
+    for (int s = s0; s < s1; s++) {
+        int a = q_indptr[s], len = q_indptr[s + 1] - a;
+        if (len < 2) continue;
+        for (int t0 = a; t0 < a + len; t0 += 16) {
+            atc_tile tl;
+            tl.seq = s;
+            tl.t0 = t0;
+            tl.tn = min(16, a + len - t0);
+            tiles[at++] = tl;
+        }
+    }
+    if (tid == nt - 1) *n_tiles = at;
+}
+
+struct atc_smem_layout {
+    int ldk;  /* bf16 row of K/V/Q tiles: D + 8 */
+    int lds;  /* float row of S: KT + 4 */
+    int ldp;  /* bf16 row of P: KT + 8 */
+    int ldo;  /* float row of O: D + 4 */
+    size_t k_off, v_off, q_off, s_off, p_off, o_off, ml_off, bytes;
+};
+
+__host__ __device__ static atc_smem_layout atc_layout(int D)
+{
+    atc_smem_layout L;
+    L.ldk = D + 8;
+    L.lds = ATC_KT + 4;
+    L.ldp = ATC_KT + 8;
+    L.ldo = D + 4;
+    size_t off = 0;
+    L.k_off = off; off += (size_t)ATC_KT * L.ldk * 2;
+    L.v_off = off; off += (size_t)ATC_KT * L.ldk * 2;
+    L.q_off = off; off += (size_t)4 * 16 * L.ldk * 2;
+    L.s_off = off; off += (size_t)4 * 16 * L.lds * 4;
+    L.p_off = off; off += (size_t)4 * 16 * L.ldp * 2;
+    L.o_off = off; off += (size_t)4 * 16 * L.ldo * 4;
+    L.ml_off = off; off += (size_t)4 * 16 * 3 * 4; /* m, l, corr per row */
+    L.bytes = off;
+    return L;
+}
+
+static __global__ void __launch_bounds__(128) k_attn_prefill_tc(attn_args a, const atc_tile *tiles, const int *n_tiles)
+{
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char sm[];
+    if ((int)blockIdx.x >= *n_tiles) return;
+    const atc_tile tl = tiles[blockIdx.x];
+    const int n_hg = (a.G + 3) / 4;
+    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int D = a.D;
+    const atc_smem_layout L = atc_layout(D);
+    bf16 *k_s = (bf16 *)(sm + L.k_off), *v_s = (bf16 *)(sm + L.v_off);
+    bf16 *q_s = (bf16 *)(sm + L.q_off) + warp * 16 * L.ldk;
+    float *s_s = (float *)(sm + L.s_off) + warp * 16 * L.lds;
+    bf16 *p_s = (bf16 *)(sm + L.p_off) + warp * 16 * L.ldp;
+    float *o_s = (float *)(sm + L.o_off) + warp * 16 * L.ldo;
+    float *m_s = (float *)(sm + L.ml_off) + warp * 48, *l_s = m_s + 16, *c_s = m_s + 32;
+    const int h = kvh * a.G + hg * 4 + warp;
+    const bool head_ok = hg * 4 + warp < a.G;
+    const int s = tl.seq;
+    const int kv_len = a.kv_len[s];
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+
+    /* this warp's Q rows (zero beyond the tile or for a missing head), O = 0, m = -inf, l = 0 */
+    for (int i = lane; i < 16 * (D / 8); i += 32) {
+        int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (head_ok && r < tl.tn) v = *(const uint4 *)(a.q + ((size_t)(tl.t0 + r) * a.NH + h) * D + c);
+        *(uint4 *)(q_s + r * L.ldk + c) = v;
+    }
+    for (int i = lane; i < 16 * D; i += 32) o_s[(i / D) * L.ldo + i % D] = 0.0f;
+    if (lane < 16) {
+        m_s[lane] = -INFINITY;
+        l_s[lane] = 0.0f;
+    }
+    /* keys needed by the tile: 0 .. max pos over its rows */
+    int kmax = 0;
+    for (int r = 0; r < tl.tn; r++) kmax = max(kmax, a.pos[tl.t0 + r] + 1);
+    kmax = min(kmax, kv_len);
+    /* the row each lane pair works on in the softmax, and its causal limit */
+    const int my_row = lane >> 1, my_half = lane & 1;
+    const int my_lim = my_row < tl.tn ? min(a.pos[tl.t0 + my_row] + 1, kv_len) : 0; /* keys < my_lim are visible */
+
+    for (int kt0 = 0; kt0 < kmax; kt0 += ATC_KT) {
+        __syncthreads(); /* previous tile's K/V no longer read */
+        for (int i = threadIdx.x; i < ATC_KT * (D / 8); i += blockDim.x) {
+            int r = i / (D / 8), c = (i % (D / 8)) * 8, key = kt0 + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (key < kmax) {
+                int page = pages[key / a.B];
+                if (page >= 0 && page < a.n_page) {
+                    size_t off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + c;
+                    kv = *(const uint4 *)(a.kc + off);
+                    vv = *(const uint4 *)(a.vc + off);
+                }
+            }
+            *(uint4 *)(k_s + r * L.ldk + c) = kv;
+            *(uint4 *)(v_s + r * L.ldk + c) = vv;
+        }
+        __syncthreads();
+        if (!head_ok) continue;
+        /* S[16][64] = Q K^T */
+#pragma unroll
+        for (int nb = 0; nb < ATC_KT / 16; nb++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
+            wmma::fill_fragment(sf, 0.0f);
+            for (int kk = 0; kk < D; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kb;
+                wmma::load_matrix_sync(qa, q_s + kk, L.ldk);
+                wmma::load_matrix_sync(kb, k_s + nb * 16 * L.ldk + kk, L.ldk);
+                wmma::mma_sync(sf, qa, kb, sf);
+            }
+            wmma::store_matrix_sync(s_s + nb * 16, sf, L.lds, wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* online softmax: lane pair (2r, 2r+1) takes row r, 32 columns each */
+        {
+            float *srow = s_s + my_row * L.lds + my_half * 32;
+            bf16 *prow = p_s + my_row * L.ldp + my_half * 32;
+            float mx = -INFINITY;
+            for (int c = 0; c < 32; c++) {
+                int key = kt0 + my_half * 32 + c;
+                float x = key < my_lim ? srow[c] * a.scale_log2 : -INFINITY;
+                srow[c] = x;
+                mx = fmaxf(mx, x);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            float m_old = m_s[my_row];
+            float m_new = fmaxf(m_old, mx);
+            float corr = 1.0f, sum = 0.0f;
+            if (m_new != -INFINITY) {
+                corr = exp2f(m_old - m_new);
+                for (int c = 0; c < 32; c++) {
+                    float p = srow[c] == -INFINITY ? 0.0f : exp2f(srow[c] - m_new);
+                    bf16 pb = __float2bfloat16_rn(p);
+                    prow[c] = pb;
+                    sum += __bfloat162float(pb); /* l sums what P V sums: the rounded p */
+                }
+            } else {
+                for (int c = 0; c < 32; c++) prow[c] = __float2bfloat16_rn(0.0f);
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            __syncwarp();
+            if (my_half == 0) {
+                m_s[my_row] = m_new;
+                l_s[my_row] = l_s[my_row] * corr + sum;
+                c_s[my_row] = corr;
+            }
+        }
+        __syncwarp();
+        /* O = O * corr (per row), then O += P V */
+        for (int i = lane; i < 16 * D; i += 32) {
+            int r = i / D, d = i % D;
+            o_s[r * L.ldo + d] *= c_s[r];
+        }
+        __syncwarp();
+        for (int db = 0; db < D / 16; db++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
+            wmma::load_matrix_sync(of, o_s + db * 16, L.ldo, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < ATC_KT; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vb;
+                wmma::load_matrix_sync(pa, p_s + kk, L.ldp);
+                wmma::load_matrix_sync(vb, v_s + kk * L.ldk + db * 16, L.ldk);
+                wmma::mma_sync(of, pa, vb, of);
+            }
+            wmma::store_matrix_sync(o_s + db * 16, of, L.ldo, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (!head_ok) return;
+    __syncwarp();
+    for (int i = lane; i < tl.tn * D; i += 32) {
+        int r = i / D, d = i % D;
+        float l = l_s[r];
+        a.out[((size_t)(tl.t0 + r) * a.NH + h) * D + d] = __float2bfloat16_rn(l > 0.0f ? o_s[r * L.ldo + d] / l : 0.0f);
+    }
+}
+
+int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &w = op->u.kv_write;
+    if (!c->have_setup) return lb_err_set(err, LB_E_INTERNAL, "kv_write before setup");
+    int NKV = c->n_kv_head_local, D = c->s.head_dim;
+    if (D % 8) LB_UNSUP("head_dim %d not a multiple of 8", D);
+    if (w.layer < 0 || w.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", w.layer);
+    if (w.n_tok < 0) LB_UNSUP("bad n_tok %d", w.n_tok);
+    if (!w.n_tok) return 0;
+    size_t T = w.n_tok;
+    LB_TRY(lb_cu_check_buf(w.k, LB_BF16, T * NKV * D, "k", err));
+    LB_TRY(lb_cu_check_buf(w.v, LB_BF16, T * NKV * D, "v", err));
+    LB_TRY(lb_cu_check_buf(w.slot_map, LB_I32, T, "slot_map", err));
+    int64_t n_slots = (int64_t)c->s.n_page * c->s.page_size;
+    size_t layer_off = (size_t)w.layer * n_slots * NKV * (D / 8); /* in uint4 units */
+    size_t n = T * NKV * (D / 8);
+    size_t g = (n + 255) / 256, cap = (size_t)c->n_sm * 16;
+    k_kv_write<<<(unsigned)(g < cap ? g : cap), 256, 0, c->stream>>>((const bf16 *)w.k->d, (const bf16 *)w.v->d,
+                                                                      (const int32_t *)w.slot_map->d, c->d_kcache,
+                                                                      c->d_vcache, w.n_tok, NKV, D, layer_off, n_slots);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
+int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &at = op->u.attn;
+    if (!c->have_setup) return lb_err_set(err, LB_E_INTERNAL, "attn before setup");
+    int NH = c->n_head_local, NKV = c->n_kv_head_local, D = c->s.head_dim;
+    if (D % 8 || D > 256) LB_UNSUP("head_dim %d (need a multiple of 8, <= 256)", D);
+    if (at.layer < 0 || at.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", at.layer);
+    if (at.n_tok < 0 || at.n_seq < 0) LB_UNSUP("bad shape T=%d seqs=%d", at.n_tok, at.n_seq);
+    if (!at.n_tok) return 0;
+    if (!at.n_seq) return lb_err_set(err, LB_E_INTERNAL, "attn: %d tokens but no sequences", at.n_tok);
+    size_t T = at.n_tok, S = at.n_seq;
+    LB_TRY(lb_cu_check_buf(at.q, LB_BF16, T * NH * D, "q", err));
+    LB_TRY(lb_cu_check_buf(at.out, LB_BF16, T * NH * D, "out", err));
+    LB_TRY(lb_cu_check_buf(at.q_indptr, LB_I32, S + 1, "q_indptr", err));
+    LB_TRY(lb_cu_check_buf(at.kv_len, LB_I32, S, "kv_len", err));
+    LB_TRY(lb_cu_check_buf(at.page_indptr, LB_I32, S + 1, "page_indptr", err));
+    LB_TRY(lb_cu_check_buf(at.page_idx, LB_I32, 0, "page_idx", err));
+    LB_TRY(lb_cu_check_buf(at.pos, LB_I32, T, "pos", err));
+
+    attn_args a;
+    a.q = (const bf16 *)at.q->d;
+    a.out = (bf16 *)at.out->d;
+    a.part = NULL;
+    size_t layer_off = (size_t)at.layer * c->s.n_page * c->s.page_size * NKV * D;
+    a.kc = c->d_kcache + layer_off;
+    a.vc = c->d_vcache + layer_off;
+    a.q_indptr = (const int32_t *)at.q_indptr->d;
+    a.kv_len = (const int32_t *)at.kv_len->d;
+    a.page_indptr = (const int32_t *)at.page_indptr->d;
+    a.page_idx = (const int32_t *)at.page_idx->d;
+    a.pos = (const int32_t *)at.pos->d;
+    a.n_tok = at.n_tok;
+    a.n_seq = at.n_seq;
+    a.NH = NH;
+    a.NKV = NKV;
+    a.D = D;
+    a.G = NH / NKV;
+    a.n_hgrp = (a.G + ATT_G - 1) / ATT_G;
+    a.B = c->s.page_size;
+    a.n_page = c->s.n_page;
+    a.scale_log2 = at.scale * 1.4426950408889634f;
+
+    /* v2: sequences with >= 2 query rows (prefill chunks) go to the tensor-core kernel; the SIMT
+     * kernel below then takes only the single-row (decode) sequences. */
+    const int tc = c->attn_variant >= 2 && D % 16 == 0 && D <= ATC_DMAX && at.n_seq >= 1;
+    a.skip_multi = tc;
+    /* Enough blocks to fill the GPU twice over; cap the split count at 64. */
+    size_t base = T * NKV * a.n_hgrp, want = (size_t)c->n_sm * 2;
+    int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
+    if (n_split > 64) n_split = 64;
+    a.n_split = n_split;
+    size_t n_tile_max = tc ? (T + 15) / 16 + S : 0;
+    size_t tiles_bytes = (n_tile_max * sizeof(atc_tile) + 255) / 256 * 256;
+    size_t part_bytes = n_split > 1 ? (size_t)n_split * T * NH * (D + 2) * sizeof(float) : 0;
+    void *ws = NULL;
+    if (tc || n_split > 1) LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + part_bytes, &ws, err));
+    if (n_split > 1) a.part = (float *)((char *)ws + 256 + tiles_bytes);
+    if (tc) {
+        int *d_count = (int *)ws;
+        atc_tile *tiles = (atc_tile *)((char *)ws + 256);
+        k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);
+        LB_CU_LAUNCH();
+        atc_smem_layout L = atc_layout(D);
+        if (L.bytes > 48 * 1024)
+            LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+        dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
+        k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
+        LB_CU_LAUNCH();
+    }
+    dim3 grid((unsigned)T, (unsigned)(NKV * a.n_hgrp), (unsigned)n_split);
+    int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+    switch (dpl) {
+    case 1: k_attn_paged<1><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
+    case 2: k_attn_paged<2><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
+    case 4: k_attn_paged<4><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
+    default: k_attn_paged<8><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
+    }
+    LB_CU_LAUNCH();
+    if (n_split > 1) {
+        k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+    }
+    return 0;
+}

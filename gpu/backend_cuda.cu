@@ -1,0 +1,547 @@
+/* backend_cuda.cu — the CUDA backend: struct lb_backend_ops over one GPU.
+ *
+ * Owns: one stream on which every op runs in order, the cuBLASLt handle (dl_cublas.cu), the
+ * paged KV cache, the adapter slots and grow-only workspaces. Activations are bf16 (act_dtype)
+ * with fp32 accumulation inside every kernel. Float weights (f32, f16, bf16) are stored as
+ * bf16 on the device (f32/f16 are rounded to nearest-even at upload); i32 and u8 are raw.
+ *
+ * Upload/download are synchronous with respect to the host (they finish the stream first), so
+ * callers may reuse their host memory as soon as they return. Ops are asynchronous; sync()
+ * waits for them and reports any deferred device error.
+ *
+ * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity),
+ * copy-stream adapter prefetch, CUDA graphs (next parts of issue 5).
+ *
+ * Test: ./build.sh test, then on the device tests/gpu_run.sh (build/tests/test_ops). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+
+int lb_cu_check_buf(const struct lb_buf *b, int dt, size_t n, const char *what, struct lb_err *err)
+{
+    if (!b) return lb_err_set(err, LB_E_INTERNAL, "%s: buffer is NULL", what);
+    if (dt >= 0 && (int)b->dt != dt)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "%s: dtype %s, expected %s", what, lb_dtype_name(b->dt),
+                          lb_dtype_name((enum lb_dtype)dt));
+    if (dt < 0 && !is_fb(b->dt))
+        return lb_err_set(err, LB_E_UNSUPPORTED, "%s: dtype %s, expected f32 or bf16", what, lb_dtype_name(b->dt));
+    if (b->n_elem < n)
+        return lb_err_set(err, LB_E_INTERNAL, "%s: buffer holds %zu elements, op needs %zu", what, b->n_elem, n);
+    return 0;
+}
+
+int lb_cu_ws(struct lb_cu *c, size_t n, void **out, struct lb_err *err)
+{
+    if (n > c->ws_bytes) {
+        size_t want = n + n / 4 + ((size_t)1 << 20);
+        LB_CU(cudaStreamSynchronize(c->stream));
+        if (c->d_ws) LB_CU(cudaFree(c->d_ws));
+        c->d_ws = NULL;
+        c->ws_bytes = 0;
+        cudaError_t e = cudaMalloc(&c->d_ws, want);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return lb_err_set(err, LB_E_OOM, "cuda: workspace of %zu bytes: %s", want, cudaGetErrorName(e));
+        }
+        c->ws_bytes = want;
+    }
+    *out = c->d_ws;
+    return 0;
+}
+
+static int stage(struct lb_cu *c, size_t n, struct lb_err *err)
+{
+    if (n <= c->stage_bytes) return 0;
+    if (c->h_stage) LB_CU(cudaFreeHost(c->h_stage));
+    c->h_stage = NULL;
+    c->stage_bytes = 0;
+    size_t want = n < ((size_t)4 << 20) ? ((size_t)4 << 20) : n;
+    LB_CU(cudaMallocHost(&c->h_stage, want));
+    c->stage_bytes = want;
+    return 0;
+}
+
+/* Host-side conversions (round to nearest even; NaN stays NaN). */
+static void to_half(enum lb_dtype dt, const float *src, void *dst, size_t n)
+{
+    if (dt == LB_BF16) {
+        bf16 *d = (bf16 *)dst;
+        for (size_t i = 0; i < n; i++) d[i] = __float2bfloat16_rn(src[i]);
+    } else {
+        __half *d = (__half *)dst;
+        for (size_t i = 0; i < n; i++) d[i] = __float2half_rn(src[i]);
+    }
+}
+
+static void from_half(enum lb_dtype dt, const void *src, float *dst, size_t n)
+{
+    if (dt == LB_BF16) {
+        const bf16 *s = (const bf16 *)src;
+        for (size_t i = 0; i < n; i++) dst[i] = __bfloat162float(s[i]);
+    } else {
+        const __half *s = (const __half *)src;
+        for (size_t i = 0; i < n; i++) dst[i] = __half2float(s[i]);
+    }
+}
+
+/* ------------------------------------------------------------------ vtable */
+static int fb(const struct lb_buf *b) { return b && is_fb(b->dt); }
+static int is(const struct lb_buf *b, enum lb_dtype dt) { return b && b->dt == dt; }
+
+/* The same questions the op entries ask, ahead of time: dtypes and the setup-dependent limits
+ * (shapes are checked again, with a message, when the op runs). */
+static int cu_supports(struct lb_backend *be, const struct lb_op *op)
+{
+    struct lb_cu *c = cu_of(be);
+    const auto *o = op;
+    switch (op->kind) {
+    case LB_OP_EMBED: return is(o->u.embed.ids, LB_I32) && fb(o->u.embed.table) && fb(o->u.embed.out);
+    case LB_OP_RMSNORM:
+        return fb(o->u.rmsnorm.x) && fb(o->u.rmsnorm.w) && is(o->u.rmsnorm.out, o->u.rmsnorm.x->dt) &&
+               (!o->u.rmsnorm.res || is(o->u.rmsnorm.res, o->u.rmsnorm.x->dt));
+    case LB_OP_MATMUL:
+        return is(o->u.matmul.x, LB_BF16) && is(o->u.matmul.w, LB_BF16) && fb(o->u.matmul.y) &&
+               (!o->u.matmul.bias || is(o->u.matmul.bias, LB_BF16));
+    case LB_OP_ROPE: return c->have_setup && o->u.rope.head_dim == c->s.head_dim;
+    case LB_OP_SWIGLU: return fb(o->u.swiglu.gate) && is(o->u.swiglu.up, o->u.swiglu.gate->dt);
+    case LB_OP_ADD: return fb(o->u.add.x) && fb(o->u.add.y);
+    case LB_OP_GATHER: return fb(o->u.gather.x) && is(o->u.gather.idx, LB_I32) && fb(o->u.gather.out);
+    case LB_OP_SAMPLE: return fb(o->u.sample.logits) && is(o->u.sample.params, LB_U8) && is(o->u.sample.tok, LB_I32);
+    case LB_OP_KV_WRITE: case LB_OP_ATTN:
+        return c->have_setup && c->s.head_dim <= 256 && c->s.head_dim % 8 == 0;
+    case LB_OP_LORA:
+        return c->have_setup && c->s.max_rank <= 128 && fb(o->u.lora.x);
+    case LB_OP_ALLREDUCE:
+        return !c->have_setup || c->s.tp_size <= 1;
+    default:
+        return 0;
+    }
+}
+
+static void free_state(struct lb_cu *c)
+{
+    if (c->d_kcache) cudaFree(c->d_kcache);
+    if (c->d_vcache) cudaFree(c->d_vcache);
+    if (c->d_inv_freq) cudaFree(c->d_inv_freq);
+    if (c->d_slots) cudaFree(c->d_slots);
+    if (c->d_mods) cudaFree(c->d_mods);
+    free(c->h_mods);
+    c->d_kcache = c->d_vcache = NULL;
+    c->d_inv_freq = NULL;
+    c->d_slots = NULL;
+    c->d_mods = NULL;
+    c->h_mods = NULL;
+    c->have_setup = 0;
+}
+
+static int cu_malloc(void **p, size_t n, const char *what, struct lb_err *err)
+{
+    cudaError_t e = cudaMalloc(p, n ? n : 256);
+    if (e == cudaSuccess) return 0;
+    (void)cudaGetLastError();
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    return lb_err_set(err, LB_E_OOM, "cuda: %s needs %.1f MiB; %.1f MiB of %.1f MiB free on the GPU (%s)", what,
+                      n / 1048576.0, fr / 1048576.0, tot / 1048576.0, cudaGetErrorName(e));
+}
+
+/* RoPE inverse frequencies: HF's float32 formula, with the llama3 wavelength bands compared in
+ * float64 — the very expression of backend_cpu.c (rope_inv_freq), so both backends rotate by
+ * bit-identical frequencies. */
+static void rope_inv_freq(const struct lb_backend_setup *s, float *inv)
+{
+    int D = s->head_dim;
+    for (int i = 0; i < D / 2; i++) {
+        float f = 1.0f / powf(s->rope_theta, (float)(2 * i) / (float)D);
+        if (s->rope_llama3) {
+            double low_wl = (double)s->rope_orig_max_pos / s->rope_low_freq_factor;
+            double high_wl = (double)s->rope_orig_max_pos / s->rope_high_freq_factor;
+            double wl = 2.0 * M_PI / (double)f;
+            if (wl > low_wl) f = f / s->rope_factor;
+            else if (wl >= high_wl) {
+                float smooth = (float)(((double)s->rope_orig_max_pos / wl - s->rope_low_freq_factor) /
+                                       (s->rope_high_freq_factor - s->rope_low_freq_factor));
+                f = (1.0f - smooth) * f / s->rope_factor + smooth * f;
+            }
+        }
+        inv[i] = f;
+    }
+}
+
+static int cu_setup(struct lb_backend *be, const struct lb_backend_setup *s, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    free_state(c);
+    if (s->tp_size > 1)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "cuda: tensor parallel (tp_size %d) is not built yet", s->tp_size);
+    if (s->n_head <= 0 || s->n_kv_head <= 0 || s->n_head % s->n_kv_head || s->head_dim <= 0 || s->head_dim % 2)
+        return lb_err_set(err, LB_E_INPUT, "cuda setup: bad heads (n_head %d, n_kv_head %d, head_dim %d)", s->n_head,
+                          s->n_kv_head, s->head_dim);
+    if (s->head_dim > 256)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "cuda: head_dim %d > 256 not supported", s->head_dim);
+    if (s->max_rank > 128)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "cuda: max LoRA rank %d > 128 not supported", s->max_rank);
+    c->s = *s;
+    c->n_head_local = s->n_head;
+    c->n_kv_head_local = s->n_kv_head;
+    int D = s->head_dim;
+
+    size_t kv_elem = (size_t)s->n_layer * s->n_page * s->page_size * s->n_kv_head * D;
+    LB_TRY(cu_malloc((void **)&c->d_kcache, kv_elem * 2, "KV cache (K)", err));
+    LB_TRY(cu_malloc((void **)&c->d_vcache, kv_elem * 2, "KV cache (V)", err));
+
+    float *inv = (float *)malloc(sizeof(float) * (D / 2));
+    if (!inv) return lb_err_set(err, LB_E_OOM, "host");
+    rope_inv_freq(s, inv);
+    int rc = cu_malloc((void **)&c->d_inv_freq, sizeof(float) * (D / 2), "RoPE table", err);
+    if (rc == 0) {
+        cudaError_t e = cudaMemcpy(c->d_inv_freq, inv, sizeof(float) * (D / 2), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cudaMemcpy RoPE table: %s", cudaGetErrorName(e));
+    }
+    free(inv);
+    if (rc < 0) return rc;
+
+    int H = s->n_hidden, F = s->n_ff, QD = s->n_head * D, KD = s->n_kv_head * D;
+    int in[LB_T_COUNT] = {H, H, H, QD, H, H, F};
+    int out[LB_T_COUNT] = {QD, KD, KD, H, F, F, H};
+    size_t off = 0, R = (size_t)s->max_rank;
+    for (int t = 0; t < LB_T_COUNT; t++) {
+        c->mod_in[t] = in[t];
+        c->mod_out[t] = out[t];
+        c->mod_off_elem[t] = off;
+        off += R * ((size_t)in[t] + out[t]);
+        off = (off + 63) & ~(size_t)63; /* 128-byte aligned modules */
+    }
+    c->layer_stride_elem = off;
+    c->slot_stride_elem = off * s->n_layer;
+    size_t n_slot = s->n_slot > 0 ? s->n_slot : 0;
+    if (n_slot && R) LB_TRY(cu_malloc((void **)&c->d_slots, c->slot_stride_elem * n_slot * 2, "adapter slots", err));
+    size_t n_mod = n_slot * s->n_layer * LB_T_COUNT;
+    c->h_mods = (struct lb_cu_lora_mod *)calloc(n_mod ? n_mod : 1, sizeof *c->h_mods);
+    if (!c->h_mods) return lb_err_set(err, LB_E_OOM, "host");
+    LB_TRY(cu_malloc((void **)&c->d_mods, (n_mod ? n_mod : 1) * sizeof *c->d_mods, "adapter table", err));
+    LB_CU(cudaMemcpy(c->d_mods, c->h_mods, (n_mod ? n_mod : 1) * sizeof *c->d_mods, cudaMemcpyHostToDevice));
+    c->have_setup = 1;
+    return 0;
+}
+
+static struct lb_buf *cu_alloc(struct lb_backend *be, enum lb_dtype dt, size_t n_elem, struct lb_err *err)
+{
+    (void)be;
+    size_t es = lb_dtype_size(dt);
+    if (!es) {
+        lb_err_set(err, LB_E_INTERNAL, "cuda alloc: bad dtype %d", (int)dt);
+        return NULL;
+    }
+    struct lb_buf *b = (struct lb_buf *)calloc(1, sizeof *b);
+    if (!b) {
+        lb_err_set(err, LB_E_OOM, "host");
+        return NULL;
+    }
+    b->dt = dt;
+    b->n_elem = n_elem;
+    if (cu_malloc(&b->d, n_elem * es, "buffer", err) < 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void cu_buf_free(struct lb_backend *be, struct lb_buf *b)
+{
+    (void)be;
+    if (!b) return;
+    cudaFree(b->d);
+    free(b);
+}
+
+static int cu_upload(struct lb_backend *be, struct lb_buf *b, size_t off, const void *src, enum lb_dtype src_dt,
+                     size_t n, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!b || off + n > b->n_elem)
+        return lb_err_set(err, LB_E_INTERNAL, "cuda upload: %zu elements at %zu into a buffer of %zu", n, off,
+                          b ? b->n_elem : 0);
+    if (!n) return 0;
+    size_t es = lb_dtype_size(b->dt);
+    char *dst = (char *)b->d + off * es;
+    if (src_dt == b->dt || (src_dt == LB_I32 && b->dt == LB_I32)) {
+        LB_CU(cudaMemcpyAsync(dst, src, n * es, cudaMemcpyHostToDevice, c->stream));
+        LB_CU(cudaStreamSynchronize(c->stream));
+        return 0;
+    }
+    if (src_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16)) {
+        LB_TRY(stage(c, n * 2, err));
+        LB_CU(cudaStreamSynchronize(c->stream)); /* the staging buffer may still feed an earlier copy */
+        to_half(b->dt, (const float *)src, c->h_stage, n);
+        LB_CU(cudaMemcpyAsync(dst, c->h_stage, n * 2, cudaMemcpyHostToDevice, c->stream));
+        LB_CU(cudaStreamSynchronize(c->stream));
+        return 0;
+    }
+    return lb_err_set(err, LB_E_UNSUPPORTED, "cuda upload: %s host data into a %s buffer", lb_dtype_name(src_dt),
+                      lb_dtype_name(b->dt));
+}
+
+static int cu_download(struct lb_backend *be, const struct lb_buf *b, size_t off, void *dst, enum lb_dtype dst_dt,
+                       size_t n, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!b || off + n > b->n_elem)
+        return lb_err_set(err, LB_E_INTERNAL, "cuda download: %zu elements at %zu from a buffer of %zu", n, off,
+                          b ? b->n_elem : 0);
+    if (!n) return 0;
+    size_t es = lb_dtype_size(b->dt);
+    const char *src = (const char *)b->d + off * es;
+    if (dst_dt == b->dt) {
+        LB_CU(cudaMemcpyAsync(dst, src, n * es, cudaMemcpyDeviceToHost, c->stream));
+        LB_CU(cudaStreamSynchronize(c->stream));
+        return 0;
+    }
+    if (dst_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16)) {
+        LB_TRY(stage(c, n * 2, err));
+        LB_CU(cudaMemcpyAsync(c->h_stage, src, n * 2, cudaMemcpyDeviceToHost, c->stream));
+        LB_CU(cudaStreamSynchronize(c->stream));
+        from_half(b->dt, c->h_stage, (float *)dst, n);
+        return 0;
+    }
+    return lb_err_set(err, LB_E_UNSUPPORTED, "cuda download: %s buffer into %s host data", lb_dtype_name(b->dt),
+                      lb_dtype_name(dst_dt));
+}
+
+static struct lb_buf *cu_weight(struct lb_backend *be, enum lb_dtype dt, const void *host, size_t n_elem,
+                                struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    enum lb_dtype store = (dt == LB_F32 || dt == LB_F16) ? LB_BF16 : dt;
+    struct lb_buf *b = cu_alloc(be, store, n_elem, err);
+    if (!b) return NULL;
+    b->is_weight = 1;
+    int rc = 0;
+    if (dt == store) {
+        rc = cu_upload(be, b, 0, host, dt, n_elem, err);
+    } else {
+        /* Convert in chunks through the pinned stage: f32/f16 -> bf16. */
+        size_t chunk = (size_t)1 << 22;
+        for (size_t i = 0; i < n_elem && rc == 0; i += chunk) {
+            size_t m = n_elem - i < chunk ? n_elem - i : chunk;
+            rc = stage(c, m * 2, err);
+            if (rc) break;
+            cudaError_t e = cudaStreamSynchronize(c->stream);
+            if (e != cudaSuccess) {
+                rc = lb_err_set(err, LB_E_DEVICE, "cuda weight upload: %s", cudaGetErrorName(e));
+                break;
+            }
+            bf16 *d = (bf16 *)c->h_stage;
+            if (dt == LB_F32) {
+                const float *s = (const float *)host + i;
+                for (size_t j = 0; j < m; j++) d[j] = __float2bfloat16_rn(s[j]);
+            } else {
+                const __half *s = (const __half *)host + i;
+                for (size_t j = 0; j < m; j++) d[j] = __float2bfloat16_rn(__half2float(s[j]));
+            }
+            e = cudaMemcpyAsync((bf16 *)b->d + i, d, m * 2, cudaMemcpyHostToDevice, c->stream);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+            if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda weight upload: %s", cudaGetErrorName(e));
+        }
+    }
+    if (rc < 0) {
+        cu_buf_free(be, b);
+        return NULL;
+    }
+    return b;
+}
+
+static int run_allreduce(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    (void)op;
+    if (c->have_setup && c->s.tp_size > 1) LB_UNSUP("cuda: allreduce over %d ranks not built yet", c->s.tp_size);
+    return 0; /* one rank: the identity */
+}
+
+static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    int rc;
+    switch (op->kind) {
+    case LB_OP_EMBED: rc = lb_cuda_embed(c, op, err); break;
+    case LB_OP_RMSNORM: rc = lb_cuda_rmsnorm(c, op, err); break;
+    case LB_OP_MATMUL: rc = lb_cuda_matmul(c, op, err); break;
+    case LB_OP_LORA: rc = lb_cuda_lora(c, op, err); break;
+    case LB_OP_ROPE: rc = lb_cuda_rope(c, op, err); break;
+    case LB_OP_KV_WRITE: rc = lb_cuda_kv_write(c, op, err); break;
+    case LB_OP_ATTN: rc = lb_cuda_attn(c, op, err); break;
+    case LB_OP_SWIGLU: rc = lb_cuda_swiglu(c, op, err); break;
+    case LB_OP_ADD: rc = lb_cuda_add(c, op, err); break;
+    case LB_OP_GATHER: rc = lb_cuda_gather(c, op, err); break;
+    case LB_OP_SAMPLE: rc = lb_cuda_sample(c, op, err); break;
+    case LB_OP_ALLREDUCE: rc = run_allreduce(c, op, err); break;
+    default: return lb_err_set(err, LB_E_UNSUPPORTED, "cuda: unknown op %d", (int)op->kind);
+    }
+    if (rc < 0) lb_err_prefix(err, "cuda op %s", lb_op_name(op->kind));
+    return rc;
+}
+
+/* ------------------------------------------------------------------ adapters */
+static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_target t, const struct lb_lora_module *m,
+                        struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!c->have_setup) return lb_err_set(err, LB_E_INTERNAL, "cuda lora_load before setup");
+    if (slot < 0 || slot >= c->s.n_slot || layer < 0 || layer >= c->s.n_layer || (unsigned)t >= LB_T_COUNT)
+        return lb_err_set(err, LB_E_INTERNAL, "cuda lora_load: slot %d layer %d target %d out of range", slot, layer,
+                          (int)t);
+    size_t mi = ((size_t)slot * c->s.n_layer + layer) * LB_T_COUNT + t;
+    struct lb_cu_lora_mod md = {NULL, NULL, 0, 0.0f};
+    if (m && m->rank > 0) {
+        if (m->rank > c->s.max_rank)
+            return lb_err_set(err, LB_E_INPUT, "adapter %s layer %d: rank %d > max_lora_rank %d", lb_target_name(t),
+                              layer, m->rank, c->s.max_rank);
+        if (m->n_in != c->mod_in[t] || m->n_out != c->mod_out[t])
+            return lb_err_set(err, LB_E_INPUT, "adapter %s layer %d: shape in %d out %d, model expects in %d out %d",
+                              lb_target_name(t), layer, m->n_in, m->n_out, c->mod_in[t], c->mod_out[t]);
+        if (m->dtype != LB_F32 && m->dtype != LB_F16 && m->dtype != LB_BF16)
+            return lb_err_set(err, LB_E_UNSUPPORTED, "adapter %s layer %d: dtype %s", lb_target_name(t), layer,
+                              lb_dtype_name(m->dtype));
+        size_t na = (size_t)m->rank * m->n_in, nb = (size_t)m->n_out * m->rank;
+        bf16 *base = c->d_slots + (size_t)slot * c->slot_stride_elem + (size_t)layer * c->layer_stride_elem +
+                     c->mod_off_elem[t];
+        LB_TRY(stage(c, (na + nb) * 2, err));
+        LB_CU(cudaStreamSynchronize(c->stream)); /* slot and stage no longer in use by queued work */
+        bf16 *h = (bf16 *)c->h_stage;
+        const void *srcs[2] = {m->a, m->b};
+        size_t ns[2] = {na, nb};
+        for (int k = 0; k < 2; k++) {
+            bf16 *d = h + (k ? na : 0);
+            if (m->dtype == LB_BF16) memcpy(d, srcs[k], ns[k] * 2);
+            else if (m->dtype == LB_F32) to_half(LB_BF16, (const float *)srcs[k], d, ns[k]);
+            else {
+                const __half *s = (const __half *)srcs[k];
+                for (size_t j = 0; j < ns[k]; j++) d[j] = __float2bfloat16_rn(__half2float(s[j]));
+            }
+        }
+        LB_CU(cudaMemcpyAsync(base, h, (na + nb) * 2, cudaMemcpyHostToDevice, c->stream));
+        md.a = base;
+        md.b = base + na;
+        md.rank = m->rank;
+        md.scale = m->scale;
+    } else {
+        LB_CU(cudaStreamSynchronize(c->stream));
+    }
+    c->h_mods[mi] = md;
+    LB_CU(cudaMemcpyAsync(c->d_mods + mi, &c->h_mods[mi], sizeof md, cudaMemcpyHostToDevice, c->stream));
+    LB_CU(cudaStreamSynchronize(c->stream));
+    return 0;
+}
+
+static int cu_lora_clear(struct lb_backend *be, int slot, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!c->have_setup) return lb_err_set(err, LB_E_INTERNAL, "cuda lora_clear before setup");
+    if (slot < 0 || slot >= c->s.n_slot) return lb_err_set(err, LB_E_INTERNAL, "cuda lora_clear: slot %d", slot);
+    size_t n = (size_t)c->s.n_layer * LB_T_COUNT, mi = (size_t)slot * n;
+    memset(c->h_mods + mi, 0, n * sizeof *c->h_mods);
+    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_CU(cudaMemcpyAsync(c->d_mods + mi, c->h_mods + mi, n * sizeof *c->h_mods, cudaMemcpyHostToDevice, c->stream));
+    LB_CU(cudaStreamSynchronize(c->stream));
+    return 0;
+}
+
+static int cu_sync(struct lb_backend *be, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_CU(cudaGetLastError());
+    return 0;
+}
+
+static void cu_destroy(struct lb_backend *be)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!c) return;
+    cudaSetDevice(c->device);
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    free_state(c);
+    lb_cublas_close(c);
+    if (c->d_ws) cudaFree(c->d_ws);
+    if (c->h_stage) cudaFreeHost(c->h_stage);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+    be->impl = NULL;
+}
+
+static const struct lb_backend_ops cu_ops = {
+    "cuda",      LB_BF16,         cu_supports,   cu_setup,      cu_alloc, cu_weight, cu_buf_free, cu_upload,
+    cu_download, cu_run,          cu_lora_load,  cu_lora_clear, cu_sync,  cu_destroy,
+};
+
+extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb_err *err)
+{
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0) {
+        (void)cudaGetLastError();
+        return lb_err_set(err, LB_E_DEVICE, "cuda: no usable GPU (%s)",
+                          e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    if (device < 0 || device >= n_dev)
+        return lb_err_set(err, LB_E_DEVICE, "cuda: device %d does not exist (%d found)", device, n_dev);
+    struct lb_cu *c = (struct lb_cu *)calloc(1, sizeof *c);
+    if (!c) return lb_err_set(err, LB_E_OOM, "host");
+    c->device = device;
+    be->ops = &cu_ops;
+    be->impl = c;
+    int rc = 0;
+    cudaDeviceProp prop;
+    e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda: device %d: %s", device, cudaGetErrorString(e));
+    if (rc == 0) {
+        c->n_sm = prop.multiProcessorCount;
+        const char *ev = getenv("LB_CUDA_LORA");
+        c->lora_variant = ev && atoi(ev) == 1 ? 1 : 2;
+        ev = getenv("LB_CUDA_ATTN");
+        c->attn_variant = ev && atoi(ev) == 1 ? 1 : 2;
+        if (prop.major < 8)
+            rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
+                            prop.name, prop.major, prop.minor);
+    }
+    if (rc == 0) rc = lb_cublas_open(c, err);
+    if (rc < 0) {
+        cu_destroy(be);
+        be->ops = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ matmul (dense, cuBLASLt) */
+template <typename T>
+static __global__ void k_bias_add(T *y, const bf16 *bias, int n_tok, int n_out)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)n_tok * n_out) return;
+    stf(&y[i], ldf(&y[i]) + __bfloat162float(bias[i % n_out]));
+}
+
+int lb_cuda_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &m = op->u.matmul;
+    if (m.n_tok < 0 || m.n_in <= 0 || m.n_out <= 0) LB_UNSUP("bad shape T=%d K=%d N=%d", m.n_tok, m.n_in, m.n_out);
+    if (m.n_tok == 0) return 0;
+    size_t T = m.n_tok, K = m.n_in, N = m.n_out;
+    LB_TRY(lb_cu_check_buf(m.x, LB_BF16, T * K, "x", err));
+    LB_TRY(lb_cu_check_buf(m.w, LB_BF16, N * K, "w", err));
+    LB_TRY(lb_cu_check_buf(m.y, -1, T * N, "y", err));
+    if (m.bias) LB_TRY(lb_cu_check_buf(m.bias, LB_BF16, N, "bias", err));
+    LB_TRY(lb_cublas_gemm(c, m.x->d, m.w->d, m.y->d, m.y->dt, m.n_tok, m.n_in, m.n_out, m.accumulate, err));
+    if (m.bias) {
+        LB_DISPATCH_FB(m.y->dt, T_, k_bias_add<T_><<<cdiv(T * N, 256), 256, 0, c->stream>>>(
+                                        (T_ *)m.y->d, (const bf16 *)m.bias->d, m.n_tok, m.n_out));
+        LB_CU_LAUNCH();
+    }
+    return 0;
+}

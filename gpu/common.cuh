@@ -1,0 +1,163 @@
+/* common.cuh — check macros, the CUDA backend's private state, and small device helpers.
+ *
+ * Included by every .cu file in gpu/. Not seen by src/ (src sees only backend.h).
+ *
+ * Errors: every CUDA / cuBLAS call goes through LB_CU / LB_CUBLAS, which on failure fill
+ * the caller's `struct lb_err *err` with the expression text, file:line and the library's
+ * error name, and return LB_E_DEVICE from the enclosing function. LB_CU_LAUNCH() checks the
+ * last launch error (always: it costs nothing, a launch error is found at launch time). */
+#ifndef LB_GPU_COMMON_CUH
+#define LB_GPU_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+#include "err.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define LB_CU(expr)                                                                                        \
+    do {                                                                                                   \
+        cudaError_t e_ = (expr);                                                                           \
+        if (e_ != cudaSuccess)                                                                             \
+            return lb_err_set(err, LB_E_DEVICE, "%s:%d: %s: %s (%s)", __FILE__, __LINE__, #expr,          \
+                              cudaGetErrorName(e_), cudaGetErrorString(e_));                               \
+    } while (0)
+
+#define LB_CU_LAUNCH() LB_CU(cudaGetLastError())
+
+/* Returns from the enclosing int function when a call into an LB-style function fails. */
+#define LB_TRY(expr)                                                                                       \
+    do {                                                                                                   \
+        int rc_ = (expr);                                                                                  \
+        if (rc_ < 0) return rc_;                                                                           \
+    } while (0)
+
+#define LB_UNSUP(...) return lb_err_set(err, LB_E_UNSUPPORTED, __VA_ARGS__)
+
+/* ------------------------------------------------------------------ buffers */
+struct lb_buf {
+    enum lb_dtype dt;
+    size_t n_elem;
+    void *d;       /* owned, device, n_elem of dt */
+    int is_weight; /* 1: made by ops->weight (read-only by convention) */
+};
+
+/* ------------------------------------------------------------------ adapter slots
+ * One module of one adapter in one slot, as the kernels see it. Stored in a device table
+ * indexed [slot][layer][target]. a: [rank, n_in] bf16, b: [n_out, rank] bf16, both packed
+ * at the module's own rank inside a region sized for max_rank. rank 0: module absent. */
+struct lb_cu_lora_mod {
+    const bf16 *a;
+    const bf16 *b;
+    int rank;
+    float scale;
+};
+
+struct lb_cublas; /* dl_cublas.cu */
+
+struct lb_cu {
+    int device;
+    int n_sm;
+    /* Kernel variants, read once at open from the environment (for A/B tests and fallbacks):
+     * LB_CUDA_LORA=1 -> SIMT shrink (v1), default 2 (tensor-core shrink);
+     * LB_CUDA_ATTN=1 -> SIMT attention for every token, default 2 (tensor-core prefill). */
+    int lora_variant, attn_variant;
+    cudaStream_t stream; /* owned: every op runs on it */
+    struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
+
+    int have_setup;
+    struct lb_backend_setup s;
+    /* Paged KV cache: [n_layer][n_page][page_size][NKV][D] bf16 each (NKV is this rank's). */
+    bf16 *d_kcache, *d_vcache; /* owned, device */
+    int n_kv_head_local, n_head_local;
+    float *d_inv_freq; /* owned, device [D/2]: RoPE inverse frequencies (llama3-scaled if asked) */
+
+    /* Adapter slots: one allocation, carved per (slot, layer, target). */
+    bf16 *d_slots;                     /* owned, device */
+    size_t slot_stride_elem;           /* elements of one slot */
+    size_t mod_off_elem[LB_T_COUNT];   /* offset of target t inside one layer of a slot */
+    size_t layer_stride_elem;          /* elements of one layer inside a slot */
+    int mod_in[LB_T_COUNT], mod_out[LB_T_COUNT]; /* this rank's n_in/n_out per target */
+    struct lb_cu_lora_mod *d_mods;     /* owned, device [n_slot][n_layer][LB_T_COUNT] */
+    struct lb_cu_lora_mod *h_mods;     /* owned, host mirror of d_mods */
+
+    /* Grow-only scratch for op workspaces (LoRA partials, attention splits, sampling). */
+    void *d_ws;
+    size_t ws_bytes;
+    /* Grow-only pinned host staging for converting uploads/downloads. */
+    void *h_stage;
+    size_t stage_bytes;
+};
+
+static inline struct lb_cu *cu_of(struct lb_backend *be) { return (struct lb_cu *)be->impl; }
+
+/* Grows the device workspace to at least n bytes (synchronising the stream first when it
+ * must reallocate). Allocation happens during the first steps only. */
+int lb_cu_ws(struct lb_cu *c, size_t n, void **out, struct lb_err *err);
+
+/* ------------------------------------------------------------------ op entries (one per family) */
+int lb_cuda_embed(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_rmsnorm(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_rope(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_swiglu(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_add(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_gather(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+int lb_cuda_sample(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+
+/* cuBLASLt, opened at run time (dl_cublas.cu). */
+int lb_cublas_open(struct lb_cu *c, struct lb_err *err);
+void lb_cublas_close(struct lb_cu *c);
+/* y[T,N] (+)= x[T,K] @ w[N,K]^T; x, w bf16; y bf16 or f32. */
+int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum lb_dtype y_dt, int n_tok, int n_in,
+                   int n_out, int accumulate, struct lb_err *err);
+
+/* ------------------------------------------------------------------ device helpers */
+__device__ __forceinline__ float ldf(const float *p) { return *p; }
+__device__ __forceinline__ float ldf(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void stf(float *p, float v) { *p = v; }
+__device__ __forceinline__ void stf(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Dispatch on an activation-like dtype (f32 or bf16): runs `body` with T bound. */
+#define LB_DISPATCH_FB(dt, T, ...)                                                                         \
+    do {                                                                                                   \
+        if ((dt) == LB_F32) {                                                                              \
+            typedef float T;                                                                               \
+            __VA_ARGS__;                                                                                   \
+        } else if ((dt) == LB_BF16) {                                                                      \
+            typedef bf16 T;                                                                                \
+            __VA_ARGS__;                                                                                   \
+        } else {                                                                                           \
+            return lb_err_set(err, LB_E_UNSUPPORTED, "%s:%d: dtype %s not supported here (f32 or bf16)",   \
+                              __FILE__, __LINE__, lb_dtype_name(dt));                                      \
+        }                                                                                                  \
+    } while (0)
+
+static inline int is_fb(enum lb_dtype dt) { return dt == LB_F32 || dt == LB_BF16; }
+
+/* Checks that buffer b exists, holds dtype dt (dt < 0: f32 or bf16) and at least n elements. */
+int lb_cu_check_buf(const struct lb_buf *b, int dt, size_t n, const char *what, struct lb_err *err);
+
+static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+#endif

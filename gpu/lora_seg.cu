@@ -1,0 +1,416 @@
+/* lora_seg.cu — mixed-LoRA over adapter segments: y_j += scale * (x A_j^T) B_j^T per segment.
+ *
+ * Tokens of a step come grouped in S segments (seg_start[S+1]); segment s uses adapter slot
+ * seg_slot[s] (-1: base model, no LoRA work). Each (slot, layer, target) module has its own rank
+ * R (no padding to the largest rank); A is [R, K], B is [N, R], bf16, in slot memory.
+ *
+ * Three launches per op:
+ *   k_lora_tiles   one block: cuts the segments into tiles of <= LORA_TM tokens of one segment
+ *                  (slot -1 and empty segments give none) and writes the tile list + count to
+ *                  the workspace. The grid of the next kernels is the bound T/TM + S; blocks past
+ *                  the count exit at once. This is the SGMV idea (one block works on many tokens
+ *                  that share one adapter, so A and B are read once per tile, not once per token);
+ *                  with one-token segments (decode, all-distinct adapters) a tile is one token
+ *                  and the kernels degrade gracefully to BGMV (each token reads its own A/B).
+ *   k_lora_shrink  grid (tiles, targets, K splits): v[t, r] = sum_k x[t,k] A[r,k] for the tile's
+ *                  tokens, all ranks of the module, over one K range, through shared memory
+ *                  (x tile 16x64 and A tile Rx64 per step). The K split fills the GPU when there
+ *                  are few tiles (decode); partial sums go to separate workspace planes, summed in
+ *                  a fixed order by the expand, so results are deterministic. All targets of the
+ *                  op share x (q/k/v, gate/up): one launch, x read from L2 for the 2nd/3rd target.
+ *   k_lora_expand  grid (tiles, N/256, targets): sums the v planes of the tile into shared
+ *                  memory (times scale), each thread owns one output column n: reads B[n, :R]
+ *                  once and adds sum_r v[t, r] B[n, r] into y[t, n] for every token of the tile.
+ * Arithmetic in fp32; y is read and written once per tile (one rounding to its dtype).
+ * Variants: v2 (default) k_lora_shrink_tc (tensor cores, WMMA) + k_lora_expand_vec (16-byte B
+ * rows), needs bf16 x and K % 8 == 0; v1 (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink +
+ * k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
+ * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
+ *
+ * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
+ * ranks 1..128). Bench: bench/lora_bench (issue 5). */
+#include <mma.h>
+
+#include "common.cuh"
+
+#define LORA_TM 16   /* tokens per tile */
+#define LORA_KC 64   /* K step of the shrink */
+#define LORA_RMAX 128
+
+struct lora_tile {
+    int seg, t0, tn, slot;
+};
+
+/* One block of 1024 threads. Each thread takes a contiguous run of segments, counts its tiles,
+ * a block-wide exclusive scan gives its first tile index, then it writes them. */
+static __global__ void __launch_bounds__(1024) k_lora_tiles(const int32_t *seg_start, const int32_t *seg_slot,
+                                                            int n_seg, lora_tile *tiles, int *n_tiles)
+{
+    __shared__ int warp_tot[32];
+    int tid = threadIdx.x, nt = blockDim.x;
+    int per = (n_seg + nt - 1) / nt;
+    int s0 = min(n_seg, tid * per), s1 = min(n_seg, s0 + per);
+    int cnt = 0;
+    for (int s = s0; s < s1; s++) {
+        int len = seg_start[s + 1] - seg_start[s];
+        if (seg_slot[s] >= 0 && len > 0) cnt += (len + LORA_TM - 1) / LORA_TM;
+    }
+    /* inclusive scan within the warp, then over warp totals */
+    int lane = tid % 32, w = tid / 32, inc = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += v;
+    }
+    if (lane == 31) warp_tot[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        int v = lane < nt / 32 ? warp_tot[lane] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += u;
+        }
+        warp_tot[lane] = x - v; /* exclusive */
+    }
+    __syncthreads();
+    int at = warp_tot[w] + inc - cnt;
+    for (int s = s0; s < s1; s++) {
+        int a = seg_start[s], len = seg_start[s + 1] - a;
+        if (seg_slot[s] < 0 || len <= 0) continue;
+        for (int t0 = a; t0 < a + len; t0 += LORA_TM) {
+            lora_tile tl;
+            tl.seg = s;
+            tl.t0 = t0;
+            tl.tn = min(LORA_TM, a + len - t0);
+            tl.slot = seg_slot[s];
+            tiles[at++] = tl;
+        }
+    }
+    if (tid == nt - 1) *n_tiles = at;
+}
+
+struct lora_args {
+    const struct lb_cu_lora_mod *mods; /* [n_slot][n_layer][LB_T_COUNT] */
+    const lora_tile *tiles;
+    const int *n_tiles;
+    float *v;        /* [n_split][n_tgt][T][RMAX] */
+    int n_slot, n_layer, layer, n_tok, n_in, n_split, k_chunk, r_stride;
+    int n_tgt, tgt[3], n_out[3];
+    void *y[3];
+};
+
+template <typename T>
+static __global__ void __launch_bounds__(256) k_lora_shrink(lora_args a, const T *x)
+{
+    __shared__ float x_s[LORA_TM][LORA_KC + 1];
+    __shared__ float a_s[LORA_RMAX][LORA_KC + 1];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.x];
+    int j = blockIdx.y, split = blockIdx.z;
+    if (tl.slot >= a.n_slot) return;
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + a.tgt[j]];
+    int R = md.rank;
+    if (R <= 0) return;
+    int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
+    int n_out_el = tl.tn * R;
+    float acc[LORA_TM * LORA_RMAX / 256];
+#pragma unroll
+    for (int i = 0; i < LORA_TM * LORA_RMAX / 256; i++) acc[i] = 0.0f;
+
+    for (int k0 = kb; k0 < ke; k0 += LORA_KC) {
+        int kn = min(LORA_KC, ke - k0);
+        for (int i = threadIdx.x; i < LORA_TM * LORA_KC; i += blockDim.x) {
+            int t = i / LORA_KC, k = i % LORA_KC;
+            x_s[t][k] = (t < tl.tn && k < kn) ? ldf(&x[(size_t)(tl.t0 + t) * a.n_in + k0 + k]) : 0.0f;
+        }
+        for (int i = threadIdx.x; i < R * LORA_KC; i += blockDim.x) {
+            int r = i / LORA_KC, k = i % LORA_KC;
+            a_s[r][k] = k < kn ? __bfloat162float(md.a[(size_t)r * a.n_in + k0 + k]) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < LORA_TM * LORA_RMAX / 256; i++) {
+            int o = threadIdx.x + 256 * i;
+            if (o < n_out_el) {
+                int t = o / R, r = o % R;
+                float s = 0.0f;
+#pragma unroll 16
+                for (int k = 0; k < LORA_KC; k++) s += x_s[t][k] * a_s[r][k];
+                acc[i] += s;
+            }
+        }
+        __syncthreads();
+    }
+    float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
+#pragma unroll
+    for (int i = 0; i < LORA_TM * LORA_RMAX / 256; i++) {
+        int o = threadIdx.x + 256 * i;
+        if (o < n_out_el) {
+            int t = o / R, r = o % R;
+            v[(size_t)(tl.t0 + t) * a.r_stride + r] = acc[i];
+        }
+    }
+}
+
+template <typename T>
+static __global__ void __launch_bounds__(256) k_lora_expand(lora_args a)
+{
+    __shared__ float v_s[LORA_TM][LORA_RMAX];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.x];
+    int j = blockIdx.z;
+    int N = a.n_out[j];
+    int n0 = blockIdx.y * 256;
+    if (n0 >= N || tl.slot >= a.n_slot) return;
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + a.tgt[j]];
+    int R = md.rank;
+    if (R <= 0) return;
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float s = 0.0f;
+        for (int sp = 0; sp < a.n_split; sp++)
+            s += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        v_s[t][r] = s * md.scale;
+    }
+    __syncthreads();
+    int n = n0 + threadIdx.x;
+    if (n >= N) return;
+    float acc[LORA_TM];
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) acc[t] = 0.0f;
+    const bf16 *b = md.b + (size_t)n * R;
+    for (int r = 0; r < R; r++) {
+        float bv = __bfloat162float(b[r]);
+#pragma unroll
+        for (int t = 0; t < LORA_TM; t++) acc[t] += v_s[t][r] * bv;
+    }
+    T *y = (T *)a.y[j];
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) {
+        if (t < tl.tn) {
+            T *p = &y[(size_t)(tl.t0 + t) * N + n];
+            stf(p, ldf(p) + acc[t]);
+        }
+    }
+}
+
+/* v2 shrink: tensor cores (WMMA 16x16x16 bf16 -> fp32). The block stages a 16-token x KC slice
+ * of x and the RP x KC slice of A (RP = R rounded up to 16, zero rows beyond R; zero token rows
+ * beyond the tile) in shared memory with 16-byte loads, then 4 warps split the KC steps, each
+ * holding RP/16 accumulator fragments (tokens x ranks); the 4 warps' partial tiles are summed
+ * through shared memory at the end. Needs x bf16 and K % 8 == 0 (else v1 is used). */
+#define LORA2_KC 256
+#define LORA2_LD (LORA2_KC + 8) /* padded row, in elements: 528 bytes, a multiple of 16 and 32-byte friendly */
+
+static size_t lora2_smem_bytes(int max_rank)
+{
+    int rp = (max_rank + 15) & ~15;
+    return (size_t)(16 + rp) * LORA2_LD * sizeof(bf16);
+}
+
+static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
+{
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char sm_raw[];
+    bf16 *xs = (bf16 *)sm_raw;       /* [16][LORA2_LD] */
+    bf16 *as = xs + 16 * LORA2_LD;   /* [RP][LORA2_LD] */
+    float *red = (float *)sm_raw;    /* [4][16][RP], reused after the K loop */
+    /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
+     * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
+    if ((int)blockIdx.y >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.y];
+    int j = blockIdx.x, split = blockIdx.z;
+    if (tl.slot >= a.n_slot) return;
+    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    int R = md.rank;
+    if (R <= 0) return;
+    const int RP = (R + 15) & ~15, nrb = RP / 16;
+    const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
+    const int warp = threadIdx.x / 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
+#pragma unroll
+    for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
+
+    for (int k0 = kb; k0 < ke; k0 += LORA2_KC) {
+        const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
+        const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
+        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
+            int t = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * a.n_in + k0 + c);
+            *(uint4 *)(xs + t * LORA2_LD + c) = v;
+        }
+        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
+            int r = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * a.n_in + k0 + c);
+            *(uint4 *)(as + r * LORA2_LD + c) = v;
+        }
+        __syncthreads();
+        for (int ks = warp * 16; ks < kn16; ks += 4 * 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, xs + ks, LORA2_LD);
+#pragma unroll
+            for (int i = 0; i < LORA_RMAX / 16; i++) {
+                if (i < nrb) {
+                    /* B[k][n] = A[r=n][k]: A's rows seen column-major are A^T */
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fb, as + i * 16 * LORA2_LD + ks, LORA2_LD);
+                    wmma::mma_sync(acc[i], fa, fb, acc[i]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < LORA_RMAX / 16; i++)
+        if (i < nrb) wmma::store_matrix_sync(red + warp * 16 * RP + i * 16, acc[i], RP, wmma::mem_row_major);
+    __syncthreads();
+    float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = red[(0 * 16 + t) * RP + r] + red[(1 * 16 + t) * RP + r] + red[(2 * 16 + t) * RP + r] +
+                    red[(3 * 16 + t) * RP + r];
+        v[(size_t)(tl.t0 + t) * a.r_stride + r] = sum;
+    }
+}
+
+/* v2 expand: as k_lora_expand, with B rows read 16 bytes at a time when R % 8 == 0. */
+template <typename T>
+static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
+{
+    __shared__ float v_s[LORA_TM][LORA_RMAX];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.x];
+    int j = blockIdx.z;
+    int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
+    int n0 = blockIdx.y * 256;
+    if (n0 >= N || tl.slot >= a.n_slot) return;
+    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    int R = md.rank;
+    if (R <= 0) return;
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = 0.0f;
+        for (int sp = 0; sp < a.n_split; sp++)
+            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        v_s[t][r] = sum * md.scale;
+    }
+    __syncthreads();
+    int n = n0 + threadIdx.x;
+    if (n >= N) return;
+    float acc[LORA_TM];
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) acc[t] = 0.0f;
+    const bf16 *b = md.b + (size_t)n * R;
+    if ((R & 7) == 0) {
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            uint4 u = *(const uint4 *)(b + r0);
+            const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 f = __bfloat1622float2(h[e]);
+#pragma unroll
+                for (int t = 0; t < LORA_TM; t++) acc[t] += v_s[t][r0 + 2 * e] * f.x + v_s[t][r0 + 2 * e + 1] * f.y;
+            }
+        }
+    } else {
+        for (int r = 0; r < R; r++) {
+            float bv = __bfloat162float(b[r]);
+#pragma unroll
+            for (int t = 0; t < LORA_TM; t++) acc[t] += v_s[t][r] * bv;
+        }
+    }
+    T *y = (T *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
+#pragma unroll
+    for (int t = 0; t < LORA_TM; t++) {
+        if (t < tl.tn) {
+            T *p = &y[(size_t)(tl.t0 + t) * N + n];
+            stf(p, ldf(p) + acc[t]);
+        }
+    }
+}
+
+int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    if (!c->have_setup) return lb_err_set(err, LB_E_INTERNAL, "lora before setup");
+    if (l.n_tgt < 1 || l.n_tgt > 3) LB_UNSUP("n_tgt %d (1..3)", l.n_tgt);
+    if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
+    if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
+    if (!l.n_tok || !l.n_seg || c->s.n_slot <= 0 || c->s.max_rank <= 0) return 0;
+    if (c->s.max_rank > LORA_RMAX) LB_UNSUP("max rank %d > %d", c->s.max_rank, LORA_RMAX);
+    size_t T = l.n_tok, K = l.n_in;
+    LB_TRY(lb_cu_check_buf(l.x, -1, T * K, "x", err));
+    LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
+    LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
+    lora_args a;
+    memset(&a, 0, sizeof a);
+    int n_out_max = 0;
+    for (int j = 0; j < l.n_tgt; j++) {
+        int t = l.tgt[j];
+        if ((unsigned)t >= LB_T_COUNT) return lb_err_set(err, LB_E_INTERNAL, "target %d", t);
+        if (l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
+            return lb_err_set(err, LB_E_INTERNAL, "%s: op shape K=%d N=%d, slots hold K=%d N=%d", lb_target_name((enum lb_target)t),
+                              l.n_in, l.n_out[j], c->mod_in[t], c->mod_out[t]);
+        LB_TRY(lb_cu_check_buf(l.y[j], l.x->dt, T * l.n_out[j], "y", err));
+        a.tgt[j] = t;
+        a.n_out[j] = l.n_out[j];
+        a.y[j] = l.y[j]->d;
+        if (l.n_out[j] > n_out_max) n_out_max = l.n_out[j];
+    }
+    a.mods = c->d_mods;
+    a.n_slot = c->s.n_slot;
+    a.n_layer = c->s.n_layer;
+    a.layer = l.layer;
+    a.n_tok = l.n_tok;
+    a.n_in = l.n_in;
+    a.n_tgt = l.n_tgt;
+    a.r_stride = c->s.max_rank;
+
+    size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
+    const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
+    /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
+    size_t want = (size_t)c->n_sm * (tc ? 8 : 2), base = n_tile_max * l.n_tgt;
+    /* K split only pays when tiles are few; keep >= 256 of K per split. */
+    int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
+    int max_split = (int)(K / 256) > 0 ? (int)(K / 256) : 1;
+    if (n_split > max_split) n_split = max_split;
+    if (n_split > 16) n_split = 16;
+    int k_chunk = (int)((K + n_split - 1) / n_split);
+    k_chunk = (k_chunk + LORA_KC - 1) / LORA_KC * LORA_KC;
+    n_split = (int)((K + k_chunk - 1) / k_chunk);
+    a.n_split = n_split;
+    a.k_chunk = k_chunk;
+
+    size_t tiles_bytes = (n_tile_max * sizeof(lora_tile) + 255) / 256 * 256;
+    size_t v_bytes = (size_t)n_split * l.n_tgt * T * a.r_stride * sizeof(float);
+    void *ws;
+    LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + v_bytes, &ws, err));
+    int *d_count = (int *)ws;
+    a.n_tiles = d_count;
+    a.tiles = (lora_tile *)((char *)ws + 256);
+    a.v = (float *)((char *)ws + 256 + tiles_bytes);
+
+    k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d, l.n_seg,
+                                            (lora_tile *)a.tiles, d_count);
+    LB_CU_LAUNCH();
+    dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
+    if (tc) {
+        size_t sm = lora2_smem_bytes(c->s.max_rank);
+        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+        k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
+        LB_CU_LAUNCH();
+        k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+        return 0;
+    }
+    LB_DISPATCH_FB(l.x->dt, T_, {
+        k_lora_shrink<T_><<<g_shrink, 256, 0, c->stream>>>(a, (const T_ *)l.x->d);
+        LB_CU_LAUNCH();
+        k_lora_expand<T_><<<g_expand, 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+    });
+    return 0;
+}
