@@ -45,6 +45,7 @@ struct hent { /* a candidate merge: the pair starting at symbol pos had this ran
 /* Word cache: word bytes -> the ids BPE gave it (before unk fusing). Per call. */
 #define CACHE_MAX_WORD 256
 #define CACHE_MAX_SLOTS (1u << 17)
+#define CACHE_MAX_ARENA ((size_t)16 << 20) /* bytes of keys + ids per thread */
 struct cache_slot {
     uint32_t hash; /* 0: empty */
     uint32_t n_key;
@@ -138,8 +139,9 @@ static const int32_t *cache_ids(const struct cache *c, const struct cache_slot *
 static void cache_put(struct cache *c, const uint8_t *w, size_t n, uint32_t h, const int32_t *ids, size_t n_ids)
 {
     if (n_ids > 0xFFFF) return;
-    if ((c->n + 1) * 10 > (c->mask + 1) * 7) {
-        if (c->mask + 1 >= CACHE_MAX_SLOTS) { /* full: start over */
+    size_t need = ((n + 3) & ~(size_t)3) + n_ids * sizeof(int32_t);
+    if ((c->n + 1) * 10 > (c->mask + 1) * 7 || c->arena_n + need > CACHE_MAX_ARENA) {
+        if (c->mask + 1 >= CACHE_MAX_SLOTS || c->arena_n + need > CACHE_MAX_ARENA) { /* full: start over */
             memset(c->slots, 0, (size_t)(c->mask + 1) * sizeof *c->slots);
             c->n = 0;
             c->arena_n = 0;
@@ -158,7 +160,6 @@ static void cache_put(struct cache *c, const uint8_t *w, size_t n, uint32_t h, c
             c->mask = cap - 1;
         }
     }
-    size_t need = ((n + 3) & ~(size_t)3) + n_ids * sizeof(int32_t);
     if (c->arena_n + need > c->arena_cap) {
         size_t cap = c->arena_cap ? c->arena_cap * 2 : 65536;
         while (cap < c->arena_n + need) cap *= 2;

@@ -527,8 +527,10 @@ static void test_refusals(void)
         {bl, "\"ignore_merges\":false,", "\"ignore_merges\":false,\"foo\":1,", "\"foo\"", LB_E_UNSUPPORTED},
         {bl, "\"dropout\":null", "\"dropout\":0.1", "dropout", LB_E_UNSUPPORTED},
         {bl, "\"truncation\":null", "\"truncation\":{\"max_length\":5}", "truncation", LB_E_UNSUPPORTED},
-        {bl, "{\"type\":\"Split\"", "{\"type\":\"Metaspace\",\"replacement\":\"_\"},{\"type\":\"Split\"", "Metaspace",
+        {bl, "{\"type\":\"Split\"", "{\"type\":\"Digits\",\"individual_digits\":true},{\"type\":\"Split\"", "Digits",
          LB_E_UNSUPPORTED},
+        {bl, "{\"type\":\"Split\"", "{\"type\":\"Metaspace\",\"prepend_scheme\":\"sometimes\"},{\"type\":\"Split\"",
+         "sometimes", LB_E_UNSUPPORTED},
         {bl, "\\\\p{N}{1,3}", "\\\\w+", "\\w", LB_E_UNSUPPORTED},
         {bl, "\\\\p{N}{1,3}", "[[:alpha:]]", "nested character class", LB_E_UNSUPPORTED},
         {bl, "\\\\p{N}{1,3}", "(?x)a", "(?x", LB_E_UNSUPPORTED},
@@ -551,6 +553,141 @@ static void test_refusals(void)
     refused("not json", LB_E_INPUT, "tokenizer.json");
     refused("{}", LB_E_INPUT, "model");
     free(bl);
+    free(sp);
+}
+
+/* ---------------------------------------------------------------- seeded random checks */
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+/* Random valid UTF-8 from a pool of pieces that stress splitting and BPE (no <tool>: its
+ * lstrip/rstrip eat spaces, which a round trip cannot give back). */
+static size_t random_text(char *out, size_t cap, int allow_specials)
+{
+    static const char *pool[] = {"a", "b", "h", "e", "l", "o", " ", "  ", "\t", "\n", "\r\n", "'s", "'S", "1", "234",
+                                 "!", "?!", ".", "\xc3\xa9", "\xe4\xbd\xa0", "\xf0\x9f\x98\x80", "\xe2\x80\x8d",
+                                 "\xe1\xa0\x8e", "\xc2\xa0", "\xe3\x80\x80", "hello", " world", "aaaa", "xyz",
+                                 "\xc5\xbf", "<too", "<|bos|>", "<|eot|>", "<|bo"};
+    size_t n = 0, k = 1 + rnd(40);
+    size_t np = sizeof pool / sizeof pool[0] - (allow_specials ? 0 : 4); /* the last 4 hold '<' */
+    for (size_t i = 0; i < k; i++) {
+        const char *p = pool[rnd((uint32_t)np)];
+        size_t l = strlen(p);
+        if (rnd(40) == 0) { p = "\0"; l = 1; }
+        if (n + l >= cap) break;
+        memcpy(out + n, p, l);
+        n += l;
+    }
+    return n;
+}
+
+static void test_random_roundtrip(void)
+{
+    char *js = bytelevel_json(NULL, NULL, NULL);
+    struct lb_tok *t = load(js, NULL);
+    if (!t) { T_CHECK(0, "load"); free(js); return; }
+    struct lb_tok_ids v = {0};
+    struct lb_tok_text out = {0};
+    struct lb_err err = {0};
+    char buf[512];
+    int bad = 0;
+    for (int i = 0; i < 3000 && bad < 3; i++) {
+        size_t n = random_text(buf, sizeof buf, 1);
+        if (lb_tok_encode(t, buf, n, i & 1 ? LB_TOK_ADD_SPECIAL : 0, &v, &err) ||
+            lb_tok_decode(t, v.ids, v.n, LB_TOK_SKIP_SPECIAL, &out, &err)) {
+            T_CHECK(0, "random %d: %s", i, err.msg);
+            bad++;
+            continue;
+        }
+        /* byte-level BPE loses nothing; skipping specials drops only <|bos|> / <|eot|> */
+        char want[512];
+        size_t m = 0;
+        for (size_t j = 0; j < n;) {
+            if (n - j >= 7 && (!memcmp(buf + j, "<|bos|>", 7) || !memcmp(buf + j, "<|eot|>", 7))) { j += 7; continue; }
+            want[m++] = buf[j++];
+        }
+        if (out.n != m || memcmp(out.s, want, m)) {
+            T_CHECK(0, "random %d: decode(encode(x)) != x (%zu vs %zu bytes)", i, out.n, m);
+            bad++;
+        }
+    }
+    lb_tok_free(t);
+    free(js);
+    /* SentencePiece style: decode(encode(x)) == x when x has no "▁" and no "<" */
+    js = sp_json(1);
+    t = load(js, NULL);
+    if (!t) { T_CHECK(0, "load sp"); free(js); lb_tok_ids_free(&v); lb_tok_text_free(&out); return; }
+    for (int i = 0; i < 3000 && bad < 3; i++) {
+        size_t n = random_text(buf, sizeof buf, 0);
+        if (n && buf[0] == ' ') buf[0] = 'a'; /* Strip would eat a leading space of the input too */
+        if (lb_tok_encode(t, buf, n, 0, &v, &err) || lb_tok_decode(t, v.ids, v.n, 0, &out, &err)) {
+            T_CHECK(0, "sp random %d: %s", i, err.msg);
+            bad++;
+            continue;
+        }
+        if (out.n != n || memcmp(out.s, buf, n)) {
+            T_CHECK(0, "sp random %d: decode(encode(x)) != x", i);
+            bad++;
+        }
+    }
+    lb_tok_ids_free(&v);
+    lb_tok_text_free(&out);
+    lb_tok_free(t);
+    free(js);
+}
+
+/* Mutated tokenizer.json files load or are refused with a message; never crash. */
+static void test_loader_mutations(void)
+{
+    char *js = bytelevel_json(NULL, NULL, NULL);
+    char *sp = sp_json(1);
+    size_t loaded = 0, refused_n = 0;
+    for (int i = 0; i < 600; i++) {
+        const char *base = i & 1 ? sp : js;
+        size_t n = strlen(base);
+        char *m = malloc(n + 64);
+        memcpy(m, base, n);
+        size_t len = n;
+        int kind = (int)rnd(4);
+        size_t at = rnd((uint32_t)n);
+        if (kind == 0) m[at] = (char)rnd(256);                 /* flip a byte */
+        else if (kind == 1) len = at;                          /* truncate */
+        else if (kind == 2) {                                  /* delete a run */
+            size_t k = 1 + rnd(40);
+            if (at + k > n) k = n - at;
+            memmove(m + at, m + at + k, n - at - k);
+            len = n - k;
+        } else {                                               /* put a structural char somewhere */
+            static const char c[] = "{}[]\",:0-\\";
+            m[at] = c[rnd(sizeof c - 1)];
+        }
+        struct lb_tok *t = NULL;
+        struct lb_err err = {0};
+        int rc = lb_tok_load_buf(&t, m, len, NULL, 0, &err);
+        if (rc == 0) {
+            loaded++;
+            struct lb_tok_ids v = {0};
+            struct lb_tok_text out = {0};
+            lb_tok_encode(t, "hello world <tool> \xe4\xbd\xa0", 23, LB_TOK_ADD_SPECIAL, &v, &err);
+            lb_tok_decode(t, v.ids, v.n, 0, &out, &err);
+            lb_tok_ids_free(&v);
+            lb_tok_text_free(&out);
+            lb_tok_free(t);
+        } else {
+            refused_n++;
+            T_CHECK(t == NULL && err.msg[0], "mutation %d refused without a message (rc %d)", i, rc);
+        }
+        free(m);
+    }
+    T_CHECK(loaded > 0 && refused_n > 0, "loaded %zu, refused %zu", loaded, refused_n);
+    free(js);
     free(sp);
 }
 
@@ -618,5 +755,7 @@ int main(void)
     T_RUN(test_regex_gives_up);
     T_RUN(test_refusals);
     T_RUN(test_threads);
+    T_RUN(test_random_roundtrip);
+    T_RUN(test_loader_mutations);
     return T_DONE();
 }
