@@ -279,6 +279,248 @@ static __global__ void k_attn_merge(attn_args a)
 }
 
 
+/* ------------------------------------------------------------------ v3: decode (one query row)
+ * k_attn_decode<DPL, GH>  one block (4 warps) per (sequence with exactly one query row, kv head,
+ *   group of <= GH query heads, KV split). The block streams its key range in tiles of 64 keys:
+ *   K and V rows are copied page by page into shared memory with 16-byte cp.async, two stages
+ *   deep (the next tile is in flight while the current one is used), so every block keeps ~34 KB
+ *   of loads outstanding (v1 had one 16-byte load per lane outstanding at a time). Warp w takes
+ *   keys 16w..16w+15 of each tile: lane l dots key (l & 15) against the block's query heads over
+ *   half of D (l >> 4), one shuffle completes the score; the warp's online softmax (log2 domain)
+ *   writes p to shared memory, then every lane accumulates p * V for DPL dims of its heads.
+ *   Warps merge (m, l, acc) in shared memory at the end; KV splits are merged by k_attn_merge.
+ *   Needs D % 16 == 0, D <= 128 (the tensor-core prefill's condition; other shapes take v1).
+ *   Keys whose page is out of range are masked (as in k_attn_paged). */
+#define ADC_KT 64 /* keys per tile */
+#define ADC_NW 4
+
+struct adc_smem_layout {
+    int kld, vld;  /* bf16 row strides: K padded by 16 bytes (conflict-free lane-per-key reads) */
+    size_t stage, v_rel, ok_off, q_off, p_off, m_off, l_off, a_off, bytes; /* stage s: K at s*stage, V at +v_rel */
+};
+
+__host__ __device__ static adc_smem_layout adc_layout(int D, int GH)
+{
+    adc_smem_layout L;
+    L.kld = D + 8;
+    L.vld = D;
+    L.v_rel = (size_t)ADC_KT * L.kld * 2;
+    L.stage = L.v_rel + (size_t)ADC_KT * L.vld * 2;
+    size_t off = 2 * L.stage;
+    size_t stage_end = off;
+    /* merge area (after the key loop) reuses the stages when it fits */
+    size_t merge = (size_t)ADC_NW * GH * D * 4;
+    L.a_off = 0;
+    if (merge > stage_end) off = merge;
+    L.ok_off = off; off += 2 * ADC_KT * 4;                 /* int row_ok[2][KT] */
+    L.q_off = off; off += (size_t)GH * D * 4;              /* float q[GH][D] (scaled) */
+    L.p_off = off; off += (size_t)ADC_NW * 16 * GH * 4;     /* float p[NW][16][GH] */
+    L.m_off = off; off += (size_t)ADC_NW * GH * 4;
+    L.l_off = off; off += (size_t)ADC_NW * GH * 4;
+    L.bytes = off;
+    return L;
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: no bytes read, the 16 destination bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <int DPL, int GH>
+static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
+{
+    extern __shared__ __align__(128) unsigned char sm[];
+    const int s = blockIdx.x;
+    const int q0 = a.q_indptr[s];
+    if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: tensor-core kernel; empty: nothing */
+    const int t = q0;
+    const int n_hg = (a.G + GH - 1) / GH;
+    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg, split = blockIdx.z;
+    const int h0 = kvh * a.G + hg * GH;
+    const int gn = min(GH, a.G - hg * GH);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int D = a.D;
+    const adc_smem_layout L = adc_layout(D, GH);
+    int *row_ok = (int *)(sm + L.ok_off);
+    float *q_s = (float *)(sm + L.q_off);
+    float *p_s = (float *)(sm + L.p_off) + warp * 16 * GH;
+
+    int len = min(a.pos[t] + 1, a.kv_len[s]);
+    if (len < 0) len = 0;
+    int chunk = (len + a.n_split - 1) / a.n_split;
+    chunk = (chunk + ADC_KT - 1) / ADC_KT * ADC_KT;
+    const int k0 = min(len, split * chunk), k1 = min(len, k0 + chunk);
+    const int n_tiles = (k1 - k0 + ADC_KT - 1) / ADC_KT;
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+    const int cpr = D / 8; /* 16-byte chunks per row */
+
+    for (int i = threadIdx.x; i < GH * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        q_s[i] = g < gn ? __bfloat162float(a.q[((size_t)t * a.NH + h0 + g) * D + d]) * a.scale_log2 : 0.0f;
+    }
+
+    /* issue the copies of tile `it` into stage st */
+    auto issue = [&](int it, int st) {
+        bf16 *ks = (bf16 *)(sm + st * L.stage), *vs = (bf16 *)(sm + st * L.stage + L.v_rel);
+        const int kt = k0 + it * ADC_KT;
+        for (int i = threadIdx.x; i < ADC_KT * cpr; i += ADC_NW * 32) {
+            int r = i / cpr, c = i - r * cpr, key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < k1) {
+                int page = pages[key / a.B];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * L.kld + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * L.vld + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * ADC_KT + r] = ok;
+        }
+    };
+
+    float m[GH], l[GH], acc[GH][DPL];
+#pragma unroll
+    for (int g = 0; g < GH; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
+    }
+    const int kl = lane & 15, half = lane >> 4;
+    const int dh = D / 2; /* dims per half, a multiple of 8 */
+
+    if (n_tiles > 0) issue(0, 0);
+    cp_async_commit();
+    for (int it = 0; it < n_tiles; it++) {
+        const int st = it & 1;
+        if (it + 1 < n_tiles) issue(it + 1, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>(); /* tile it has landed (this thread's copies) */
+        __syncthreads();    /* ... and every thread's */
+        const bf16 *ks = (const bf16 *)(sm + st * L.stage), *vs = (const bf16 *)(sm + st * L.stage + L.v_rel);
+        const int kw = k0 + it * ADC_KT + warp * 16; /* first key of this warp */
+        const int nk = max(0, min(16, k1 - kw));
+        if (nk > 0) {
+            const int r = warp * 16 + kl;
+            const bool valid = kl < nk && row_ok[st * ADC_KT + r];
+            float sc[GH];
+#pragma unroll
+            for (int g = 0; g < GH; g++) sc[g] = 0.0f;
+            const bf16 *krow = ks + r * L.kld + half * dh;
+            const float *qh = q_s + half * dh;
+            for (int d0 = 0; d0 < dh; d0 += 8) {
+                float kf[8];
+                load_bf16<8>(krow + d0, kf);
+#pragma unroll
+                for (int g = 0; g < GH; g++) {
+                    if (g < gn) {
+                        float4 qa = *(const float4 *)(qh + g * D + d0), qb = *(const float4 *)(qh + g * D + d0 + 4);
+                        sc[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] +
+                                 qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < GH; g++) {
+                if (g < gn) {
+                    float x = sc[g] + __shfl_xor_sync(0xffffffffu, sc[g], 16);
+                    x = valid ? x : -INFINITY;
+                    float m_new = fmaxf(m[g], warp_max(x));
+                    float p = 0.0f, corr = 1.0f;
+                    if (m_new != -INFINITY) {
+                        p = valid ? exp2f(x - m_new) : 0.0f;
+                        corr = exp2f(m[g] - m_new); /* m[g] == -inf gives 0; acc and l are 0 then */
+                    }
+                    l[g] = l[g] * corr + warp_sum(half == 0 ? p : 0.0f);
+                    m[g] = m_new;
+#pragma unroll
+                    for (int e = 0; e < DPL; e++) acc[g][e] *= corr;
+                    if (half == 0) p_s[kl * GH + g] = p;
+                }
+            }
+            __syncwarp();
+            if (lane * DPL < D) {
+                const bf16 *vcol = vs + (size_t)(warp * 16) * L.vld + lane * DPL;
+#pragma unroll 4
+                for (int j = 0; j < nk; j++) {
+                    float vf[DPL];
+                    load_bf16<DPL>(vcol + j * L.vld, vf);
+#pragma unroll
+                    for (int g = 0; g < GH; g++) {
+                        if (g < gn) {
+                            float p = p_s[j * GH + g];
+#pragma unroll
+                            for (int e = 0; e < DPL; e++) acc[g][e] += p * vf[e];
+                        }
+                    }
+                }
+            }
+            __syncwarp();
+        }
+        __syncthreads(); /* stage st is free for the copies of tile it + 2 */
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    /* merge the warps */
+    float *m_s = (float *)(sm + L.m_off), *l_s = (float *)(sm + L.l_off), *acc_s = (float *)(sm + L.a_off);
+#pragma unroll
+    for (int g = 0; g < GH; g++) {
+        if (lane == 0) {
+            m_s[warp * GH + g] = m[g];
+            l_s[warp * GH + g] = l[g];
+        }
+        if (lane * DPL < D) {
+#pragma unroll
+            for (int e = 0; e < DPL; e++) acc_s[(warp * GH + g) * D + lane * DPL + e] = acc[g][e];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        float M = -INFINITY;
+        for (int w = 0; w < ADC_NW; w++) M = fmaxf(M, m_s[w * GH + g]);
+        float Lsum = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+            for (int w = 0; w < ADC_NW; w++) {
+                float f = exp2f(m_s[w * GH + g] - M);
+                Lsum += l_s[w * GH + g] * f;
+                A += acc_s[(w * GH + g) * D + d] * f;
+            }
+        }
+        size_t oi = ((size_t)t * a.NH + h0 + g);
+        if (a.n_split == 1) {
+            a.out[oi * D + d] = __float2bfloat16_rn(Lsum > 0.0f ? A / Lsum : 0.0f);
+        } else {
+            float *pp = a.part + ((size_t)split * a.n_tok * a.NH + oi) * (D + 2);
+            pp[d] = A;
+            if (d == 0) {
+                pp[D] = M;
+                pp[D + 1] = Lsum;
+            }
+        }
+    }
+}
+
+template <int DPL, int GH>
+static int adc_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err *err)
+{
+    adc_smem_layout L = adc_layout(a.D, GH);
+    if (L.bytes > 48 * 1024) {
+        LB_CU(cudaFuncSetAttribute(k_attn_decode<DPL, GH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+        LB_CU(cudaFuncSetAttribute(k_attn_decode<DPL, GH>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
+    k_attn_decode<DPL, GH><<<g, ADC_NW * 32, L.bytes, c->stream>>>(a);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 /* ------------------------------------------------------------------ v2: tensor-core prefill
  * k_attn_tiles  cuts every sequence with >= 2 query rows into tiles of <= 16 consecutive rows.
  * k_attn_prefill_tc  one block (4 warps) per (tile, kv head, group of <= 4 query heads): warp w
@@ -580,6 +822,18 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     if (n_split > 64) n_split = 64;
     a.n_split = n_split;
+    /* v3: the single-row (decode) sequences go to k_attn_decode, a grid over sequences; the
+     * v1/v2 SIMT kernel is then not launched at all. */
+    const int dec = tc && c->attn_variant >= 3;
+    const int GH = a.G <= 4 ? 4 : 8;
+    const int n_hg_dec = (a.G + GH - 1) / GH;
+    if (dec) {
+        /* about two waves of 3 blocks per SM; splits of >= 1 tile each */
+        size_t base_d = S * NKV * n_hg_dec, want_d = (size_t)c->n_sm * 6;
+        n_split = base_d >= want_d ? 1 : (int)((want_d + base_d - 1) / base_d);
+        if (n_split > 64) n_split = 64;
+        a.n_split = n_split;
+    }
     size_t n_tile_max = tc ? (T + 15) / 16 + S : 0;
     size_t tiles_bytes = (n_tile_max * sizeof(atc_tile) + 255) / 256 * 256;
     size_t part_bytes = n_split > 1 ? (size_t)n_split * T * NH * (D + 2) * sizeof(float) : 0;
@@ -598,8 +852,25 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
         LB_CU_LAUNCH();
     }
-    dim3 grid((unsigned)T, (unsigned)(NKV * a.n_hgrp), (unsigned)n_split);
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+    if (dec) {
+        dim3 gd((unsigned)S, (unsigned)(NKV * n_hg_dec), (unsigned)n_split);
+        if (GH == 4) {
+            if (dpl == 1) LB_TRY((adc_launch<1, 4>(c, a, gd, err)));
+            else if (dpl == 2) LB_TRY((adc_launch<2, 4>(c, a, gd, err)));
+            else LB_TRY((adc_launch<4, 4>(c, a, gd, err)));
+        } else {
+            if (dpl == 1) LB_TRY((adc_launch<1, 8>(c, a, gd, err)));
+            else if (dpl == 2) LB_TRY((adc_launch<2, 8>(c, a, gd, err)));
+            else LB_TRY((adc_launch<4, 8>(c, a, gd, err)));
+        }
+        if (n_split > 1) {
+            k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+        }
+        return 0;
+    }
+    dim3 grid((unsigned)T, (unsigned)(NKV * a.n_hgrp), (unsigned)n_split);
     switch (dpl) {
     case 1: k_attn_paged<1><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
     case 2: k_attn_paged<2><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;

@@ -387,15 +387,53 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     size_t tiles_bytes = (n_tile_max * sizeof(lora_tile) + 255) / 256 * 256;
     size_t v_bytes = (size_t)n_split * l.n_tgt * T * a.r_stride * sizeof(float);
     void *ws;
-    LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + v_bytes, &ws, err));
-    int *d_count = (int *)ws;
-    a.n_tiles = d_count;
-    a.tiles = (lora_tile *)((char *)ws + 256);
-    a.v = (float *)((char *)ws + 256 + tiles_bytes);
-
-    k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d, l.n_seg,
-                                            (lora_tile *)a.tiles, d_count);
-    LB_CU_LAUNCH();
+    if (c->lora_variant >= 3) {
+        /* The tile list depends only on seg_start/seg_slot (uploaded once per step, the same for
+         * all targets and layers): build it into its own buffer on the first op of a step and
+         * reuse it while the buffers, sizes and c->buf_gen (bumped by every upload/alloc/free)
+         * are unchanged. Saves one launch per op. */
+        int hit = c->lc_valid && c->lc_start == l.seg_start->d && c->lc_slot == l.seg_slot->d &&
+                  c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_gen == c->buf_gen;
+        if (!hit) {
+            c->lc_valid = 0;
+            if (256 + tiles_bytes > c->lora_tl_bytes) {
+                size_t want = 256 + tiles_bytes + tiles_bytes / 4 + 4096;
+                LB_CU(cudaStreamSynchronize(c->stream));
+                if (c->d_lora_tl) LB_CU(cudaFree(c->d_lora_tl));
+                c->d_lora_tl = NULL;
+                c->lora_tl_bytes = 0;
+                cudaError_t e = cudaMalloc(&c->d_lora_tl, want);
+                if (e != cudaSuccess) {
+                    (void)cudaGetLastError();
+                    return lb_err_set(err, LB_E_OOM, "cuda: LoRA tile list of %zu bytes: %s", want, cudaGetErrorName(e));
+                }
+                c->lora_tl_bytes = want;
+            }
+            k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                    l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
+                                                    (int *)c->d_lora_tl);
+            LB_CU_LAUNCH();
+            c->lc_valid = 1;
+            c->lc_start = l.seg_start->d;
+            c->lc_slot = l.seg_slot->d;
+            c->lc_nseg = l.n_seg;
+            c->lc_ntok = l.n_tok;
+            c->lc_gen = c->buf_gen;
+        }
+        LB_TRY(lb_cu_ws(c, v_bytes, &ws, err));
+        a.n_tiles = (const int *)c->d_lora_tl;
+        a.tiles = (const lora_tile *)((char *)c->d_lora_tl + 256);
+        a.v = (float *)ws;
+    } else {
+        LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + v_bytes, &ws, err));
+        int *d_count = (int *)ws;
+        a.n_tiles = d_count;
+        a.tiles = (lora_tile *)((char *)ws + 256);
+        a.v = (float *)((char *)ws + 256 + tiles_bytes);
+        k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                l.n_seg, (lora_tile *)a.tiles, d_count);
+        LB_CU_LAUNCH();
+    }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
