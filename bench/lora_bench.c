@@ -26,7 +26,7 @@
 static struct lb_backend be;
 static struct lb_err err;
 static FILE *json;
-static const char *variant(const char *env) { const char *v = getenv(env); return v && *v ? v : "2"; }
+static const char *variant(const char *env) { const char *v = getenv(env); return v && *v ? v : "3"; }
 
 static double now_s(void)
 {
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
     s.n_vocab = 128256;
     s.rms_eps = 1e-5f;
     s.rope_theta = 500000.0f;
-    s.n_page = 256 * 48; /* 256 seqs x 640 tokens at B=16 = 10240 pages */
+    s.n_page = 256 * 130; /* 256 seqs x 2048 tokens at B=16 = 32768 pages */
     s.page_size = 16;
     s.n_slot = N_ADAPTER;
     s.max_rank = 64;
@@ -323,6 +323,7 @@ int main(int argc, char **argv)
     bench_lora("decode-base-only", 256, 1, ss, sl, 0);
 
     bench_attn("decode", 256, 640, 1, 16);
+    bench_attn("decode-2k", 256, 2048, 1, 16);
     bench_attn("decode-long", 8, 8192, 1, 16);
     bench_attn("prefill", 16, 512, 512, 16);
     if (json) fclose(json);

@@ -70,6 +70,7 @@ struct lb_cu {
      * LB_CUDA_ATTN=1 -> SIMT attention for every token, 2 -> tensor-core prefill + SIMT decode,
      * default 3 -> tensor-core prefill + cp.async-pipelined decode (k_attn_decode). */
     int lora_variant, attn_variant;
+    int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 
