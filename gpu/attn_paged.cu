@@ -747,6 +747,229 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_tc(attn_args a, con
     }
 }
 
+/* ------------------------------------------------------------------ v3: prefill, FA2-style
+ * k_attn_prefill_fa<D>  same grid and tiles as k_attn_prefill_tc (one block = 16 query rows x 4
+ *   heads of one kv head; warp w owns head h0 + w), but S, P and O never leave registers: raw
+ *   mma.sync m16n8k16 (bf16 in, fp32 accumulate) with the documented fragment layouts. Q is held
+ *   as D/16 A fragments; per tile of 64 keys, S (16 x 64: 8 C fragments) = Q K^T with K fragments
+ *   read by ldmatrix; the online softmax works on the C fragments (a row lives in the 4 lanes of a
+ *   quad: two shuffles); P is repacked from the C fragments into A fragments (bf16, the FA2 trick)
+ *   and O (16 x D: D/8 C fragments) += P V with V fragments read by ldmatrix.trans. K/V tiles come
+ *   through the page table by cp.async, two stages deep. l sums the bf16-rounded p (what P V
+ *   sums), as in v2. Instantiated for D = 64 and 128; other D % 16 == 0 take v2. */
+__device__ __forceinline__ void mma_bf16_16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t &r0, uint32_t &r1, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t &r0, uint32_t &r1, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); /* .x = lo (lower address / lower k) */
+    return *(uint32_t *)&h;
+}
+
+#define AFA_KT 64
+template <int D>
+static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, const atc_tile *tiles, const int *n_tiles)
+{
+    constexpr int LD = D + 8; /* bf16 row stride of the K/V stages: 16-byte padded, ldmatrix conflict-free */
+    constexpr int STAGE = 2 * AFA_KT * LD; /* elements: K then V */
+    extern __shared__ __align__(128) unsigned char sm[];
+    bf16 *stg = (bf16 *)sm;
+    int *row_ok = (int *)(sm + 2 * STAGE * sizeof(bf16)); /* [2][KT] */
+    if ((int)blockIdx.x >= *n_tiles) return;
+    const atc_tile tl = tiles[blockIdx.x];
+    const int n_hg = (a.G + 3) / 4;
+    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int h = kvh * a.G + hg * 4 + warp;
+    const bool head_ok = hg * 4 + warp < a.G;
+    const int s = tl.seq;
+    const int kv_len = a.kv_len[s];
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+    const int qr = lane >> 2, qc = (lane & 3) * 2; /* fragment row (and row + 8), column pair */
+
+    /* Q fragments: A[16][D] rows t0 + r (zero beyond the tile / for a missing head) */
+    uint32_t qf[D / 16][4];
+    {
+        const bool r0ok = head_ok && qr < tl.tn, r1ok = head_ok && qr + 8 < tl.tn;
+        const bf16 *q0 = a.q + ((size_t)(tl.t0 + qr) * a.NH + h) * D;
+        const bf16 *q1 = a.q + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            int c0 = kk * 16 + qc;
+            qf[kk][0] = r0ok ? *(const uint32_t *)(q0 + c0) : 0u;
+            qf[kk][1] = r1ok ? *(const uint32_t *)(q1 + c0) : 0u;
+            qf[kk][2] = r0ok ? *(const uint32_t *)(q0 + c0 + 8) : 0u;
+            qf[kk][3] = r1ok ? *(const uint32_t *)(q1 + c0 + 8) : 0u;
+        }
+    }
+    /* keys needed by the tile, and each of this lane's two rows' causal limits */
+    int kmax = 0;
+    for (int r = 0; r < tl.tn; r++) kmax = max(kmax, a.pos[tl.t0 + r] + 1);
+    kmax = min(kmax, kv_len);
+    const int lim0 = qr < tl.tn ? min(a.pos[tl.t0 + qr] + 1, kv_len) : 0;
+    const int lim1 = qr + 8 < tl.tn ? min(a.pos[tl.t0 + qr + 8] + 1, kv_len) : 0;
+    const int n_kt = (kmax + AFA_KT - 1) / AFA_KT;
+
+    auto issue = [&](int it, int st) {
+        bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
+        const int kt = it * AFA_KT;
+        for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < kmax) {
+                int page = pages[key / a.B];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * AFA_KT + r] = ok;
+        }
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows qr and qr + 8 */
+
+    if (n_kt > 0) issue(0, 0);
+    cp_async_commit();
+    for (int it = 0; it < n_kt; it++) {
+        const int st = it & 1;
+        if (it + 1 < n_kt) issue(it + 1, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (head_ok) {
+            const bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
+            const int kt = it * AFA_KT;
+            float sc[AFA_KT / 8][4];
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+                sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    uint32_t b0, b1;
+                    /* lanes 0-7: keys nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
+                    const bf16 *pk = ks + (nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
+                    ldsm_x2(b0, b1, pk);
+                    mma_bf16_16816(sc[nb], qf[kk], b0, b1);
+                }
+            }
+            /* scale, mask, row max over the quad */
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int key = kt + nb * 8 + qc + e;
+                    bool ok = row_ok[st * AFA_KT + nb * 8 + qc + e] != 0;
+                    float x0 = (ok && key < lim0) ? sc[nb][e] * a.scale_log2 : -INFINITY;
+                    float x1 = (ok && key < lim1) ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
+                    sc[nb][e] = x0;
+                    sc[nb][2 + e] = x1;
+                    mx0 = fmaxf(mx0, x0);
+                    mx1 = fmaxf(mx1, x1);
+                }
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+            const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+            m0 = mn0;
+            m1 = mn1;
+            /* p (bf16-rounded), row sums of this lane's columns, packed into A fragments */
+            uint32_t pf[AFA_KT / 16][4];
+            float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float mm = e < 2 ? mn0 : mn1;
+                    float x = sc[nb][e];
+                    p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+                }
+                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+                s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
+                s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+                /* C fragment of keys nb*8..+7 -> half of the A fragment of k16 step nb/2 */
+                pf[nb / 2][(nb & 1) * 2 + 0] = lo; /* a0a1 (row qr) or a4a5 */
+                pf[nb / 2][(nb & 1) * 2 + 1] = hi; /* a2a3 (row qr+8) or a6a7 */
+            }
+            l0 = l0 * c0 + s0;
+            l1 = l1 * c1 + s1;
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[nd][0] *= c0;
+                o[nd][1] *= c0;
+                o[nd][2] *= c1;
+                o[nd][3] *= c1;
+            }
+#pragma unroll
+            for (int ks16 = 0; ks16 < AFA_KT / 16; ks16++) {
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++) {
+                    uint32_t b0, b1;
+                    /* lanes 0-7: V rows (keys) ks16*16 + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
+                    const bf16 *pv = vs + (ks16 * 16 + (lane & 15)) * LD + nd * 8;
+                    ldsm_x2_t(b0, b1, pv);
+                    mma_bf16_16816(o[nd], pf[ks16], b0, b1);
+                }
+            }
+        }
+        __syncthreads(); /* stage st is free for tile it + 2 */
+    }
+    cp_async_wait<0>();
+    if (!head_ok) return;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+    bf16 *out0 = a.out + ((size_t)(tl.t0 + qr) * a.NH + h) * D + qc;
+    bf16 *out1 = a.out + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D + qc;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        if (qr < tl.tn) *(__nv_bfloat162 *)(out0 + nd * 8) = __floats2bfloat162_rn(o[nd][0] * i0, o[nd][1] * i0);
+        if (qr + 8 < tl.tn) *(__nv_bfloat162 *)(out1 + nd * 8) = __floats2bfloat162_rn(o[nd][2] * i1, o[nd][3] * i1);
+    }
+}
+
+template <int D>
+static int afa_launch(struct lb_cu *c, const attn_args &a, dim3 g, const atc_tile *tiles, const int *cnt,
+                      struct lb_err *err)
+{
+    size_t bytes = (size_t)2 * 2 * AFA_KT * (D + 8) * sizeof(bf16) + 2 * AFA_KT * sizeof(int);
+    if (bytes > 48 * 1024) {
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
+    k_attn_prefill_fa<D><<<g, 128, bytes, c->stream>>>(a, tiles, cnt);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &w = op->u.kv_write;
@@ -845,12 +1068,17 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         atc_tile *tiles = (atc_tile *)((char *)ws + 256);
         k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);
         LB_CU_LAUNCH();
-        atc_smem_layout L = atc_layout(D);
-        if (L.bytes > 48 * 1024)
-            LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
         dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
-        k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
-        LB_CU_LAUNCH();
+        if (c->attn_prefill >= 3 && (D == 64 || D == 128)) {
+            if (D == 64) LB_TRY(afa_launch<64>(c, a, g, tiles, d_count, err));
+            else LB_TRY(afa_launch<128>(c, a, g, tiles, d_count, err));
+        } else {
+            atc_smem_layout L = atc_layout(D);
+            if (L.bytes > 48 * 1024)
+                LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+            k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
+            LB_CU_LAUNCH();
+        }
     }
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
     if (dec) {

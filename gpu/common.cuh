@@ -71,6 +71,7 @@ struct lb_cu {
      * default 3 -> tensor-core prefill + cp.async-pipelined decode (k_attn_decode). */
     int lora_variant, attn_variant;
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
+    int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 
