@@ -90,6 +90,7 @@ struct attn_args {
     int n_tok, n_seq, NH, NKV, D, G, n_hgrp, B, n_page, n_split;
     float scale_log2; /* softmax scale * log2(e) */
     int skip_multi;   /* 1: tokens of sequences with >= 2 query rows are left to the tensor-core kernel */
+    int dec_order;    /* k_attn_decode grid order, see there (LB_CUDA_ATTN_DEC_ORDER=1; default 0) */
 };
 
 template <int DPL>
@@ -335,12 +336,15 @@ template <int DPL, int GH>
 static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
 {
     extern __shared__ __align__(128) unsigned char sm[];
-    const int s = blockIdx.x;
+    /* a.dec_order 1: grid (kv heads x head groups, sequences, splits), so the blocks of one
+     * sequence's kv heads run together and read each cache row ([NKV][D] of a slot) at once */
+    const int s = a.dec_order ? blockIdx.y : blockIdx.x;
+    const int hy = a.dec_order ? blockIdx.x : blockIdx.y;
     const int q0 = a.q_indptr[s];
     if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: tensor-core kernel; empty: nothing */
     const int t = q0;
     const int n_hg = (a.G + GH - 1) / GH;
-    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg, split = blockIdx.z;
+    const int kvh = hy / n_hg, hg = hy % n_hg, split = blockIdx.z;
     const int h0 = kvh * a.G + hg * GH;
     const int gn = min(GH, a.G - hg * GH);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -1040,6 +1044,7 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
      * kernel below then takes only the single-row (decode) sequences. */
     const int tc = c->attn_variant >= 2 && D % 16 == 0 && D <= ATC_DMAX && at.n_seq >= 1;
     a.skip_multi = tc;
+    a.dec_order = 0;
     /* Enough blocks to fill the GPU twice over; cap the split count at 64. */
     size_t base = T * NKV * a.n_hgrp, want = (size_t)c->n_sm * 2;
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
@@ -1069,7 +1074,7 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);
         LB_CU_LAUNCH();
         dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
-        if (c->attn_prefill >= 3 && (D == 64 || D == 128)) {
+        if (c->attn_variant >= 3 && c->attn_prefill >= 3 && (D == 64 || D == 128)) {
             if (D == 64) LB_TRY(afa_launch<64>(c, a, g, tiles, d_count, err));
             else LB_TRY(afa_launch<128>(c, a, g, tiles, d_count, err));
         } else {
@@ -1082,7 +1087,9 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
     if (dec) {
+        a.dec_order = c->attn_dec_order && S <= 65535;
         dim3 gd((unsigned)S, (unsigned)(NKV * n_hg_dec), (unsigned)n_split);
+        if (a.dec_order) gd = dim3((unsigned)(NKV * n_hg_dec), (unsigned)S, (unsigned)n_split);
         if (GH == 4) {
             if (dpl == 1) LB_TRY((adc_launch<1, 4>(c, a, gd, err)));
             else if (dpl == 2) LB_TRY((adc_launch<2, 4>(c, a, gd, err)));

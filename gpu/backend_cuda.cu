@@ -509,6 +509,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
+        ev = getenv("LB_CUDA_ATTN_DEC_ORDER");
+        c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
         ev = getenv("LB_CUDA_ATTN");
         c->attn_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         if (prop.major < 8)

@@ -72,6 +72,8 @@ struct lb_cu {
     int lora_variant, attn_variant;
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
+    int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
+                         * measured on a device; default 0, sequences fastest as measured in run 4) */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 

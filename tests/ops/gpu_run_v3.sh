@@ -5,7 +5,7 @@
 # run from the repository root with the binaries in DIR (default .cu):
 #   tests/ops/gpu_run_v3.sh [DIR]      (BUDGET seconds, default 400; logs under $OUT)
 # Files written under $OUT (at most 8): test_ops.log bench_new.txt bench_old.txt w2_base.log
-# w1_lora16.log sanitize.txt bench_exp2.txt summary.txt.
+# w1_lora16.log sanitize.txt bench_order.txt summary.txt.
 set -u
 C=${1:-.cu}
 O=${OUT:-/tmp/v3out}
@@ -83,7 +83,9 @@ if [ -f $M/config.json ]; then
 fi
 LB_OPS_FILTER=attn,lora LB_OPS_SMALL=1 step sanitize.txt 100 compute-sanitizer --tool memcheck --error-exitcode 3 "$C/test_ops"
 grep -E 'ERROR SUMMARY|RESULT' "$O/sanitize.txt" | tee -a "$O/summary.txt"
-step bench_exp2.txt 80 env LB_CUDA_LORA_EXPAND=2 "$C/lora_bench" && grep -E '^(qkv|o|gate_up|down) ' "$O/bench_exp2.txt" | grep prefill
+# run 4 measured LB_CUDA_LORA_EXPAND=2 here (bench/results/lora_bench_v3_expand2_h100.txt); next: the
+# decode grid order (not yet measured)
+step bench_order.txt 80 env LB_CUDA_ATTN_DEC_ORDER=1 "$C/lora_bench" && grep '^attn' "$O/bench_order.txt"
 python3 - "$O" <<'PY' | tee -a "$O/summary.txt"
 import re, sys
 o = sys.argv[1]

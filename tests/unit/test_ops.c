@@ -1053,6 +1053,16 @@ static void test_attn_v2(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1). */
+static void test_attn_dec_order(void)
+{
+    NEED_GPU("attn");
+    setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
+    if (gpu_reopen(NULL, NULL) == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_DEC_ORDER");
+    gpu_reopen(NULL, NULL);
+}
+
 /* ================================================================== swiglu, add, gather */
 static void test_swiglu(void)
 {
@@ -1368,6 +1378,7 @@ int main(void)
     T_RUN(test_attn);
     T_RUN(test_attn_v1);
     T_RUN(test_attn_v2);
+    T_RUN(test_attn_dec_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
     T_RUN(test_gather);
