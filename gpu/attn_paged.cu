@@ -21,6 +21,13 @@
  *                         tiles of 64 gathered through the page table (see the kernel's comment);
  *                         k_attn_paged then skips those sequences. D % 16 == 0 and D <= 128;
  *                         otherwise, or with LB_CUDA_ATTN=1, every token takes k_attn_paged.
+ *   k_attn_decode         (v3, default) single-row (decode) sequences when the tensor-core path
+ *                         applies: a grid over sequences, K/V tiles of 64 keys by cp.async, two
+ *                         stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
+ *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
+ *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
+ * v3 on H100 (tests/ops/NOTES.md, run 4): decode 256 x 640 401 us (1.67 TB/s), 256 x 2048
+ * 1213 us (1.77 TB/s); prefill 16 x 512 478 us (72 TFLOP/s).
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
  * v1 on H100 (bench/results/lora_bench_v1_h100.txt): decode 256 x 640 ctx 542 us (1.24 TB/s of
  * KV), prefill 16 x 512 4.4 ms (7.8 TFLOP/s: each row re-read its K/V prefix on CUDA cores).
