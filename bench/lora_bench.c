@@ -7,8 +7,8 @@
  *           (x once, each distinct adapter's A and B once, y read and written), and lora/base.
  * Layouts: decode T=256 (16 adapters x 16 tokens; 256 one-token segments over 16 adapters),
  * prefill T=8192 (16 adapters x 512 tokens); ranks 16 and 64. Plus attention: decode (256
- * sequences of 640 cached tokens) and prefill (16 sequences of 512 tokens), time and GB/s or
- * TFLOP/s.
+ * sequences of 640 and of 2048 cached tokens, 8 of 8192) and prefill (16 sequences of 512
+ * tokens), time and GB/s or TFLOP/s.
  * Timing: host clock around batches of back-to-back launches (sync before and after), 5 batches,
  * median and min per launch; warm L2 (weights of a projection mostly fit in the 50 MB L2 of an
  * H100 only for o/qkv; noted in the results).
