@@ -7,8 +7,8 @@
  *           (x once, each distinct adapter's A and B once, y read and written), and lora/base.
  * Layouts: decode T=256 (16 adapters x 16 tokens; 256 one-token segments over 16 adapters),
  * prefill T=8192 (16 adapters x 512 tokens); ranks 16 and 64. Plus attention: decode (256
- * sequences of 640 cached tokens) and prefill (16 sequences of 512 tokens), time and GB/s or
- * TFLOP/s.
+ * sequences of 640 and of 2048 cached tokens, 8 of 8192) and prefill (16 sequences of 512
+ * tokens), time and GB/s or TFLOP/s.
  * Timing: host clock around batches of back-to-back launches (sync before and after), 5 batches,
  * median and min per launch; warm L2 (weights of a projection mostly fit in the 50 MB L2 of an
  * H100 only for o/qkv; noted in the results).
@@ -26,7 +26,7 @@
 static struct lb_backend be;
 static struct lb_err err;
 static FILE *json;
-static const char *variant(const char *env) { const char *v = getenv(env); return v && *v ? v : "2"; }
+static const char *variant(const char *env) { const char *v = getenv(env); return v && *v ? v : "3"; }
 
 static double now_s(void)
 {
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
     s.n_vocab = 128256;
     s.rms_eps = 1e-5f;
     s.rope_theta = 500000.0f;
-    s.n_page = 256 * 48; /* 256 seqs x 640 tokens at B=16 = 10240 pages */
+    s.n_page = 256 * 130; /* 256 seqs x 2048 tokens at B=16 = 32768 pages */
     s.page_size = 16;
     s.n_slot = N_ADAPTER;
     s.max_rank = 64;
@@ -323,6 +323,7 @@ int main(int argc, char **argv)
     bench_lora("decode-base-only", 256, 1, ss, sl, 0);
 
     bench_attn("decode", 256, 640, 1, 16);
+    bench_attn("decode-2k", 256, 2048, 1, 16);
     bench_attn("decode-long", 8, 8192, 1, 16);
     bench_attn("prefill", 16, 512, 512, 16);
     if (json) fclose(json);

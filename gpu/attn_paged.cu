@@ -21,6 +21,13 @@
  *                         tiles of 64 gathered through the page table (see the kernel's comment);
  *                         k_attn_paged then skips those sequences. D % 16 == 0 and D <= 128;
  *                         otherwise, or with LB_CUDA_ATTN=1, every token takes k_attn_paged.
+ *   k_attn_decode         (v3, default) single-row (decode) sequences when the tensor-core path
+ *                         applies: a grid over sequences, K/V tiles of 64 keys by cp.async, two
+ *                         stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
+ *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
+ *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
+ * v3 on H100 (tests/ops/NOTES.md, run 4): decode 256 x 640 401 us (1.67 TB/s), 256 x 2048
+ * 1213 us (1.77 TB/s); prefill 16 x 512 478 us (72 TFLOP/s).
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
  * v1 on H100 (bench/results/lora_bench_v1_h100.txt): decode 256 x 640 ctx 542 us (1.24 TB/s of
  * KV), prefill 16 x 512 4.4 ms (7.8 TFLOP/s: each row re-read its K/V prefix on CUDA cores).
@@ -90,6 +97,7 @@ struct attn_args {
     int n_tok, n_seq, NH, NKV, D, G, n_hgrp, B, n_page, n_split;
     float scale_log2; /* softmax scale * log2(e) */
     int skip_multi;   /* 1: tokens of sequences with >= 2 query rows are left to the tensor-core kernel */
+    int dec_order;    /* k_attn_decode grid order, see there (LB_CUDA_ATTN_DEC_ORDER=1; default 0) */
 };
 
 template <int DPL>
@@ -278,6 +286,251 @@ static __global__ void k_attn_merge(attn_args a)
     }
 }
 
+
+/* ------------------------------------------------------------------ v3: decode (one query row)
+ * k_attn_decode<DPL, GH>  one block (4 warps) per (sequence with exactly one query row, kv head,
+ *   group of <= GH query heads, KV split). The block streams its key range in tiles of 64 keys:
+ *   K and V rows are copied page by page into shared memory with 16-byte cp.async, two stages
+ *   deep (the next tile is in flight while the current one is used), so every block keeps ~34 KB
+ *   of loads outstanding (v1 had one 16-byte load per lane outstanding at a time). Warp w takes
+ *   keys 16w..16w+15 of each tile: lane l dots key (l & 15) against the block's query heads over
+ *   half of D (l >> 4), one shuffle completes the score; the warp's online softmax (log2 domain)
+ *   writes p to shared memory, then every lane accumulates p * V for DPL dims of its heads.
+ *   Warps merge (m, l, acc) in shared memory at the end; KV splits are merged by k_attn_merge.
+ *   Needs D % 16 == 0, D <= 128 (the tensor-core prefill's condition; other shapes take v1).
+ *   Keys whose page is out of range are masked (as in k_attn_paged). */
+#define ADC_KT 64 /* keys per tile */
+#define ADC_NW 4
+
+struct adc_smem_layout {
+    int kld, vld;  /* bf16 row strides: K padded by 16 bytes (conflict-free lane-per-key reads) */
+    size_t stage, v_rel, ok_off, q_off, p_off, m_off, l_off, a_off, bytes; /* stage s: K at s*stage, V at +v_rel */
+};
+
+__host__ __device__ static adc_smem_layout adc_layout(int D, int GH)
+{
+    adc_smem_layout L;
+    L.kld = D + 8;
+    L.vld = D;
+    L.v_rel = (size_t)ADC_KT * L.kld * 2;
+    L.stage = L.v_rel + (size_t)ADC_KT * L.vld * 2;
+    size_t off = 2 * L.stage;
+    size_t stage_end = off;
+    /* merge area (after the key loop) reuses the stages when it fits */
+    size_t merge = (size_t)ADC_NW * GH * D * 4;
+    L.a_off = 0;
+    if (merge > stage_end) off = merge;
+    L.ok_off = off; off += 2 * ADC_KT * 4;                 /* int row_ok[2][KT] */
+    L.q_off = off; off += (size_t)GH * D * 4;              /* float q[GH][D] (scaled) */
+    L.p_off = off; off += (size_t)ADC_NW * 16 * GH * 4;     /* float p[NW][16][GH] */
+    L.m_off = off; off += (size_t)ADC_NW * GH * 4;
+    L.l_off = off; off += (size_t)ADC_NW * GH * 4;
+    L.bytes = off;
+    return L;
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: no bytes read, the 16 destination bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <int DPL, int GH>
+static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
+{
+    extern __shared__ __align__(128) unsigned char sm[];
+    /* a.dec_order 1: grid (kv heads x head groups, sequences, splits), so the blocks of one
+     * sequence's kv heads run together and read each cache row ([NKV][D] of a slot) at once */
+    const int s = a.dec_order ? blockIdx.y : blockIdx.x;
+    const int hy = a.dec_order ? blockIdx.x : blockIdx.y;
+    const int q0 = a.q_indptr[s];
+    if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: tensor-core kernel; empty: nothing */
+    const int t = q0;
+    const int n_hg = (a.G + GH - 1) / GH;
+    const int kvh = hy / n_hg, hg = hy % n_hg, split = blockIdx.z;
+    const int h0 = kvh * a.G + hg * GH;
+    const int gn = min(GH, a.G - hg * GH);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int D = a.D;
+    const adc_smem_layout L = adc_layout(D, GH);
+    int *row_ok = (int *)(sm + L.ok_off);
+    float *q_s = (float *)(sm + L.q_off);
+    float *p_s = (float *)(sm + L.p_off) + warp * 16 * GH;
+
+    int len = min(a.pos[t] + 1, a.kv_len[s]);
+    if (len < 0) len = 0;
+    int chunk = (len + a.n_split - 1) / a.n_split;
+    chunk = (chunk + ADC_KT - 1) / ADC_KT * ADC_KT;
+    const int k0 = min(len, split * chunk), k1 = min(len, k0 + chunk);
+    const int n_tiles = (k1 - k0 + ADC_KT - 1) / ADC_KT;
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+    const int cpr = D / 8; /* 16-byte chunks per row */
+
+    for (int i = threadIdx.x; i < GH * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        q_s[i] = g < gn ? __bfloat162float(a.q[((size_t)t * a.NH + h0 + g) * D + d]) * a.scale_log2 : 0.0f;
+    }
+
+    /* issue the copies of tile `it` into stage st */
+    auto issue = [&](int it, int st) {
+        bf16 *ks = (bf16 *)(sm + st * L.stage), *vs = (bf16 *)(sm + st * L.stage + L.v_rel);
+        const int kt = k0 + it * ADC_KT;
+        for (int i = threadIdx.x; i < ADC_KT * cpr; i += ADC_NW * 32) {
+            int r = i / cpr, c = i - r * cpr, key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < k1) {
+                int page = pages[key / a.B];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * L.kld + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * L.vld + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * ADC_KT + r] = ok;
+        }
+    };
+
+    float m[GH], l[GH], acc[GH][DPL];
+#pragma unroll
+    for (int g = 0; g < GH; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
+    }
+    const int kl = lane & 15, half = lane >> 4;
+    const int dh = D / 2; /* dims per half, a multiple of 8 */
+
+    if (n_tiles > 0) issue(0, 0);
+    cp_async_commit();
+    for (int it = 0; it < n_tiles; it++) {
+        const int st = it & 1;
+        if (it + 1 < n_tiles) issue(it + 1, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>(); /* tile it has landed (this thread's copies) */
+        __syncthreads();    /* ... and every thread's */
+        const bf16 *ks = (const bf16 *)(sm + st * L.stage), *vs = (const bf16 *)(sm + st * L.stage + L.v_rel);
+        const int kw = k0 + it * ADC_KT + warp * 16; /* first key of this warp */
+        const int nk = max(0, min(16, k1 - kw));
+        if (nk > 0) {
+            const int r = warp * 16 + kl;
+            const bool valid = kl < nk && row_ok[st * ADC_KT + r];
+            float sc[GH];
+#pragma unroll
+            for (int g = 0; g < GH; g++) sc[g] = 0.0f;
+            const bf16 *krow = ks + r * L.kld + half * dh;
+            const float *qh = q_s + half * dh;
+            for (int d0 = 0; d0 < dh; d0 += 8) {
+                float kf[8];
+                load_bf16<8>(krow + d0, kf);
+#pragma unroll
+                for (int g = 0; g < GH; g++) {
+                    if (g < gn) {
+                        float4 qa = *(const float4 *)(qh + g * D + d0), qb = *(const float4 *)(qh + g * D + d0 + 4);
+                        sc[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] +
+                                 qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < GH; g++) {
+                if (g < gn) {
+                    float x = sc[g] + __shfl_xor_sync(0xffffffffu, sc[g], 16);
+                    x = valid ? x : -INFINITY;
+                    float m_new = fmaxf(m[g], warp_max(x));
+                    float p = 0.0f, corr = 1.0f;
+                    if (m_new != -INFINITY) {
+                        p = valid ? exp2f(x - m_new) : 0.0f;
+                        corr = exp2f(m[g] - m_new); /* m[g] == -inf gives 0; acc and l are 0 then */
+                    }
+                    l[g] = l[g] * corr + warp_sum(half == 0 ? p : 0.0f);
+                    m[g] = m_new;
+#pragma unroll
+                    for (int e = 0; e < DPL; e++) acc[g][e] *= corr;
+                    if (half == 0) p_s[kl * GH + g] = p;
+                }
+            }
+            __syncwarp();
+            if (lane * DPL < D) {
+                const bf16 *vcol = vs + (size_t)(warp * 16) * L.vld + lane * DPL;
+#pragma unroll 4
+                for (int j = 0; j < nk; j++) {
+                    float vf[DPL];
+                    load_bf16<DPL>(vcol + j * L.vld, vf);
+#pragma unroll
+                    for (int g = 0; g < GH; g++) {
+                        if (g < gn) {
+                            float p = p_s[j * GH + g];
+#pragma unroll
+                            for (int e = 0; e < DPL; e++) acc[g][e] += p * vf[e];
+                        }
+                    }
+                }
+            }
+            __syncwarp();
+        }
+        __syncthreads(); /* stage st is free for the copies of tile it + 2 */
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    /* merge the warps */
+    float *m_s = (float *)(sm + L.m_off), *l_s = (float *)(sm + L.l_off), *acc_s = (float *)(sm + L.a_off);
+#pragma unroll
+    for (int g = 0; g < GH; g++) {
+        if (lane == 0) {
+            m_s[warp * GH + g] = m[g];
+            l_s[warp * GH + g] = l[g];
+        }
+        if (lane * DPL < D) {
+#pragma unroll
+            for (int e = 0; e < DPL; e++) acc_s[(warp * GH + g) * D + lane * DPL + e] = acc[g][e];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < gn * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        float M = -INFINITY;
+        for (int w = 0; w < ADC_NW; w++) M = fmaxf(M, m_s[w * GH + g]);
+        float Lsum = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+            for (int w = 0; w < ADC_NW; w++) {
+                float f = exp2f(m_s[w * GH + g] - M);
+                Lsum += l_s[w * GH + g] * f;
+                A += acc_s[(w * GH + g) * D + d] * f;
+            }
+        }
+        size_t oi = ((size_t)t * a.NH + h0 + g);
+        if (a.n_split == 1) {
+            a.out[oi * D + d] = __float2bfloat16_rn(Lsum > 0.0f ? A / Lsum : 0.0f);
+        } else {
+            float *pp = a.part + ((size_t)split * a.n_tok * a.NH + oi) * (D + 2);
+            pp[d] = A;
+            if (d == 0) {
+                pp[D] = M;
+                pp[D + 1] = Lsum;
+            }
+        }
+    }
+}
+
+template <int DPL, int GH>
+static int adc_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err *err)
+{
+    adc_smem_layout L = adc_layout(a.D, GH);
+    if (L.bytes > 48 * 1024) {
+        LB_CU(cudaFuncSetAttribute(k_attn_decode<DPL, GH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+        LB_CU(cudaFuncSetAttribute(k_attn_decode<DPL, GH>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
+    k_attn_decode<DPL, GH><<<g, ADC_NW * 32, L.bytes, c->stream>>>(a);
+    LB_CU_LAUNCH();
+    return 0;
+}
 
 /* ------------------------------------------------------------------ v2: tensor-core prefill
  * k_attn_tiles  cuts every sequence with >= 2 query rows into tiles of <= 16 consecutive rows.
@@ -505,6 +758,229 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_tc(attn_args a, con
     }
 }
 
+/* ------------------------------------------------------------------ v3: prefill, FA2-style
+ * k_attn_prefill_fa<D>  same grid and tiles as k_attn_prefill_tc (one block = 16 query rows x 4
+ *   heads of one kv head; warp w owns head h0 + w), but S, P and O never leave registers: raw
+ *   mma.sync m16n8k16 (bf16 in, fp32 accumulate) with the documented fragment layouts. Q is held
+ *   as D/16 A fragments; per tile of 64 keys, S (16 x 64: 8 C fragments) = Q K^T with K fragments
+ *   read by ldmatrix; the online softmax works on the C fragments (a row lives in the 4 lanes of a
+ *   quad: two shuffles); P is repacked from the C fragments into A fragments (bf16, the FA2 trick)
+ *   and O (16 x D: D/8 C fragments) += P V with V fragments read by ldmatrix.trans. K/V tiles come
+ *   through the page table by cp.async, two stages deep. l sums the bf16-rounded p (what P V
+ *   sums), as in v2. Instantiated for D = 64 and 128; other D % 16 == 0 take v2. */
+__device__ __forceinline__ void mma_bf16_16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t &r0, uint32_t &r1, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t &r0, uint32_t &r1, const void *p)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi); /* .x = lo (lower address / lower k) */
+    return *(uint32_t *)&h;
+}
+
+#define AFA_KT 64
+template <int D>
+static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, const atc_tile *tiles, const int *n_tiles)
+{
+    constexpr int LD = D + 8; /* bf16 row stride of the K/V stages: 16-byte padded, ldmatrix conflict-free */
+    constexpr int STAGE = 2 * AFA_KT * LD; /* elements: K then V */
+    extern __shared__ __align__(128) unsigned char sm[];
+    bf16 *stg = (bf16 *)sm;
+    int *row_ok = (int *)(sm + 2 * STAGE * sizeof(bf16)); /* [2][KT] */
+    if ((int)blockIdx.x >= *n_tiles) return;
+    const atc_tile tl = tiles[blockIdx.x];
+    const int n_hg = (a.G + 3) / 4;
+    const int kvh = blockIdx.y / n_hg, hg = blockIdx.y % n_hg;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int h = kvh * a.G + hg * 4 + warp;
+    const bool head_ok = hg * 4 + warp < a.G;
+    const int s = tl.seq;
+    const int kv_len = a.kv_len[s];
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const size_t row_stride = (size_t)a.NKV * D;
+    const int qr = lane >> 2, qc = (lane & 3) * 2; /* fragment row (and row + 8), column pair */
+
+    /* Q fragments: A[16][D] rows t0 + r (zero beyond the tile / for a missing head) */
+    uint32_t qf[D / 16][4];
+    {
+        const bool r0ok = head_ok && qr < tl.tn, r1ok = head_ok && qr + 8 < tl.tn;
+        const bf16 *q0 = a.q + ((size_t)(tl.t0 + qr) * a.NH + h) * D;
+        const bf16 *q1 = a.q + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            int c0 = kk * 16 + qc;
+            qf[kk][0] = r0ok ? *(const uint32_t *)(q0 + c0) : 0u;
+            qf[kk][1] = r1ok ? *(const uint32_t *)(q1 + c0) : 0u;
+            qf[kk][2] = r0ok ? *(const uint32_t *)(q0 + c0 + 8) : 0u;
+            qf[kk][3] = r1ok ? *(const uint32_t *)(q1 + c0 + 8) : 0u;
+        }
+    }
+    /* keys needed by the tile, and each of this lane's two rows' causal limits */
+    int kmax = 0;
+    for (int r = 0; r < tl.tn; r++) kmax = max(kmax, a.pos[tl.t0 + r] + 1);
+    kmax = min(kmax, kv_len);
+    const int lim0 = qr < tl.tn ? min(a.pos[tl.t0 + qr] + 1, kv_len) : 0;
+    const int lim1 = qr + 8 < tl.tn ? min(a.pos[tl.t0 + qr + 8] + 1, kv_len) : 0;
+    const int n_kt = (kmax + AFA_KT - 1) / AFA_KT;
+
+    auto issue = [&](int it, int st) {
+        bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
+        const int kt = it * AFA_KT;
+        for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < kmax) {
+                int page = pages[key / a.B];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * AFA_KT + r] = ok;
+        }
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows qr and qr + 8 */
+
+    if (n_kt > 0) issue(0, 0);
+    cp_async_commit();
+    for (int it = 0; it < n_kt; it++) {
+        const int st = it & 1;
+        if (it + 1 < n_kt) issue(it + 1, st ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (head_ok) {
+            const bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
+            const int kt = it * AFA_KT;
+            float sc[AFA_KT / 8][4];
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+                sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    uint32_t b0, b1;
+                    /* lanes 0-7: keys nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
+                    const bf16 *pk = ks + (nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
+                    ldsm_x2(b0, b1, pk);
+                    mma_bf16_16816(sc[nb], qf[kk], b0, b1);
+                }
+            }
+            /* scale, mask, row max over the quad */
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int key = kt + nb * 8 + qc + e;
+                    bool ok = row_ok[st * AFA_KT + nb * 8 + qc + e] != 0;
+                    float x0 = (ok && key < lim0) ? sc[nb][e] * a.scale_log2 : -INFINITY;
+                    float x1 = (ok && key < lim1) ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
+                    sc[nb][e] = x0;
+                    sc[nb][2 + e] = x1;
+                    mx0 = fmaxf(mx0, x0);
+                    mx1 = fmaxf(mx1, x1);
+                }
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+            const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+            m0 = mn0;
+            m1 = mn1;
+            /* p (bf16-rounded), row sums of this lane's columns, packed into A fragments */
+            uint32_t pf[AFA_KT / 16][4];
+            float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float mm = e < 2 ? mn0 : mn1;
+                    float x = sc[nb][e];
+                    p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+                }
+                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+                s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
+                s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+                /* C fragment of keys nb*8..+7 -> half of the A fragment of k16 step nb/2 */
+                pf[nb / 2][(nb & 1) * 2 + 0] = lo; /* a0a1 (row qr) or a4a5 */
+                pf[nb / 2][(nb & 1) * 2 + 1] = hi; /* a2a3 (row qr+8) or a6a7 */
+            }
+            l0 = l0 * c0 + s0;
+            l1 = l1 * c1 + s1;
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[nd][0] *= c0;
+                o[nd][1] *= c0;
+                o[nd][2] *= c1;
+                o[nd][3] *= c1;
+            }
+#pragma unroll
+            for (int ks16 = 0; ks16 < AFA_KT / 16; ks16++) {
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++) {
+                    uint32_t b0, b1;
+                    /* lanes 0-7: V rows (keys) ks16*16 + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
+                    const bf16 *pv = vs + (ks16 * 16 + (lane & 15)) * LD + nd * 8;
+                    ldsm_x2_t(b0, b1, pv);
+                    mma_bf16_16816(o[nd], pf[ks16], b0, b1);
+                }
+            }
+        }
+        __syncthreads(); /* stage st is free for tile it + 2 */
+    }
+    cp_async_wait<0>();
+    if (!head_ok) return;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+    bf16 *out0 = a.out + ((size_t)(tl.t0 + qr) * a.NH + h) * D + qc;
+    bf16 *out1 = a.out + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D + qc;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        if (qr < tl.tn) *(__nv_bfloat162 *)(out0 + nd * 8) = __floats2bfloat162_rn(o[nd][0] * i0, o[nd][1] * i0);
+        if (qr + 8 < tl.tn) *(__nv_bfloat162 *)(out1 + nd * 8) = __floats2bfloat162_rn(o[nd][2] * i1, o[nd][3] * i1);
+    }
+}
+
+template <int D>
+static int afa_launch(struct lb_cu *c, const attn_args &a, dim3 g, const atc_tile *tiles, const int *cnt,
+                      struct lb_err *err)
+{
+    size_t bytes = (size_t)2 * 2 * AFA_KT * (D + 8) * sizeof(bf16) + 2 * AFA_KT * sizeof(int);
+    if (bytes > 48 * 1024) {
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    }
+    k_attn_prefill_fa<D><<<g, 128, bytes, c->stream>>>(a, tiles, cnt);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &w = op->u.kv_write;
@@ -575,11 +1051,24 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
      * kernel below then takes only the single-row (decode) sequences. */
     const int tc = c->attn_variant >= 2 && D % 16 == 0 && D <= ATC_DMAX && at.n_seq >= 1;
     a.skip_multi = tc;
+    a.dec_order = 0;
     /* Enough blocks to fill the GPU twice over; cap the split count at 64. */
     size_t base = T * NKV * a.n_hgrp, want = (size_t)c->n_sm * 2;
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     if (n_split > 64) n_split = 64;
     a.n_split = n_split;
+    /* v3: the single-row (decode) sequences go to k_attn_decode, a grid over sequences; the
+     * v1/v2 SIMT kernel is then not launched at all. */
+    const int dec = tc && c->attn_variant >= 3;
+    const int GH = a.G <= 4 ? 4 : 8;
+    const int n_hg_dec = (a.G + GH - 1) / GH;
+    if (dec) {
+        /* about two waves of 3 blocks per SM; splits of >= 1 tile each */
+        size_t base_d = S * NKV * n_hg_dec, want_d = (size_t)c->n_sm * 6;
+        n_split = base_d >= want_d ? 1 : (int)((want_d + base_d - 1) / base_d);
+        if (n_split > 64) n_split = 64;
+        a.n_split = n_split;
+    }
     size_t n_tile_max = tc ? (T + 15) / 16 + S : 0;
     size_t tiles_bytes = (n_tile_max * sizeof(atc_tile) + 255) / 256 * 256;
     size_t part_bytes = n_split > 1 ? (size_t)n_split * T * NH * (D + 2) * sizeof(float) : 0;
@@ -591,15 +1080,39 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         atc_tile *tiles = (atc_tile *)((char *)ws + 256);
         k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);
         LB_CU_LAUNCH();
-        atc_smem_layout L = atc_layout(D);
-        if (L.bytes > 48 * 1024)
-            LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
         dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
-        k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
-        LB_CU_LAUNCH();
+        if (c->attn_variant >= 3 && c->attn_prefill >= 3 && (D == 64 || D == 128)) {
+            if (D == 64) LB_TRY(afa_launch<64>(c, a, g, tiles, d_count, err));
+            else LB_TRY(afa_launch<128>(c, a, g, tiles, d_count, err));
+        } else {
+            atc_smem_layout L = atc_layout(D);
+            if (L.bytes > 48 * 1024)
+                LB_CU(cudaFuncSetAttribute(k_attn_prefill_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.bytes));
+            k_attn_prefill_tc<<<g, 128, L.bytes, c->stream>>>(a, tiles, d_count);
+            LB_CU_LAUNCH();
+        }
+    }
+    int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+    if (dec) {
+        a.dec_order = c->attn_dec_order && S <= 65535;
+        dim3 gd((unsigned)S, (unsigned)(NKV * n_hg_dec), (unsigned)n_split);
+        if (a.dec_order) gd = dim3((unsigned)(NKV * n_hg_dec), (unsigned)S, (unsigned)n_split);
+        if (GH == 4) {
+            if (dpl == 1) LB_TRY((adc_launch<1, 4>(c, a, gd, err)));
+            else if (dpl == 2) LB_TRY((adc_launch<2, 4>(c, a, gd, err)));
+            else LB_TRY((adc_launch<4, 4>(c, a, gd, err)));
+        } else {
+            if (dpl == 1) LB_TRY((adc_launch<1, 8>(c, a, gd, err)));
+            else if (dpl == 2) LB_TRY((adc_launch<2, 8>(c, a, gd, err)));
+            else LB_TRY((adc_launch<4, 8>(c, a, gd, err)));
+        }
+        if (n_split > 1) {
+            k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+        }
+        return 0;
     }
     dim3 grid((unsigned)T, (unsigned)(NKV * a.n_hgrp), (unsigned)n_split);
-    int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
     switch (dpl) {
     case 1: k_attn_paged<1><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;
     case 2: k_attn_paged<2><<<grid, ATT_NW * 32, 0, c->stream>>>(a); break;

@@ -230,7 +230,7 @@ static int cu_setup(struct lb_backend *be, const struct lb_backend_setup *s, str
 
 static struct lb_buf *cu_alloc(struct lb_backend *be, enum lb_dtype dt, size_t n_elem, struct lb_err *err)
 {
-    (void)be;
+    if (be && be->impl) cu_of(be)->buf_gen++;
     size_t es = lb_dtype_size(dt);
     if (!es) {
         lb_err_set(err, LB_E_INTERNAL, "cuda alloc: bad dtype %d", (int)dt);
@@ -252,7 +252,7 @@ static struct lb_buf *cu_alloc(struct lb_backend *be, enum lb_dtype dt, size_t n
 
 static void cu_buf_free(struct lb_backend *be, struct lb_buf *b)
 {
-    (void)be;
+    if (be && be->impl) cu_of(be)->buf_gen++;
     if (!b) return;
     cudaFree(b->d);
     free(b);
@@ -265,6 +265,7 @@ static int cu_upload(struct lb_backend *be, struct lb_buf *b, size_t off, const 
     if (!b || off + n > b->n_elem)
         return lb_err_set(err, LB_E_INTERNAL, "cuda upload: %zu elements at %zu into a buffer of %zu", n, off,
                           b ? b->n_elem : 0);
+    c->buf_gen++;
     if (!n) return 0;
     size_t es = lb_dtype_size(b->dt);
     char *dst = (char *)b->d + off * es;
@@ -466,6 +467,7 @@ static void cu_destroy(struct lb_backend *be)
     free_state(c);
     lb_cublas_close(c);
     if (c->d_ws) cudaFree(c->d_ws);
+    if (c->d_lora_tl) cudaFree(c->d_lora_tl);
     if (c->h_stage) cudaFreeHost(c->h_stage);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -502,9 +504,15 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
     if (rc == 0) {
         c->n_sm = prop.multiProcessorCount;
         const char *ev = getenv("LB_CUDA_LORA");
-        c->lora_variant = ev && atoi(ev) == 1 ? 1 : 2;
+        c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
+        ev = getenv("LB_CUDA_LORA_EXPAND");
+        c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
+        ev = getenv("LB_CUDA_ATTN_PREFILL");
+        c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
+        ev = getenv("LB_CUDA_ATTN_DEC_ORDER");
+        c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
         ev = getenv("LB_CUDA_ATTN");
-        c->attn_variant = ev && atoi(ev) == 1 ? 1 : 2;
+        c->attn_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         if (prop.major < 8)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
                             prop.name, prop.major, prop.minor);

@@ -65,9 +65,15 @@ struct lb_cu {
     int device;
     int n_sm;
     /* Kernel variants, read once at open from the environment (for A/B tests and fallbacks):
-     * LB_CUDA_LORA=1 -> SIMT shrink (v1), default 2 (tensor-core shrink);
-     * LB_CUDA_ATTN=1 -> SIMT attention for every token, default 2 (tensor-core prefill). */
+     * LB_CUDA_LORA=1 -> SIMT shrink (v1), 2 -> tensor-core shrink with the tile list built by every
+     * op, default 3 -> as 2 with the tile list built once per step (cached, see lora_seg.cu);
+     * LB_CUDA_ATTN=1 -> SIMT attention for every token, 2 -> tensor-core prefill + SIMT decode,
+     * default 3 -> tensor-core prefill + cp.async-pipelined decode (k_attn_decode). */
     int lora_variant, attn_variant;
+    int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
+    int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
+    int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
+                         * measured on a device; default 0, sequences fastest as measured in run 4) */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 
@@ -86,6 +92,16 @@ struct lb_cu {
     int mod_in[LB_T_COUNT], mod_out[LB_T_COUNT]; /* this rank's n_in/n_out per target */
     struct lb_cu_lora_mod *d_mods;     /* owned, device [n_slot][n_layer][LB_T_COUNT] */
     struct lb_cu_lora_mod *h_mods;     /* owned, host mirror of d_mods */
+
+    /* Bumped by every upload, alloc and free: per-step metadata derived from uploaded index
+     * buffers (the LoRA tile list) is cached under (buffer pointers, sizes, buf_gen). */
+    unsigned long long buf_gen;
+    /* LoRA tile list cache (lora_variant 3): count (first 256 bytes) + tiles, grow-only. */
+    void *d_lora_tl;
+    size_t lora_tl_bytes;
+    const void *lc_start, *lc_slot;
+    int lc_nseg, lc_ntok, lc_valid;
+    unsigned long long lc_gen;
 
     /* Grow-only scratch for op workspaces (LoRA partials, attention splits, sampling). */
     void *d_ws;

@@ -22,9 +22,12 @@
  *                  memory (times scale), each thread owns one output column n: reads B[n, :R]
  *                  once and adds sum_r v[t, r] B[n, r] into y[t, n] for every token of the tile.
  * Arithmetic in fp32; y is read and written once per tile (one rounding to its dtype).
- * Variants: v2 (default) k_lora_shrink_tc (tensor cores, WMMA) + k_lora_expand_vec (16-byte B
- * rows), needs bf16 x and K % 8 == 0; v1 (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink +
- * k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
+ * Variants: v3 (default): the tile list is built once per step and cached (k_lora_tiles runs on
+ * the first op after an upload; the other ops of the step reuse it: two launches per op, not
+ * three), k_lora_shrink_tc, and k_lora_expand_v3 (bf16x2 y, y loads issued before the barrier;
+ * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
+ * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
+ * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
@@ -332,6 +335,93 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
     }
 }
 
+/* v3 expand (bf16 y, every N even): a thread owns 2 adjacent columns (bf16x2 y accesses: a warp
+ * reads 128 contiguous bytes per token) for one half of the tile's tokens (8 rows); a block of
+ * 256 threads covers 256 columns x 16 tokens. The thread's y values are loaded into registers
+ * before the block waits on the module table, the v planes and B, so that round trip overlaps
+ * the y reads (v2 read y only after the barrier: a second dependent round trip per block). */
+#define LORA3_NC 256
+#define LORA3_TH (LORA_TM / 2) /* tokens per thread */
+static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
+{
+    __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    const lora_tile tl = a.tiles[blockIdx.x];
+    const int j = blockIdx.z;
+    const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
+    if ((int)blockIdx.y * LORA3_NC >= N || tl.slot >= a.n_slot) return;
+    bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
+    const int th = threadIdx.x / 128;                          /* token half */
+    const int n = blockIdx.y * LORA3_NC + (threadIdx.x % 128) * 2;
+    const int tb = th * LORA3_TH;                              /* first token (in the tile) of this thread */
+    const int tn = max(0, min(LORA3_TH, tl.tn - tb));          /* tokens of this thread */
+    const bool col_ok = n < N;                                 /* N even: n + 1 < N too */
+    __nv_bfloat162 *yp = (__nv_bfloat162 *)(y + (size_t)(tl.t0 + tb) * N + n);
+    const size_t ys = (size_t)N / 2;                           /* row stride in bf16x2 */
+    __nv_bfloat162 yv[LORA3_TH];
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++)
+        if (col_ok && t < tn) yv[t] = yp[t * ys];
+    const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    const int R = md.rank;
+    if (R <= 0) return; /* block-uniform */
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = 0.0f;
+        for (int sp = 0; sp < a.n_split; sp++)
+            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        v_s[t][r] = sum * md.scale;
+    }
+    __syncthreads();
+    if (!col_ok || tn == 0) return;
+    float acc0[LORA3_TH], acc1[LORA3_TH];
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
+    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
+    if ((R & 7) == 0) {
+#pragma unroll 1
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
+            float f0[8], f1[8];
+            const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
+                f0[2 * e] = x0.x;
+                f0[2 * e + 1] = x0.y;
+                f1[2 * e] = x1.x;
+                f1[2 * e + 1] = x1.y;
+            }
+#pragma unroll
+            for (int t = 0; t < LORA3_TH; t++) {
+                float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
+                acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
+                           vb.z * f0[6] + vb.w * f0[7];
+                acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
+                           vb.z * f1[6] + vb.w * f1[7];
+            }
+        }
+    } else {
+#pragma unroll 1
+        for (int r = 0; r < R; r++) {
+            float x0 = __bfloat162float(b0[r]), x1 = __bfloat162float(b1[r]);
+#pragma unroll
+            for (int t = 0; t < LORA3_TH; t++) {
+                acc0[t] += v_s[tb + t][r] * x0;
+                acc1[t] += v_s[tb + t][r] * x1;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++) {
+        if (t < tn) {
+            float2 f = __bfloat1622float2(yv[t]);
+            yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
+        }
+    }
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -387,21 +477,66 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     size_t tiles_bytes = (n_tile_max * sizeof(lora_tile) + 255) / 256 * 256;
     size_t v_bytes = (size_t)n_split * l.n_tgt * T * a.r_stride * sizeof(float);
     void *ws;
-    LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + v_bytes, &ws, err));
-    int *d_count = (int *)ws;
-    a.n_tiles = d_count;
-    a.tiles = (lora_tile *)((char *)ws + 256);
-    a.v = (float *)((char *)ws + 256 + tiles_bytes);
-
-    k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d, l.n_seg,
-                                            (lora_tile *)a.tiles, d_count);
-    LB_CU_LAUNCH();
+    if (c->lora_variant >= 3) {
+        /* The tile list depends only on seg_start/seg_slot (uploaded once per step, the same for
+         * all targets and layers): build it into its own buffer on the first op of a step and
+         * reuse it while the buffers, sizes and c->buf_gen (bumped by every upload/alloc/free)
+         * are unchanged. Saves one launch per op. */
+        int hit = c->lc_valid && c->lc_start == l.seg_start->d && c->lc_slot == l.seg_slot->d &&
+                  c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_gen == c->buf_gen;
+        if (!hit) {
+            c->lc_valid = 0;
+            if (256 + tiles_bytes > c->lora_tl_bytes) {
+                size_t want = 256 + tiles_bytes + tiles_bytes / 4 + 4096;
+                LB_CU(cudaStreamSynchronize(c->stream));
+                if (c->d_lora_tl) LB_CU(cudaFree(c->d_lora_tl));
+                c->d_lora_tl = NULL;
+                c->lora_tl_bytes = 0;
+                cudaError_t e = cudaMalloc(&c->d_lora_tl, want);
+                if (e != cudaSuccess) {
+                    (void)cudaGetLastError();
+                    return lb_err_set(err, LB_E_OOM, "cuda: LoRA tile list of %zu bytes: %s", want, cudaGetErrorName(e));
+                }
+                c->lora_tl_bytes = want;
+            }
+            k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                    l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
+                                                    (int *)c->d_lora_tl);
+            LB_CU_LAUNCH();
+            c->lc_valid = 1;
+            c->lc_start = l.seg_start->d;
+            c->lc_slot = l.seg_slot->d;
+            c->lc_nseg = l.n_seg;
+            c->lc_ntok = l.n_tok;
+            c->lc_gen = c->buf_gen;
+        }
+        LB_TRY(lb_cu_ws(c, v_bytes, &ws, err));
+        a.n_tiles = (const int *)c->d_lora_tl;
+        a.tiles = (const lora_tile *)((char *)c->d_lora_tl + 256);
+        a.v = (float *)ws;
+    } else {
+        LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + v_bytes, &ws, err));
+        int *d_count = (int *)ws;
+        a.n_tiles = d_count;
+        a.tiles = (lora_tile *)((char *)ws + 256);
+        a.v = (float *)((char *)ws + 256 + tiles_bytes);
+        k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                l.n_seg, (lora_tile *)a.tiles, d_count);
+        LB_CU_LAUNCH();
+    }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
+        int n_even = 1;
+        for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
+        if (c->lora_variant >= 3 && c->lora_expand >= 3 && n_even) {
+            k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+            return 0;
+        }
         k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
         return 0;

@@ -699,6 +699,109 @@ static void test_lora(void)
 }
 
 /* The same LoRA cases on the SIMT fallback kernels (LB_CUDA_LORA=1). */
+/* One step as forward.c runs it: the four LoRA groups of both layers over the same seg_start /
+ * seg_slot buffers with no upload in between (the CUDA backend builds its tile list on the first
+ * op and reuses it, LB_CUDA_LORA=3), then seg_slot re-uploaded in place with other slots (the
+ * list must be rebuilt) and the step run again; every y compared at the end of each round. */
+static void test_lora_step(void)
+{
+    NEED_GPU("lora");
+    struct lb_backend_setup s = base_setup();
+    s.n_hidden = 512;
+    s.n_head = 8;
+    s.n_kv_head = 2;
+    s.head_dim = 64;
+    s.n_ff = 1024;
+    s.n_slot = 6;
+    s.max_rank = 64;
+    if (setup_both(&s)) return;
+    static const int ranks[6] = {16, 8, 64, 16, 3, 32};
+    if (load_adapters(&s, 0, ranks, 6) || load_adapters(&s, 1, ranks + 1, 5)) return;
+    int H = s.n_hidden, F = s.n_ff, QD = s.n_head * s.head_dim, KD = s.n_kv_head * s.head_dim;
+    const int in[LB_T_COUNT] = {H, H, H, QD, H, H, F}, out[LB_T_COUNT] = {QD, KD, KD, H, F, F, H};
+    const int Ts[] = {7, 133, 256};
+    const enum layout lays[] = {L_DISTINCT, L_ZIPF, L_BASE_MIX, L_UNIFORM};
+    for (int ti = 0; ti < 3; ti++)
+        for (int li = 0; li < 4; li++) {
+            int T = Ts[ti];
+            int32_t *ss = malloc((2 * T + 8) * 4 * 2), *sl = ss + (2 * T + 8);
+            int S = make_layout(lays[li], T, s.n_slot, ss, sl);
+            struct pair pss, psl, px[LB_T_COUNT], py[LB_T_COUNT];
+            if (pair_i(&pss, S + 1, ss) || pair_i(&psl, S, sl)) return;
+            for (int t = 0; t < LB_T_COUNT; t++) {
+                float *x = rnd_vec((size_t)T * in[t], 1.0f), *y = rnd_vec((size_t)T * out[t], 0.5f);
+                if (pair_f(&px[t], (size_t)T * in[t], x, ACT) || pair_f(&py[t], (size_t)T * out[t], y, ACT)) return;
+                free(x);
+                free(y);
+            }
+            for (int round = 0; round < 2; round++) {
+                if (round) {
+                    for (int i = 0; i < S; i++)
+                        if (sl[i] >= 0) sl[i] = (sl[i] + 1 + i % 2) % s.n_slot;
+                    if (cpu.ops->upload(&cpu, psl.c, 0, sl, LB_I32, S, &err) < 0 ||
+                        gpu.ops->upload(&gpu, psl.g, 0, sl, LB_I32, S, &err) < 0) {
+                        fail_err("seg_slot re-upload");
+                        return;
+                    }
+                }
+                for (int layer = 0; layer < 2; layer++)
+                    for (int grp = 0; grp < 4; grp++) {
+                        static const int g_n[4] = {3, 2, 1, 1};
+                        static const enum lb_target g_t[4][3] = {{LB_T_Q, LB_T_K, LB_T_V}, {LB_T_GATE, LB_T_UP, 0},
+                                                                  {LB_T_O, 0, 0}, {LB_T_DOWN, 0, 0}};
+                        struct lb_op oc = {.kind = LB_OP_LORA}, og;
+                        oc.u.lora.layer = layer;
+                        oc.u.lora.n_tgt = g_n[grp];
+                        oc.u.lora.n_tok = T;
+                        oc.u.lora.n_in = in[g_t[grp][0]];
+                        oc.u.lora.n_seg = S;
+                        for (int j = 0; j < g_n[grp]; j++) {
+                            oc.u.lora.tgt[j] = g_t[grp][j];
+                            oc.u.lora.n_out[j] = out[g_t[grp][j]];
+                        }
+                        og = oc;
+                        oc.u.lora.x = px[g_t[grp][0]].c;
+                        og.u.lora.x = px[g_t[grp][0]].g;
+                        oc.u.lora.seg_start = pss.c;
+                        og.u.lora.seg_start = pss.g;
+                        oc.u.lora.seg_slot = psl.c;
+                        og.u.lora.seg_slot = psl.g;
+                        for (int j = 0; j < g_n[grp]; j++) {
+                            oc.u.lora.y[j] = py[g_t[grp][j]].c;
+                            og.u.lora.y[j] = py[g_t[grp][j]].g;
+                        }
+                        char what[160];
+                        snprintf(what, sizeof what, "lora step T=%d %s S=%d round %d layer %d %s", T,
+                                 layout_name[lays[li]], S, round, layer, lb_target_name(g_t[grp][0]));
+                        if (run_both(&oc, &og, what) < 0) return;
+                    }
+                for (int t = 0; t < LB_T_COUNT; t++) {
+                    char what[160];
+                    snprintf(what, sizeof what, "lora step T=%d %s S=%d round %d y %s", T, layout_name[lays[li]], S,
+                             round, lb_target_name((enum lb_target)t));
+                    note_fail(LB_OP_LORA, compare(LB_OP_LORA, &py[t], 1e-4, what));
+                }
+            }
+            pair_free(&pss);
+            pair_free(&psl);
+            for (int t = 0; t < LB_T_COUNT; t++) {
+                pair_free(&px[t]);
+                pair_free(&py[t]);
+            }
+            free(ss);
+        }
+}
+
+/* The LoRA step with the tile list rebuilt by every op (LB_CUDA_LORA=2). */
+static void test_lora_step_v2(void)
+{
+    NEED_GPU("lora");
+    if (small) T_SKIP("small mode");
+    if (gpu_reopen("2", NULL)) return;
+    test_lora_step();
+    gpu_reopen(NULL, NULL);
+}
+
 static void test_lora_v1(void)
 {
     NEED_GPU("lora");
@@ -910,9 +1013,18 @@ static void test_attn(void)
         {"prefill-mha", 4, 4, 128, 16, 2, 50, 200, 50, 200, 0},
         {"prefill-g16", 16, 1, 64, 16, 2, 10, 300, 5, 100, 1},
         {"prefill-d32-g3", 6, 2, 32, 16, 3, 20, 150, 2, 40, 1},
+        /* decode kernel (v3) shapes: the workload's 256 sequences, ragged; splits (few long
+         * sequences); GQA groups > 4 and not a power of 2; D = 96; decode rows mixed with prefill */
+        {"decode-256", 32, 8, 128, 16, 256, 500, 700, 1, 1, 0},
+        {"decode-2k", 8, 2, 128, 16, 64, 1900, 2100, 1, 1, 0},
+        {"decode-split", 32, 8, 128, 16, 3, 1000, 3000, 1, 1, 0},
+        {"decode-g8", 16, 2, 128, 32, 9, 1, 900, 1, 1, 0},
+        {"decode-d96-g6", 12, 2, 96, 16, 5, 1, 400, 1, 1, 0},
+        {"decode-d32-g3", 6, 2, 32, 8, 6, 1, 300, 1, 1, 0},
+        {"mixed-d128", 32, 8, 128, 16, 12, 1, 700, 1, 60, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (small && (i == 4 || i == 6 || i == 7)) continue;
+        if (small && (i == 4 || i == 6 || i == 7 || i == 17 || i == 18)) continue;
         run_attn_case(&cases[i]);
     }
 }
@@ -928,6 +1040,26 @@ static void test_attn_v1(void)
     test_attn();
     stat_row[LB_OP_ATTN] = LB_OP_ATTN;
     stat_row[LB_OP_KV_WRITE] = LB_OP_KV_WRITE;
+    gpu_reopen(NULL, NULL);
+}
+
+/* The attention cases with the v2 decode (SIMT k_attn_paged for single-row sequences). */
+static void test_attn_v2(void)
+{
+    NEED_GPU("attn");
+    if (small) T_SKIP("small mode");
+    if (gpu_reopen(NULL, "2")) return;
+    test_attn();
+    gpu_reopen(NULL, NULL);
+}
+
+/* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1). */
+static void test_attn_dec_order(void)
+{
+    NEED_GPU("attn");
+    setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
+    if (gpu_reopen(NULL, NULL) == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_DEC_ORDER");
     gpu_reopen(NULL, NULL);
 }
 
@@ -1240,9 +1372,13 @@ int main(void)
     T_RUN(test_matmul);
     T_RUN(test_lora);
     T_RUN(test_lora_v1);
+    T_RUN(test_lora_step);
+    T_RUN(test_lora_step_v2);
     T_RUN(test_rope);
     T_RUN(test_attn);
     T_RUN(test_attn_v1);
+    T_RUN(test_attn_v2);
+    T_RUN(test_attn_dec_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
     T_RUN(test_gather);
