@@ -862,7 +862,10 @@ static int run_job(struct session *s, struct lb_err *err)
     size_t page_bytes = (size_t)2 * c->n_layer * ps * c->n_kv_head * c->head_dim * lb_dtype_size(s->be.ops->act_dtype == LB_F32 ? LB_F32 : LB_BF16);
     int64_t want = (int64_t)s->job.max_seqs * ((int64_t)(256 + s->job.gen.max_tokens + ps - 1) / ps + 1);
     if (want < ctx_pages + 1) want = ctx_pages + 1;
-    int64_t cap_pages = (int64_t)(((size_t)4 << 30) / page_bytes);
+    /* KV budget: 4 GiB on the CPU; 16 GiB on a GPU until the backend reports its free memory
+     * and the plan sizes the cache from gpu_memory_fraction (issue 5) */
+    size_t kv_cap_bytes = (size_t)(strcmp(s->be.ops->name, "cpu") ? 16 : 4) << 30;
+    int64_t cap_pages = (int64_t)(kv_cap_bytes / page_bytes);
     if (want > cap_pages) want = cap_pages > ctx_pages + 1 ? cap_pages : ctx_pages + 1;
     struct lb_runner_opts ro = {s->job.max_batch_tokens, s->job.max_seqs, (int)want, ps, s->n_slot, max_rank};
     if ((rc = lb_runner_init(&s->r, &s->be, &s->m, &ro, err))) goto out;
