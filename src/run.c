@@ -935,7 +935,7 @@ static int run_job(struct session *s, struct lb_err *err)
         progress(s, 0);
     }
     for (int i = 0; i < s->n_units; i++)
-        if (!s->units[i].finished && !s->units[i].opened && s->units[i].n_total > 0 && (rc = open_unit(s, &s->units[i], err))) goto out;
+        if (!s->units[i].finished && !s->units[i].opened && (rc = open_unit(s, &s->units[i], err))) goto out;
     if ((rc = commit_all(s, err))) goto out;
     progress(s, 1);
     rc = write_summary(s, err);

@@ -71,6 +71,14 @@ check "and names what changed" grep -q "generation.max_tokens" changed.log
 "$BIN" run job.yaml --restart > restart.log 2>&1; rc=$?
 check "--restart starts over (rc $rc)" [ $rc -eq 0 ]
 check "--restart output differs only where max_tokens matters" [ "$(zstd -dc out/c.chat.jsonl.zst | wc -l)" = "$(wc -l < data/c.jsonl)" ]
+# an empty shard: an empty output, and the job still counts as finished
+mkdir -p "$T/empty" && cd "$T/empty" && : > empty.jsonl && echo '{"prompt_token_ids": [5, 6]}' > one.jsonl
+printf 'model: %s/model\ninputs:\n  - path: empty.jsonl\n    adapter: base\n  - path: one.jsonl\n    adapter: base\noutput:\n  dir: out\ngeneration:\n  max_tokens: 4\nresources:\n  device: cpu\n' "$FIX" > job.yaml
+"$BIN" run job.yaml > run.log 2>&1; rc=$?
+check "empty shard: run exits 0 (rc $rc)" [ $rc -eq 0 ]
+check "empty shard: an empty output file exists" [ -f out/empty.base.jsonl.zst ] && [ "$(zstd -dc out/empty.base.jsonl.zst | wc -c)" = 0 ]
+"$BIN" run job.yaml > rerun.log 2>&1
+check "empty shard: the job is finished" grep -q "already finished" rerun.log
 # two runs on one folder: the second is refused by the lock (a slow job: one sequence at a time)
 make_job "$T/slow" 400 10 10
 cd "$T/slow"
