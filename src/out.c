@@ -190,7 +190,9 @@ int lb_out_write(struct lb_out *o, const char *line, size_t n, struct lb_err *er
 int lb_out_commit(struct lb_out *o, int64_t *committed_len, struct lb_err *err)
 {
     if (o->broken) return lb_err_set(err, LB_E_IO, "output %s: an earlier write failed", o->path);
-    if (o->n_lines_pending) {
+    /* a file's first commit always ends a frame, even an empty one, so an output with no
+     * lines is still a valid zstd file (zstd -d refuses a 0-byte file) */
+    if (o->n_lines_pending || o->file_len == 0) {
         int rc = compress(o, NULL, 0, ZSTD_e_end, err);
         if (!rc) rc = flush_buf(o, err);
         if (rc) return rc;

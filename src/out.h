@@ -2,7 +2,8 @@
  * output line builders; a reorder buffer that puts lines back in input order.
  *
  * Writer contract: bytes written since the last commit belong to an open frame and may be
- * partly on disk; lb_out_commit closes the frame (ZSTD_e_end), writes it out, fsyncs and
+ * partly on disk; lb_out_commit closes the frame (ZSTD_e_end; a file's first commit writes a
+ * frame even when empty, so every output is a valid zstd file), writes it out, fsyncs and
  * returns the committed length. Only committed lengths go into the checkpoint. A resume
  * opens the file with that length: the file is truncated to it (dropping any half-written
  * frame) and new frames are appended; zstd decodes concatenated frames, so the decompressed
