@@ -15,7 +15,7 @@
  * LB_CUDA_STATS=1 prints, at destroy, where the host's time went between and within steps.
  *
  * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity),
- * copy-stream adapter prefetch, CUDA graphs (next parts of issue 5).
+ * copy-stream adapter prefetch, CUDA graphs (not worth it yet: tests/ops/NOTES.md, run 6).
  *
  * Test: ./build.sh test, then on the device tests/gpu_run.sh (build/tests/test_ops). */
 #include <math.h>
@@ -385,9 +385,16 @@ static int cu_upload(struct lb_backend *be, struct lb_buf *b, size_t off, const 
         LB_TRY(stream_sync(c, err));
     }
     if (c->stats) {
-        c->st_upload += now_s() - t0;
-        c->st_up_n++;
-        c->st_up_bytes += (long long)bytes;
+        double dt = now_s() - t0;
+        if (h) {
+            c->st_upload += dt;
+            c->st_up_n++;
+            c->st_up_bytes += (long long)bytes;
+        } else { /* weights: not part of a step (the next upload starts one) */
+            c->st_sync_s += dt;
+            c->st_sync_bytes += (long long)bytes;
+            c->st_first_up = 0;
+        }
     }
     return 0;
 }
@@ -592,12 +599,12 @@ static void cu_destroy(struct lb_backend *be)
     if (c->stats && c->st_steps) {
         long long ns = c->st_steps, nsm = c->st_small_steps;
         fprintf(stderr,
-                "cuda stats: %lld steps: host between steps %.3f s (%.1f us/step), uploads %.3f s (%lld, %.1f MiB, "
-                "%lld synchronous, %lld ring waits), enqueue %.3f s (%.1f us/step), wait in download %.3f s "
-                "(%.1f us/step)\n",
+                "cuda stats: %lld steps: host between steps %.3f s (%.1f us/step), ring uploads %.3f s (%lld, %.1f "
+                "MiB, %lld ring waits), enqueue %.3f s (%.1f us/step, uploads included), wait in download %.3f s "
+                "(%.1f us/step); %lld synchronous uploads (weights) %.1f MiB in %.3f s\n",
                 ns, c->st_gap, 1e6 * c->st_gap / ns, c->st_upload, c->st_up_n, c->st_up_bytes / 1048576.0,
-                c->st_up_sync, c->st_blk_wait, c->st_enqueue, 1e6 * c->st_enqueue / ns, c->st_wait,
-                1e6 * c->st_wait / ns);
+                c->st_blk_wait, c->st_enqueue, 1e6 * c->st_enqueue / ns, c->st_wait, 1e6 * c->st_wait / ns,
+                c->st_up_sync, c->st_sync_bytes / 1048576.0, c->st_sync_s);
         if (nsm)
             fprintf(stderr,
                     "cuda stats: %lld steps of <= 512 tokens: host between %.1f us/step, enqueue %.1f us/step, wait "

@@ -125,11 +125,14 @@ struct lb_cu {
     cudaEvent_t up_ev[4];
     int up_pending[4];   /* 1: up_ev[i] recorded and not yet known complete */
 
-    /* LB_CUDA_STATS=1: host-side time split of the step loop, printed at destroy (stderr). */
+    /* LB_CUDA_STATS=1: host-side time split of the step loop, printed at destroy (stderr). A step
+     * runs from its first ring upload to its first download; synchronous uploads (weights) end
+     * any step in progress and are counted apart. */
     int stats;
     double st_t_last;                      /* end of the last download (s), 0 before the first */
     double st_gap, st_upload, st_enqueue, st_wait, st_first_up; /* seconds */
-    long long st_steps, st_up_n, st_up_bytes, st_up_sync, st_blk_wait;
+    double st_sync_s;                      /* synchronous (larger than a block) uploads */
+    long long st_steps, st_up_n, st_up_bytes, st_up_sync, st_sync_bytes, st_blk_wait;
     double st_small_gap, st_small_enq, st_small_wait; long long st_small_steps; int st_step_tok;
 };
 #define LB_CU_UP_NBLK 4
