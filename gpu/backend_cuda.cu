@@ -5,18 +5,24 @@
  * with fp32 accumulation inside every kernel. Float weights (f32, f16, bf16) are stored as
  * bf16 on the device (f32/f16 are rounded to nearest-even at upload); i32 and u8 are raw.
  *
- * Upload/download are synchronous with respect to the host (they finish the stream first), so
- * callers may reuse their host memory as soon as they return. Ops are asynchronous; sync()
- * waits for them and reports any deferred device error.
+ * Upload is asynchronous: it copies the caller's data (converted if asked) into a pinned upload
+ * ring and queues cudaMemcpyAsync on the stream, so the caller may reuse its memory as soon as it
+ * returns while the GPU has not waited for anything (see the ring in common.cuh: a block of the
+ * ring is reused only after an event shows every copy from it has run). Download is the one
+ * synchronisation point of a step: it queues the copy into pinned memory, waits for the stream
+ * and returns data ready on the host. Uploads larger than a ring block (weights) stay
+ * synchronous. Ops are asynchronous; sync() waits for them and reports any deferred device error.
+ * LB_CUDA_STATS=1 prints, at destroy, where the host's time went between and within steps.
  *
  * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity),
- * copy-stream adapter prefetch, CUDA graphs (next parts of issue 5).
+ * copy-stream adapter prefetch, CUDA graphs (not worth it yet: tests/ops/NOTES.md, run 6).
  *
  * Test: ./build.sh test, then on the device tests/gpu_run.sh (build/tests/test_ops). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.cuh"
 
@@ -61,6 +67,78 @@ static int stage(struct lb_cu *c, size_t n, struct lb_err *err)
     size_t want = n < ((size_t)4 << 20) ? ((size_t)4 << 20) : n;
     LB_CU(cudaMallocHost(&c->h_stage, want));
     c->stage_bytes = want;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ upload ring */
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The stream has just been synchronised: every queued copy has run, every block is free. */
+static void up_all_free(struct lb_cu *c)
+{
+    for (int i = 0; i < LB_CU_UP_NBLK; i++) c->up_pending[i] = 0;
+    c->up_off = 0;
+}
+
+static int stream_sync(struct lb_cu *c, struct lb_err *err)
+{
+    LB_CU(cudaStreamSynchronize(c->stream));
+    up_all_free(c);
+    return 0;
+}
+
+/* Allocates the ring once, blk bytes per block (grow-only: a larger request reallocates after a
+ * stream synchronisation, which happens at setup only). */
+static int up_init(struct lb_cu *c, size_t blk, struct lb_err *err)
+{
+    blk = (blk + 4095) & ~(size_t)4095;
+    if (c->h_up && blk <= c->up_blk) return 0;
+    LB_TRY(stream_sync(c, err));
+    if (c->h_up) LB_CU(cudaFreeHost(c->h_up));
+    c->h_up = NULL;
+    c->up_blk = 0;
+    for (int i = 0; i < LB_CU_UP_NBLK; i++)
+        if (!c->up_ev[i]) LB_CU(cudaEventCreateWithFlags(&c->up_ev[i], cudaEventDisableTiming));
+    cudaError_t e = cudaHostAlloc((void **)&c->h_up, blk * LB_CU_UP_NBLK, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->h_up = NULL;
+        return lb_err_set(err, LB_E_OOM, "cuda: pinned upload ring of %zu bytes: %s", blk * LB_CU_UP_NBLK,
+                          cudaGetErrorName(e));
+    }
+    c->up_blk = blk;
+    c->up_cur = 0;
+    up_all_free(c);
+    return 0;
+}
+
+/* Reserves n bytes of the ring that no queued copy reads any more; NULL (and no error) when n
+ * does not fit in a block. *p is set on success. */
+static int up_reserve(struct lb_cu *c, size_t n, void **p, struct lb_err *err)
+{
+    *p = NULL;
+    if (!c->h_up) LB_TRY(up_init(c, (size_t)4 << 20, err));
+    n = (n + 255) & ~(size_t)255;
+    if (n > c->up_blk) return 0;
+    if (c->up_off + n > c->up_blk) {
+        /* close the current block: its event completes after every copy queued from it */
+        LB_CU(cudaEventRecord(c->up_ev[c->up_cur], c->stream));
+        c->up_pending[c->up_cur] = 1;
+        c->up_cur = (c->up_cur + 1) % LB_CU_UP_NBLK;
+        c->up_off = 0;
+        if (c->up_pending[c->up_cur]) {
+            c->st_blk_wait++;
+            LB_CU(cudaEventSynchronize(c->up_ev[c->up_cur]));
+            c->up_pending[c->up_cur] = 0;
+        }
+    }
+    *p = c->h_up + (size_t)c->up_cur * c->up_blk + c->up_off;
+    c->up_off += n;
     return 0;
 }
 
@@ -224,6 +302,10 @@ static int cu_setup(struct lb_backend *be, const struct lb_backend_setup *s, str
     if (!c->h_mods) return lb_err_set(err, LB_E_OOM, "host");
     LB_TRY(cu_malloc((void **)&c->d_mods, (n_mod ? n_mod : 1) * sizeof *c->d_mods, "adapter table", err));
     LB_CU(cudaMemcpy(c->d_mods, c->h_mods, (n_mod ? n_mod : 1) * sizeof *c->d_mods, cudaMemcpyHostToDevice));
+    /* Upload ring, sized for one step's index buffers with room to spare: tokens, positions and
+     * slot map of up to 64K tokens (768 KiB), the page list (4 bytes a page) and per-sequence
+     * arrays, per block; several steps fit before a block is reused. */
+    LB_TRY(up_init(c, ((size_t)4 << 20) + (size_t)4 * ((size_t)s->n_page + 4096), err));
     c->have_setup = 1;
     return 0;
 }
@@ -267,23 +349,54 @@ static int cu_upload(struct lb_backend *be, struct lb_buf *b, size_t off, const 
                           b ? b->n_elem : 0);
     c->buf_gen++;
     if (!n) return 0;
+    double t0 = c->stats ? now_s() : 0;
+    if (c->stats && c->st_first_up == 0) { /* first upload of a step */
+        c->st_first_up = t0;
+        c->st_step_tok = (int)n;
+        if (c->st_t_last > 0) {
+            c->st_gap += t0 - c->st_t_last;
+            if (n <= 512) c->st_small_gap += t0 - c->st_t_last;
+        }
+    }
     size_t es = lb_dtype_size(b->dt);
     char *dst = (char *)b->d + off * es;
-    if (src_dt == b->dt || (src_dt == LB_I32 && b->dt == LB_I32)) {
-        LB_CU(cudaMemcpyAsync(dst, src, n * es, cudaMemcpyHostToDevice, c->stream));
-        LB_CU(cudaStreamSynchronize(c->stream));
-        return 0;
-    }
-    if (src_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16)) {
-        LB_TRY(stage(c, n * 2, err));
-        LB_CU(cudaStreamSynchronize(c->stream)); /* the staging buffer may still feed an earlier copy */
+    int raw = src_dt == b->dt;
+    int conv = src_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16);
+    if (!raw && !conv)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "cuda upload: %s host data into a %s buffer", lb_dtype_name(src_dt),
+                          lb_dtype_name(b->dt));
+    size_t bytes = raw ? n * es : n * 2;
+    void *h;
+    LB_TRY(up_reserve(c, bytes, &h, err));
+    if (h) { /* asynchronous: the caller's memory is copied into the ring before we return */
+        if (raw) memcpy(h, src, bytes);
+        else to_half(b->dt, (const float *)src, h, n);
+        LB_CU(cudaMemcpyAsync(dst, h, bytes, cudaMemcpyHostToDevice, c->stream));
+    } else if (raw) { /* larger than a ring block (weights): synchronous, as before */
+        c->st_up_sync++;
+        LB_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+        LB_TRY(stream_sync(c, err));
+    } else {
+        c->st_up_sync++;
+        LB_TRY(stream_sync(c, err)); /* the staging buffer may still feed an earlier copy */
+        LB_TRY(stage(c, bytes, err));
         to_half(b->dt, (const float *)src, c->h_stage, n);
-        LB_CU(cudaMemcpyAsync(dst, c->h_stage, n * 2, cudaMemcpyHostToDevice, c->stream));
-        LB_CU(cudaStreamSynchronize(c->stream));
-        return 0;
+        LB_CU(cudaMemcpyAsync(dst, c->h_stage, bytes, cudaMemcpyHostToDevice, c->stream));
+        LB_TRY(stream_sync(c, err));
     }
-    return lb_err_set(err, LB_E_UNSUPPORTED, "cuda upload: %s host data into a %s buffer", lb_dtype_name(src_dt),
-                      lb_dtype_name(b->dt));
+    if (c->stats) {
+        double dt = now_s() - t0;
+        if (h) {
+            c->st_upload += dt;
+            c->st_up_n++;
+            c->st_up_bytes += (long long)bytes;
+        } else { /* weights: not part of a step (the next upload starts one) */
+            c->st_sync_s += dt;
+            c->st_sync_bytes += (long long)bytes;
+            c->st_first_up = 0;
+        }
+    }
+    return 0;
 }
 
 static int cu_download(struct lb_backend *be, const struct lb_buf *b, size_t off, void *dst, enum lb_dtype dst_dt,
@@ -296,20 +409,39 @@ static int cu_download(struct lb_backend *be, const struct lb_buf *b, size_t off
     if (!n) return 0;
     size_t es = lb_dtype_size(b->dt);
     const char *src = (const char *)b->d + off * es;
-    if (dst_dt == b->dt) {
-        LB_CU(cudaMemcpyAsync(dst, src, n * es, cudaMemcpyDeviceToHost, c->stream));
-        LB_CU(cudaStreamSynchronize(c->stream));
-        return 0;
+    int raw = dst_dt == b->dt;
+    int conv = dst_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16);
+    if (!raw && !conv)
+        return lb_err_set(err, LB_E_UNSUPPORTED, "cuda download: %s buffer into %s host data", lb_dtype_name(b->dt),
+                          lb_dtype_name(dst_dt));
+    double t0 = c->stats ? now_s() : 0;
+    size_t bytes = raw ? n * es : n * 2;
+    if (raw && bytes > ((size_t)16 << 20)) { /* large (logits for tests): straight into the caller's memory */
+        LB_CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+        LB_TRY(stream_sync(c, err));
+    } else {
+        /* h_stage is only touched under a stream synchronisation; none of the queued work reads it */
+        LB_TRY(stage(c, bytes, err));
+        LB_CU(cudaMemcpyAsync(c->h_stage, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+        LB_TRY(stream_sync(c, err));
+        if (raw) memcpy(dst, c->h_stage, bytes);
+        else from_half(b->dt, c->h_stage, (float *)dst, n);
     }
-    if (dst_dt == LB_F32 && (b->dt == LB_BF16 || b->dt == LB_F16)) {
-        LB_TRY(stage(c, n * 2, err));
-        LB_CU(cudaMemcpyAsync(c->h_stage, src, n * 2, cudaMemcpyDeviceToHost, c->stream));
-        LB_CU(cudaStreamSynchronize(c->stream));
-        from_half(b->dt, c->h_stage, (float *)dst, n);
-        return 0;
+    if (c->stats && c->st_first_up > 0) { /* the step's first download ends it */
+        double t1 = now_s();
+        double enq = t0 - c->st_first_up, wait = t1 - t0;
+        c->st_enqueue += enq;
+        c->st_wait += wait;
+        c->st_steps++;
+        if (c->st_step_tok <= 512) {
+            c->st_small_enq += enq;
+            c->st_small_wait += wait;
+            c->st_small_steps++;
+        }
+        c->st_first_up = 0;
+        c->st_t_last = t1;
     }
-    return lb_err_set(err, LB_E_UNSUPPORTED, "cuda download: %s buffer into %s host data", lb_dtype_name(b->dt),
-                      lb_dtype_name(dst_dt));
+    return 0;
 }
 
 static struct lb_buf *cu_weight(struct lb_backend *be, enum lb_dtype dt, const void *host, size_t n_elem,
@@ -410,7 +542,7 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
         bf16 *base = c->d_slots + (size_t)slot * c->slot_stride_elem + (size_t)layer * c->layer_stride_elem +
                      c->mod_off_elem[t];
         LB_TRY(stage(c, (na + nb) * 2, err));
-        LB_CU(cudaStreamSynchronize(c->stream)); /* slot and stage no longer in use by queued work */
+        LB_TRY(stream_sync(c, err)); /* slot and stage no longer in use by queued work */
         bf16 *h = (bf16 *)c->h_stage;
         const void *srcs[2] = {m->a, m->b};
         size_t ns[2] = {na, nb};
@@ -429,11 +561,11 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
         md.rank = m->rank;
         md.scale = m->scale;
     } else {
-        LB_CU(cudaStreamSynchronize(c->stream));
+        LB_TRY(stream_sync(c, err));
     }
     c->h_mods[mi] = md;
     LB_CU(cudaMemcpyAsync(c->d_mods + mi, &c->h_mods[mi], sizeof md, cudaMemcpyHostToDevice, c->stream));
-    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_TRY(stream_sync(c, err));
     return 0;
 }
 
@@ -444,16 +576,16 @@ static int cu_lora_clear(struct lb_backend *be, int slot, struct lb_err *err)
     if (slot < 0 || slot >= c->s.n_slot) return lb_err_set(err, LB_E_INTERNAL, "cuda lora_clear: slot %d", slot);
     size_t n = (size_t)c->s.n_layer * LB_T_COUNT, mi = (size_t)slot * n;
     memset(c->h_mods + mi, 0, n * sizeof *c->h_mods);
-    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_TRY(stream_sync(c, err));
     LB_CU(cudaMemcpyAsync(c->d_mods + mi, c->h_mods + mi, n * sizeof *c->h_mods, cudaMemcpyHostToDevice, c->stream));
-    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_TRY(stream_sync(c, err));
     return 0;
 }
 
 static int cu_sync(struct lb_backend *be, struct lb_err *err)
 {
     struct lb_cu *c = cu_of(be);
-    LB_CU(cudaStreamSynchronize(c->stream));
+    LB_TRY(stream_sync(c, err));
     LB_CU(cudaGetLastError());
     return 0;
 }
@@ -464,11 +596,29 @@ static void cu_destroy(struct lb_backend *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->stats && c->st_steps) {
+        long long ns = c->st_steps, nsm = c->st_small_steps;
+        fprintf(stderr,
+                "cuda stats: %lld steps: host between steps %.3f s (%.1f us/step), ring uploads %.3f s (%lld, %.1f "
+                "MiB, %lld ring waits), enqueue %.3f s (%.1f us/step, uploads included), wait in download %.3f s "
+                "(%.1f us/step); %lld synchronous uploads (weights) %.1f MiB in %.3f s\n",
+                ns, c->st_gap, 1e6 * c->st_gap / ns, c->st_upload, c->st_up_n, c->st_up_bytes / 1048576.0,
+                c->st_blk_wait, c->st_enqueue, 1e6 * c->st_enqueue / ns, c->st_wait, 1e6 * c->st_wait / ns,
+                c->st_up_sync, c->st_sync_bytes / 1048576.0, c->st_sync_s);
+        if (nsm)
+            fprintf(stderr,
+                    "cuda stats: %lld steps of <= 512 tokens: host between %.1f us/step, enqueue %.1f us/step, wait "
+                    "%.1f us/step\n",
+                    nsm, 1e6 * c->st_small_gap / nsm, 1e6 * c->st_small_enq / nsm, 1e6 * c->st_small_wait / nsm);
+    }
     free_state(c);
     lb_cublas_close(c);
     if (c->d_ws) cudaFree(c->d_ws);
     if (c->d_lora_tl) cudaFree(c->d_lora_tl);
     if (c->h_stage) cudaFreeHost(c->h_stage);
+    if (c->h_up) cudaFreeHost(c->h_up);
+    for (int i = 0; i < LB_CU_UP_NBLK; i++)
+        if (c->up_ev[i]) cudaEventDestroy(c->up_ev[i]);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
     be->impl = NULL;
@@ -511,6 +661,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");
         c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
+        ev = getenv("LB_CUDA_STATS");
+        c->stats = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
         c->attn_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         if (prop.major < 8)

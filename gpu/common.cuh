@@ -106,10 +106,36 @@ struct lb_cu {
     /* Grow-only scratch for op workspaces (LoRA partials, attention splits, sampling). */
     void *d_ws;
     size_t ws_bytes;
-    /* Grow-only pinned host staging for converting uploads/downloads. */
+    /* Grow-only pinned host staging for large converting uploads, downloads and adapter loads
+     * (used only under a stream synchronisation). */
     void *h_stage;
     size_t stage_bytes;
+
+    /* Upload ring (backend_cuda.cu, up_*): pinned host memory in LB_CU_UP_NBLK blocks, allocated
+     * once (at setup, or at the first upload), so that upload() copies the caller's data into it
+     * and queues cudaMemcpyAsync without waiting for the GPU. Uploads fill the current block; when
+     * one does not fit, an event is recorded for the block (it completes once every copy queued
+     * from it has run) and the next block is taken after waiting on its own event. A stream
+     * synchronisation (download, sync, adapter load) frees every block at once. Uploads larger
+     * than a block take the synchronous path through h_stage. */
+    char *h_up;          /* owned, pinned, LB_CU_UP_NBLK * up_blk bytes */
+    size_t up_blk;       /* bytes per block */
+    size_t up_off;       /* bytes used in the current block */
+    int up_cur;          /* current block */
+    cudaEvent_t up_ev[4];
+    int up_pending[4];   /* 1: up_ev[i] recorded and not yet known complete */
+
+    /* LB_CUDA_STATS=1: host-side time split of the step loop, printed at destroy (stderr). A step
+     * runs from its first ring upload to its first download; synchronous uploads (weights) end
+     * any step in progress and are counted apart. */
+    int stats;
+    double st_t_last;                      /* end of the last download (s), 0 before the first */
+    double st_gap, st_upload, st_enqueue, st_wait, st_first_up; /* seconds */
+    double st_sync_s;                      /* synchronous (larger than a block) uploads */
+    long long st_steps, st_up_n, st_up_bytes, st_up_sync, st_sync_bytes, st_blk_wait;
+    double st_small_gap, st_small_enq, st_small_wait; long long st_small_steps; int st_step_tok;
 };
+#define LB_CU_UP_NBLK 4
 
 static inline struct lb_cu *cu_of(struct lb_backend *be) { return (struct lb_cu *)be->impl; }
 

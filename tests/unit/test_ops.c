@@ -1299,6 +1299,94 @@ static void test_dtypes(void)
     }
 }
 
+/* ================================================================== uploads: reuse without waiting
+ * Uploads are asynchronous on the CUDA backend (a pinned ring, copies queued on the stream): the
+ * caller's host memory is reusable as soon as upload returns, and ring blocks are reused only
+ * after the copies reading them have run. Here one host array per buffer is overwritten and
+ * re-uploaded every iteration, with ops reading each upload before the next, and a 1.2 MB
+ * upload per iteration pushes the ring around many times (block reuse waits); sums over all
+ * iterations, accumulated on the device, must match the host exactly (integer values), as must
+ * the snapshots downloaded every 37 iterations. Covers the raw (i32, f32) and converting
+ * (f32 -> bf16) upload paths. */
+static void test_upload_reuse(void)
+{
+    if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
+    const struct lb_backend_ops *G = gpu.ops;
+    enum { V = 256, H = 64, T = 128, NF = 300000 };
+    int iters = small ? 40 : 300;
+    struct lb_buf *ids = G->alloc(&gpu, LB_I32, T, &err), *tab = G->alloc(&gpu, LB_F32, (size_t)V * H, &err),
+                  *e = G->alloc(&gpu, LB_F32, (size_t)T * H, &err), *acc = G->alloc(&gpu, LB_F32, (size_t)T * H, &err),
+                  *xs = G->alloc(&gpu, ACT, (size_t)T * H, &err), *acc2 = G->alloc(&gpu, LB_F32, (size_t)T * H, &err),
+                  *fill = G->alloc(&gpu, LB_I32, NF, &err);
+    int32_t *hid = malloc(sizeof(int32_t) * T), *hfill = malloc(sizeof(int32_t) * NF);
+    float *htab = malloc(sizeof(float) * V * H), *hx = malloc(sizeof(float) * T * H), *want = calloc((size_t)T * H, sizeof(float)),
+          *want2 = calloc((size_t)T * H, sizeof(float)), *got = malloc(sizeof(float) * T * H);
+    int32_t *gotf = malloc(sizeof(int32_t) * NF);
+    int ok = ids && tab && e && acc && xs && acc2 && fill && hid && hfill && htab && hx && want && want2 && got && gotf;
+    T_CHECK(ok, "alloc: %s", err.msg);
+    for (int v = 0; v < V && ok; v++)
+        for (int h = 0; h < H; h++) htab[(size_t)v * H + h] = (float)(v * 4 + (h & 3));
+    if (ok && (G->upload(&gpu, tab, 0, htab, LB_F32, (size_t)V * H, &err) < 0 ||
+               G->upload(&gpu, acc, 0, want, LB_F32, (size_t)T * H, &err) < 0 ||
+               G->upload(&gpu, acc2, 0, want2, LB_F32, (size_t)T * H, &err) < 0)) {
+        T_CHECK(0, "upload: %s", err.msg);
+        ok = 0;
+    }
+    int bad_snap = 0;
+    for (int it = 0; it < iters && ok; it++) {
+        for (int t = 0; t < T; t++) hid[t] = (int32_t)(rnd_u64() % V);
+        for (int k = 0; k < NF; k++) hfill[k] = it * 7 + k;
+        for (int k = 0; k < T * H; k++) hx[k] = (float)((it + k) % 5);
+        struct lb_op em = {.kind = LB_OP_EMBED}, a1 = {.kind = LB_OP_ADD}, a2 = {.kind = LB_OP_ADD};
+        em.u.embed.ids = ids; em.u.embed.table = tab; em.u.embed.out = e; em.u.embed.n_tok = T; em.u.embed.n_hidden = H;
+        a1.u.add.x = e; a1.u.add.y = acc; a1.u.add.n = (int64_t)T * H;
+        a2.u.add.x = xs; a2.u.add.y = acc2; a2.u.add.n = (int64_t)T * H;
+        if (G->upload(&gpu, ids, 0, hid, LB_I32, T, &err) < 0 || G->upload(&gpu, fill, 0, hfill, LB_I32, NF, &err) < 0 ||
+            G->upload(&gpu, xs, 0, hx, LB_F32, (size_t)T * H, &err) < 0 || G->run(&gpu, &em, &err) < 0 ||
+            G->run(&gpu, &a1, &err) < 0 || G->run(&gpu, &a2, &err) < 0) {
+            T_CHECK(0, "iteration %d: %s", it, err.msg);
+            ok = 0;
+            break;
+        }
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                want[(size_t)t * H + h] += htab[(size_t)hid[t] * H + h];
+                want2[(size_t)t * H + h] += hx[(size_t)t * H + h];
+            }
+        if (it % 37 == 36) { /* a sync point in the middle, then the loop goes on reusing the ring */
+            if (G->download(&gpu, e, 0, got, LB_F32, (size_t)T * H, &err) < 0) {
+                T_CHECK(0, "download: %s", err.msg);
+                ok = 0;
+                break;
+            }
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < H; h++) bad_snap += got[(size_t)t * H + h] != htab[(size_t)hid[t] * H + h];
+        }
+    }
+    T_CHECK(bad_snap == 0, "%d elements of the embed snapshots differ (stale ids)", bad_snap);
+    if (ok) {
+        int bad = 0, bad2 = 0, badf = 0;
+        if (G->download(&gpu, acc, 0, got, LB_F32, (size_t)T * H, &err) < 0) T_CHECK(0, "download acc: %s", err.msg);
+        else
+            for (int k = 0; k < T * H; k++) bad += got[k] != want[k];
+        if (G->download(&gpu, acc2, 0, got, LB_F32, (size_t)T * H, &err) < 0) T_CHECK(0, "download acc2: %s", err.msg);
+        else
+            for (int k = 0; k < T * H; k++) bad2 += got[k] != want2[k];
+        if (G->download(&gpu, fill, 0, gotf, LB_I32, NF, &err) < 0) T_CHECK(0, "download fill: %s", err.msg);
+        else
+            for (int k = 0; k < NF; k++) badf += gotf[k] != hfill[k];
+        T_CHECK(bad == 0, "embed sums over %d iterations: %d of %d elements differ (an upload read stale or "
+                "overwritten host data)", iters, bad, T * H);
+        T_CHECK(bad2 == 0, "converted (f32 -> %s) upload sums: %d of %d elements differ", lb_dtype_name(ACT), bad2, T * H);
+        T_CHECK(badf == 0, "last 1.2 MB upload: %d of %d elements differ", badf, NF);
+        T_CHECK(G->sync(&gpu, &err) == 0, "sync: %s", err.msg);
+    }
+    struct lb_buf *all[] = {ids, tab, e, acc, xs, acc2, fill};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) G->buf_free(&gpu, all[i]);
+    free(hid); free(hfill); free(htab); free(hx); free(want); free(want2); free(got); free(gotf);
+}
+
 /* ================================================================== refusals: errors, never crashes */
 static void test_errors(void)
 {
@@ -1384,6 +1472,7 @@ int main(void)
     T_RUN(test_gather);
     T_RUN(test_sample);
     T_RUN(test_dtypes);
+    T_RUN(test_upload_reuse);
     T_RUN(test_errors);
     if (have_gpu) {
         printf("%-10s %6s %6s %6s %12s\n", "op", "cases", "skip", "fail", "max NMSE");
