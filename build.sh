@@ -170,7 +170,8 @@ run_tests() {
 }
 
 case "$MODE" in
-    test|asan) build_tests; run_tests ;;
+    test) build_tests; run_tests ;;
+    asan) build_tests; LB_SANITIZED=1 run_tests ;;
     demo) run "$OUT/lorabatch" run jobs/demo.yaml "$@" ;;
     gpu-bundle)
         build_tests

@@ -34,6 +34,7 @@ check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
 skip_all() { echo "SKIP slurm: $*"; exit 77; }
 el() { echo "$(($(date +%s) - t_start))s"; }
 
+[ -z "${LB_SANITIZED:-}" ] || skip_all "timing-bound (Slurm time limits, one deadline): not run under the sanitizers"
 [ "$(id -u)" = 0 ] || skip_all "needs root (apt-get; slurmd launches jobs as root)"
 if ! command -v slurmctld >/dev/null 2>&1 || ! command -v sbatch >/dev/null 2>&1; then
     command -v apt-get >/dev/null 2>&1 || skip_all "Slurm is not installed and there is no apt-get"
