@@ -12,6 +12,7 @@ struct lb_engine_seq {
     int32_t *pages;     /* owned [page_cap] */
     int n_pages, page_cap;
     int slot, max_new, ignore_eos;
+    int q_step;         /* tokens this sequence contributes to the step being built */
     struct lb_sample_param sp;
 };
 
@@ -210,25 +211,23 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
      * needs a page nobody can give preempts the most recently admitted sequence (run[] is in
      * admission order, so already selected sequences are never the victim). */
     int budget = e->o.max_batch_tokens, n_sel = 0, rc = 0;
-    int *ql = malloc(sizeof(int) * (size_t)e->o.max_seqs);
-    if (!ql) return lb_err_set(err, LB_E_OOM, "engine: out of memory");
     for (int i = 0; i < e->n_run && budget > 0; i++) {
         struct lb_engine_seq *s = e->run[i];
         if (s->n_cached < s->n_prompt || s->n_tok - s->n_cached != 1) continue;
         int gone = 0;
         while (ensure_pages(e, s, s->n_cached + 1)) {
             if (e->n_run == 1) { /* alone and still no room: the cache is too small for it */
-                if ((rc = finish(e, 0, LB_FINISH_LENGTH, 0, err))) goto fail;
+                if ((rc = finish(e, 0, LB_FINISH_LENGTH, 0, err))) return rc;
                 gone = 1;
                 break;
             }
             int victim = e->n_run - 1;
-            if (preempt_one(e, NULL)) { rc = lb_err_set(err, LB_E_OOM, "engine: out of memory"); goto fail; }
+            if (preempt_one(e, NULL)) return lb_err_set(err, LB_E_OOM, "engine: out of memory");
             if (victim == i) { gone = 1; break; }
         }
         if (gone) break;
-        e->order[n_sel] = s;
-        ql[n_sel++] = 1;
+        s->q_step = 1;
+        e->order[n_sel++] = s;
         budget--;
     }
     for (int i = 0; i < e->n_run && budget > 0; i++) {
@@ -240,12 +239,11 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         if (n > room) n = room;
         if (n <= 0) continue;
         ensure_pages(e, s, s->n_cached + n);
-        e->order[n_sel] = s;
-        ql[n_sel++] = n;
+        s->q_step = n;
+        e->order[n_sel++] = s;
         budget -= n;
     }
     if (!n_sel) {
-        free(ql);
         if (e->n_run > 1) { /* prefills hold every page: free the newest and try again next step */
             if (preempt_one(e, NULL)) return lb_err_set(err, LB_E_OOM, "engine: out of memory");
             return 0;
@@ -254,18 +252,13 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         return lb_err_set(err, LB_E_INTERNAL, "engine: no progress possible (%d running, %d free pages)", e->n_run, e->n_free);
     }
     /* 3. order by adapter slot (stable in admission order) and build the step */
-    int *qlen_of = malloc(sizeof(int) * (size_t)n_sel);
-    struct lb_engine_seq **sel = malloc(sizeof *sel * (size_t)n_sel);
-    for (int i = 0; i < n_sel; i++) sel[i] = e->order[i];
     qsort(e->order, (size_t)n_sel, sizeof *e->order, cmp_slot);
-    for (int i = 0; i < n_sel; i++)
-        for (int j = 0; j < n_sel; j++) if (sel[j] == e->order[i]) { qlen_of[i] = ql[j]; break; }
     int T = 0, n_out = 0, n_pg = 0;
     e->q_indptr[0] = 0;
     e->page_indptr[0] = 0;
     for (int i = 0; i < n_sel; i++) {
         struct lb_engine_seq *s = e->order[i];
-        for (int k = 0; k < qlen_of[i]; k++) {
+        for (int k = 0; k < s->q_step; k++) {
             int p = s->n_cached + k;
             e->tok[T] = s->tok[p];
             e->pos[T] = p;
@@ -273,12 +266,12 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
             T++;
         }
         e->q_indptr[i + 1] = T;
-        e->kv_len[i] = s->n_cached + qlen_of[i];
+        e->kv_len[i] = s->n_cached + s->q_step;
         memcpy(&e->page_idx[n_pg], s->pages, sizeof(int32_t) * (size_t)s->n_pages);
         n_pg += s->n_pages;
         e->page_indptr[i + 1] = n_pg;
         e->seq_slot[i] = s->slot;
-        if (s->n_cached + qlen_of[i] == s->n_tok) {
+        if (s->n_cached + s->q_step == s->n_tok) {
             e->out_rows[n_out] = T - 1;
             e->sp[n_out] = s->sp;
             e->sp[n_out].step = s->n_gen;
@@ -289,31 +282,26 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
                          e->seq_slot, n_out, e->out_rows, e->sp};
     rc = lb_runner_step(e->r, &st, e->out_tok, NULL, err);
     e->n_steps++;
-    if (rc) goto done;
+    if (rc) return rc;
     /* 4. apply results */
     int o = 0;
     for (int i = 0; i < n_sel; i++) {
         struct lb_engine_seq *s = e->order[i];
         int is_prefill = s->n_cached < s->n_prompt;
-        if (is_prefill) e->n_tok_prefill += qlen_of[i]; else e->n_tok_decode += qlen_of[i];
-        s->n_cached += qlen_of[i];
+        if (is_prefill) e->n_tok_prefill += s->q_step; else e->n_tok_decode += s->q_step;
+        s->n_cached += s->q_step;
         if (s->n_cached < s->n_tok) continue;
         int32_t t = e->out_tok[o++];
         s->tok[s->n_tok++] = t;
         s->n_gen++;
         int idx = -1;
         for (int k = 0; k < e->n_run; k++) if (e->run[k] == s) { idx = k; break; }
-        if (!s->ignore_eos && is_eos(e, t)) { if ((rc = finish(e, idx, LB_FINISH_STOP, 1, err))) goto done; continue; }
+        if (!s->ignore_eos && is_eos(e, t)) { if ((rc = finish(e, idx, LB_FINISH_STOP, 1, err))) return rc; continue; }
         if (e->o.on_token && e->o.on_token(e->o.ctx, s->user, s->tok + s->n_prompt, s->n_gen)) {
-            if ((rc = finish(e, idx, LB_FINISH_STOP, 0, err))) goto done;
+            if ((rc = finish(e, idx, LB_FINISH_STOP, 0, err))) return rc;
             continue;
         }
-        if (s->n_gen >= s->max_new || s->n_tok >= e->max_ctx) { if ((rc = finish(e, idx, LB_FINISH_LENGTH, 0, err))) goto done; continue; }
+        if (s->n_gen >= s->max_new || s->n_tok >= e->max_ctx) { if ((rc = finish(e, idx, LB_FINISH_LENGTH, 0, err))) return rc; continue; }
     }
-done:
-    free(qlen_of);
-    free(sel);
-fail:
-    free(ql);
-    return rc;
+    return 0;
 }
