@@ -147,6 +147,8 @@ build_tests() {
 # that prints none counts as one test, passed on exit 0, skipped on exit 77, failed otherwise.
 run_tests() {
     local pass=0 fail=0 skip=0 t out rc line
+    # scratch folders the unit tests made under LB_TEST_OUT in earlier runs
+    find "$OUT/tests" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + 2>/dev/null || true
     export LB_BIN="$PWD/$OUT/lorabatch" LB_TEST_OUT="$PWD/$OUT/tests"
     for t in "$OUT"/tests/test_* tests/cli/*.sh; do
         [ -x "$t" ] || continue
