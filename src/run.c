@@ -479,13 +479,12 @@ static int put_line(struct unit *u, int64_t index, char *line, size_t n, const s
     return lb_reorder_put(&u->ro, index, line, n, after, err);
 }
 
-static int put_error(struct session *s, struct unit *u, const struct lb_rec_id *id, int64_t index, const char *code, const char *msg,
+static int put_error(struct unit *u, const struct lb_rec_id *id, int64_t index, const char *code, const char *msg,
                      const struct lb_shard_cursor *after, struct lb_err *err)
 {
     char *line;
     size_t n;
     int rc = lb_out_line_error(&line, &n, id, index, u->ju->adapter_name, code, msg, err);
-    (void)s;
     if (rc) return rc;
     return put_line(u, index, line, n, after, 1, 0, 0, err);
 }
@@ -600,7 +599,7 @@ static int admit_one(struct session *s, int ui, int slot, struct lb_err *err)
         snprintf(msg, sizeof msg, "the prompt has %d tokens; the model's context is %d", n_ids, s->m.cfg.max_pos);
     }
     if (code) {
-        rc = put_error(s, u, &rec.id, rec.index, code, rec.err_code ? rec.err_msg : msg, &after, err);
+        rc = put_error(u, &rec.id, rec.index, code, rec.err_code ? rec.err_msg : msg, &after, err);
         lb_record_free(&rec);
         return rc ? rc : 1;
     }

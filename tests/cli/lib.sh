@@ -22,8 +22,8 @@ dump_outputs() { # dir
 }
 
 # A job over the fixture model: 3 shards, two adapters, fan-out, base.
-make_job() { # dir n_a n_b n_c [extra yaml lines for generation]
-    local d=$1 na=$2 nb=$3 nc=$4 extra=${5:-}
+make_job() { # dir n_a n_b n_c
+    local d=$1 na=$2 nb=$3 nc=$4
     mkdir -p "$d/data" "$d/loras"
     ln -sfn "$FIX/adapters/all7_r8" "$d/loras/sql"
     ln -sfn "$FIX/adapters/qv_rslora_r4" "$d/loras/chat"
@@ -61,7 +61,6 @@ output:
 generation:
   max_tokens: 10
   temperature: 0.0
-$extra
 resources:
   device: cpu
   gpu_adapter_slots: 2
