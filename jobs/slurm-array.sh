@@ -136,6 +136,11 @@ case $rc in
         # signal came before lorabatch had installed its handlers (while it was still loading),
         # or its status was lost (above); either way the last checkpoint on disk is intact
         if [ "$warned" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+            # requeueing ends this very task: Slurm sends SIGTERM to all of its processes, the
+            # scontrol that asked included, sometimes before scontrol has its answer (it then
+            # dies and reports failure although the requeue took effect). Ignored here, the
+            # SIGTERM is ignored by scontrol too, which then reports the real outcome.
+            trap '' TERM
             if scontrol requeue "$SLURM_JOB_ID"; then
                 say "time-limit warning: lorabatch stopped (exit $rc); task requeued, it resumes from its checkpoint"
                 exit 0
