@@ -624,9 +624,16 @@ static void cu_destroy(struct lb_backend *be)
     be->impl = NULL;
 }
 
+static int cu_mem_info(struct lb_backend *be, size_t *free_bytes, size_t *total_bytes, struct lb_err *err)
+{
+    (void)be;
+    LB_CU(cudaMemGetInfo(free_bytes, total_bytes));
+    return 0;
+}
+
 static const struct lb_backend_ops cu_ops = {
     "cuda",      LB_BF16,         cu_supports,   cu_setup,      cu_alloc, cu_weight, cu_buf_free, cu_upload,
-    cu_download, cu_run,          cu_lora_load,  cu_lora_clear, cu_sync,  cu_destroy,
+    cu_download, cu_run,          cu_lora_load,  cu_lora_clear, cu_sync,  cu_destroy, cu_mem_info,
 };
 
 extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb_err *err)

@@ -153,6 +153,9 @@ struct lb_backend_ops {
     int (*lora_clear)(struct lb_backend *be, int slot, struct lb_err *err);
     int (*sync)(struct lb_backend *be, struct lb_err *err);
     void (*destroy)(struct lb_backend *be);
+    /* Device memory now free and in total (bytes). NULL on the CPU backend, whose KV cache is
+     * sized without it. */
+    int (*mem_info)(struct lb_backend *be, size_t *free_bytes, size_t *total_bytes, struct lb_err *err);
 };
 
 struct lb_backend {

@@ -68,6 +68,8 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->be = be;
     r->m = m;
     r->opt = *o;
+    const char *fs = getenv("LB_FAULT_STEP");
+    r->fault_step = fs ? atoll(fs) : 0;
     const struct lb_model_config *c = &m->cfg;
     struct lb_backend_setup s = {
         .n_layer = c->n_layer, .n_head = c->n_head, .n_kv_head = c->n_kv_head, .head_dim = c->head_dim,
@@ -224,8 +226,11 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
     int Q = NH * D, KV = NKV * D;
     float eps = c->rms_eps;
     RUN({.kind = LB_OP_EMBED, .u.embed = {r->ids, r->embed, r->x, T, H}});
+    int fault = r->fault_step > 0 && ++r->n_step_calls == r->fault_step;
     for (l = 0; l < c->n_layer; l++) {
         struct lb_layer_bufs *L = &r->layers[l];
+        if (fault && l == c->n_layer / 2)
+            return lb_err_set(err, LB_E_DEVICE, "layer %d: injected device fault in step %lld (LB_FAULT_STEP)", l, (long long)r->n_step_calls);
         if (l == 0) RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->x, NULL, L->attn_norm, r->h, T, H, eps}});
         else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, 0}});

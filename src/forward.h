@@ -51,6 +51,9 @@ struct lb_runner {
         *out_rows, *params, *tok_out;
     int32_t *h_seg_start, *h_seg_slot; /* owned host scratch [max_tok+1] */
     int64_t weight_bytes;
+    /* fault injection for tests: LB_FAULT_STEP=N makes the N-th step (1-based) fail halfway
+     * through its layers with a device error, as a CUDA fault mid-run would */
+    int64_t n_step_calls, fault_step;
 };
 
 int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,

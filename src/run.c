@@ -787,6 +787,34 @@ static int plan_inputs(const struct session *s, struct lb_plan_adapter **pa_out,
     return max_rank;
 }
 
+/* The memory budget of a plan (plan.h, struct lb_plan_mem) for a device of total_bytes of which
+ * used_bytes are taken before lorabatch allocates anything (the CUDA context, other processes):
+ * weights, adapter slots (max_rank ranks each), workspace at max_batch_tokens, KV pages of 16
+ * tokens in bf16; one sequence of up to min(model context, 4096 + max_tokens) tokens must fit. */
+static void mem_budget(const struct session *s, int max_rank, size_t total_bytes, size_t used_bytes, struct lb_plan_mem *mem)
+{
+    const struct lb_model_config *c = &s->m.cfg;
+    size_t weight_bytes = 0;
+    for (int f = 0; f < s->m.st.n_file; f++)
+        for (int i = 0; i < s->m.st.files[f].n_tensor; i++) weight_bytes += s->m.st.files[f].tensors[i].n_bytes;
+    size_t rank_bytes = 0;
+    for (int t = 0; t < LB_T_COUNT; t++) {
+        int ni, no;
+        lb_model_target_dims(c, (enum lb_target)t, &ni, &no);
+        rank_bytes += (size_t)(ni + no) * 2 * c->n_layer;
+    }
+    /* activations at max_batch_tokens (x, h, o, q, k, v, att, gate, up, LoRA and attention
+     * scratch), logits of max_seqs rows, cuBLAS workspace and the upload ring; plus what is
+     * already in use on the device */
+    size_t ws = (size_t)s->job.max_batch_tokens * (size_t)(6 * c->n_hidden + 4 * c->n_ff + 2 * c->n_head * c->head_dim) * 2 +
+                (size_t)s->job.max_seqs * c->n_vocab * 4 + ((size_t)256 << 20) + used_bytes;
+    int64_t seq_tokens = 4096 + (int64_t)s->job.gen.max_tokens;
+    if (seq_tokens > s->m.cfg.max_pos) seq_tokens = s->m.cfg.max_pos;
+    *mem = (struct lb_plan_mem){total_bytes, s->job.gpu_memory_fraction, weight_bytes, ws,
+                                (size_t)2 * c->n_layer * c->n_kv_head * c->head_dim * 2, 16,
+                                s->job.max_lora_rank > max_rank ? s->job.max_lora_rank : max_rank, rank_bytes, seq_tokens};
+}
+
 static int run_job(struct session *s, struct lb_err *err)
 {
     int rc;
@@ -846,26 +874,42 @@ static int run_job(struct session *s, struct lb_err *err)
     for (int a = 0; a < s->job.n_adapter; a++) n_used_adapters += s->ads_loaded[a];
     s->n_slot = s->job.gpu_adapter_slots < 1 ? 1 : s->job.gpu_adapter_slots;
     if (n_used_adapters && s->n_slot > n_used_adapters) s->n_slot = n_used_adapters;
+    /* backend first: on a GPU the plan's memory budget comes from the device's own figures */
+    struct lb_plan plan = {0};
+    if ((rc = stop_requested(err)) || (rc = open_backend(s, err))) { free(pu); free(pa); goto out; }
     struct lb_plan_input pin = {s->job.n_adapter, pa, s->n_units, pu, s->n_slot, s->job.max_seqs, s->job.max_batch_tokens, 0,
                                 LB_PLAN_POLICY_FILL, LB_PLAN_DRAIN_SLACK_DEFAULT, {0}};
-    struct lb_plan plan;
+    size_t dev_free = 0, dev_total = 0;
+    if (s->be.ops->mem_info) {
+        if ((rc = s->be.ops->mem_info(&s->be, &dev_free, &dev_total, err))) { free(pu); free(pa); goto out; }
+        mem_budget(s, max_rank, dev_total, dev_total - dev_free, &pin.mem);
+    }
     rc = lb_plan_build(&pin, &plan, err);
     free(pu);
     free(pa);
-    if (rc) { lb_plan_free(&plan); return lb_err_prefix(err, "plan"); }
-    /* backend, runner, engine */
-    if ((rc = stop_requested(err)) || (rc = open_backend(s, err))) goto out;
+    if (rc) { lb_err_prefix(err, "plan"); goto out; }
+    /* runner, engine */
     int ps = 16;
     int64_t ctx_pages = (s->m.cfg.max_pos + ps - 1) / ps;
     const struct lb_model_config *c = &s->m.cfg;
     size_t page_bytes = (size_t)2 * c->n_layer * ps * c->n_kv_head * c->head_dim * lb_dtype_size(s->be.ops->act_dtype == LB_F32 ? LB_F32 : LB_BF16);
-    int64_t want = (int64_t)s->job.max_seqs * ((int64_t)(256 + s->job.gen.max_tokens + ps - 1) / ps + 1);
-    if (want < ctx_pages + 1) want = ctx_pages + 1;
-    /* KV budget: 4 GiB on the CPU; 16 GiB on a GPU until the backend reports its free memory
-     * and the plan sizes the cache from gpu_memory_fraction (issue 5) */
-    size_t kv_cap_bytes = (size_t)(strcmp(s->be.ops->name, "cpu") ? 16 : 4) << 30;
-    int64_t cap_pages = (int64_t)(kv_cap_bytes / page_bytes);
-    if (want > cap_pages) want = cap_pages > ctx_pages + 1 ? cap_pages : ctx_pages + 1;
+    /* never more pages than max_seqs sequences of the model's whole context can use */
+    int64_t want = (int64_t)s->job.max_seqs * ctx_pages + 1;
+    if (plan.budget.checked) {
+        /* GPU: every page that gpu_memory_fraction leaves after weights, slots and workspace */
+        if (want > plan.budget.n_kv_pages) want = plan.budget.n_kv_pages;
+        fprintf(stderr, "lorabatch: KV cache %lld pages of %d tokens (%.2f GiB) from gpu_memory_fraction %.2f of %.1f GiB "
+                        "(weights %.2f GiB, %d slots %.2f GiB, workspace and in use %.2f GiB)\n",
+                (long long)want, ps, (double)want * (double)page_bytes / 1073741824.0, s->job.gpu_memory_fraction,
+                dev_total / 1073741824.0, plan.budget.weight_bytes / 1073741824.0, s->n_slot, plan.budget.slots_bytes / 1073741824.0,
+                plan.budget.workspace_bytes / 1073741824.0);
+    } else {
+        /* CPU: at most 4 GiB, at least one sequence of the model's whole context */
+        int64_t cap_pages = (int64_t)(((size_t)4 << 30) / page_bytes);
+        if (cap_pages < ctx_pages + 1) cap_pages = ctx_pages + 1;
+        if (want > cap_pages) want = cap_pages;
+    }
+    if (want > INT32_MAX / ps) want = INT32_MAX / ps;
     struct lb_runner_opts ro = {s->job.max_batch_tokens, s->job.max_seqs, (int)want, ps, s->n_slot, max_rank};
     if ((rc = lb_runner_init(&s->r, &s->be, &s->m, &ro, err))) goto out;
     s->cap_fl = 2 * s->job.max_seqs;
@@ -910,7 +954,18 @@ static int run_job(struct session *s, struct lb_err *err)
         }
         if (lb_engine_idle(&s->e) && !(run_i < plan.n_runs)) break;
         if (!lb_engine_idle(&s->e)) {
-            if ((rc = lb_engine_step(&s->e, err))) goto out;
+            if ((rc = lb_engine_step(&s->e, err))) {
+                /* a device error mid-run: the records finished before it are whole; commit
+                 * them so a resume starts after them (the ones in flight are recomputed) */
+                struct lb_err e2 = {0};
+                for (int i = 0; i < s->n_units && !e2.status; i++) drain_unit(s, &s->units[i], &e2);
+                if (!e2.status && !commit_all(s, &e2)) {
+                    size_t n = strlen(err->msg);
+                    snprintf(err->msg + n, sizeof err->msg - n, "; %lld of %lld records done, checkpoint written to %s; run the same command to resume",
+                             (long long)s->n_done, (long long)s->n_records_total, s->ckpt_path);
+                }
+                goto out;
+            }
         } else if (stalled) {
             rc = lb_err_set(err, LB_E_INTERNAL, "adapter slot schedule stalled with an idle engine");
             goto out;
@@ -969,24 +1024,10 @@ int lb_cmd_plan(int argc, char **argv)
     struct lb_plan_adapter *pa;
     struct lb_plan_unit *pu;
     int max_rank = plan_inputs(s, &pa, &pu);
-    const struct lb_model_config *c = &s->m.cfg;
-    size_t weight_bytes = 0;
-    for (int f = 0; f < s->m.st.n_file; f++)
-        for (int i = 0; i < s->m.st.files[f].n_tensor; i++) weight_bytes += s->m.st.files[f].tensors[i].n_bytes;
-    size_t rank_bytes = 0;
-    for (int t = 0; t < LB_T_COUNT; t++) {
-        int ni, no;
-        lb_model_target_dims(c, (enum lb_target)t, &ni, &no);
-        rank_bytes += (size_t)(ni + no) * 2 * c->n_layer;
-    }
-    size_t ws = (size_t)s->job.max_batch_tokens * (size_t)(6 * c->n_hidden + 4 * c->n_ff + 2 * c->n_head * c->head_dim) * 2 +
-                (size_t)s->job.max_seqs * c->n_vocab * 4;
     int n_slot = s->job.gpu_adapter_slots;
     struct lb_plan_input pin = {s->job.n_adapter, pa, s->n_units, pu, n_slot, s->job.max_seqs, s->job.max_batch_tokens, 0,
-                                LB_PLAN_POLICY_FILL, LB_PLAN_DRAIN_SLACK_DEFAULT,
-                                {(size_t)80 << 30, s->job.gpu_memory_fraction, weight_bytes, ws,
-                                 (size_t)2 * c->n_layer * c->n_kv_head * c->head_dim * 2, 16, s->job.max_lora_rank > max_rank ? s->job.max_lora_rank : max_rank,
-                                 rank_bytes, 0}};
+                                LB_PLAN_POLICY_FILL, LB_PLAN_DRAIN_SLACK_DEFAULT, {0}};
+    mem_budget(s, max_rank, (size_t)80 << 30, 0, &pin.mem);
     struct lb_plan plan;
     rc = lb_plan_build(&pin, &plan, &err);
     free(pa);
