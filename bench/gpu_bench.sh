@@ -9,6 +9,7 @@
 # total tokens/s, peak GPU memory, and the fraction of the compute ceiling: total tokens x
 # 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
 # lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
+# Environment: MAX_SEQS (sequences per step, default 256), PEER=0 (skip the peer).
 set -uo pipefail
 BIN=${1:-.gpu/lorabatch}
 OUT=${2:-bench/results}
@@ -48,15 +49,17 @@ run_lb() { # name with_adapters
     done <<< "$PROMPTS"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
     timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
-        --max-seqs 256 --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
+        --max-seqs ${MAX_SEQS:-256} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
     echo "$name: exit $? $(grep '^generate:' "$OUT/$name.log")"
     kill $w 2>/dev/null
     tail -3 "$OUT/$name.log"
 }
 run_lb w2_base 0
 run_lb w1_lora16 1
-timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
-echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
+if [ "${PEER:-1}" != 0 ]; then
+    timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
+    echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
+fi
 python3 - "$OUT" <<'PY'
 import json, re, sys, os
 out = sys.argv[1]
@@ -72,7 +75,7 @@ for name in ["w2_base", "w1_lora16"]:
     n, p, g, t = int(m[1]), int(m[2]), int(m[3]), float(m[4])
     mem = [int(x) for x in open(f"{out}/mem_{name}.txt").read().split() if x.isdigit()]
     rows.append({"workload": name, "requests": n, "prompt_tokens": p, "generated_tokens": g, "seconds": t,
-                 "output_tok_s": g / t, "total_tok_s": (p + g) / t, "peak_gpu_mem_mib": max(mem) if mem else None,
+                 "max_seqs": int(os.environ.get("MAX_SEQS", "256")), "output_tok_s": g / t, "total_tok_s": (p + g) / t, "peak_gpu_mem_mib": max(mem) if mem else None,
                  "ceiling_fraction": (p + g) * flops_tok / (t * gemm * 1e12)})
 try: rows.append(json.load(open(f"{out}/peer.json")))
 except Exception as e: rows.append({"peer": "failed", "why": str(e)})

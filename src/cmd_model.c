@@ -117,6 +117,15 @@ static int on_done(void *ctx, const struct lb_result *r, struct lb_err *err)
     json_object_set_new(o, "token_ids", ids);
     json_object_set_new(o, "finish_reason", json_string(r->finish == LB_FINISH_STOP ? "stop" : "length"));
     json_object_set_new(o, "usage", json_pack("{s:i,s:i}", "prompt_tokens", r->n_prompt, "completion_tokens", r->n_tokens + r->n_eos));
+    if (r->margins) { /* --margins: per generated token, the top-2 logit margin and max |logit| of its step */
+        json_t *mg = json_array(), *sc = json_array();
+        for (int i = 0; i < r->n_tokens + r->n_eos; i++) {
+            json_array_append_new(mg, json_real(r->margins[2 * i]));
+            json_array_append_new(sc, json_real(r->margins[2 * i + 1]));
+        }
+        json_object_set_new(o, "margins", mg);
+        json_object_set_new(o, "max_abs_logits", sc);
+    }
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) return lb_err_set(err, LB_E_OOM, "out of memory");
@@ -148,7 +157,7 @@ int lb_cmd_generate(int argc, char **argv)
 {
     const char *model_dir = NULL, *device = "cpu";
     const char *ad_name[64], *ad_dir[64];
-    int n_ad = 0, threads = 0, max_tokens = 16, top_k = 0, max_seqs = 64, max_batch = 2048, ignore_eos = 0, repeat = 1;
+    int n_ad = 0, threads = 0, max_tokens = 16, top_k = 0, max_seqs = 64, max_batch = 2048, ignore_eos = 0, repeat = 1, margins = 0;
     float temperature = 0.0f, top_p = 1.0f;
     long long seed = 0;
     int32_t *pid[256];
@@ -184,14 +193,16 @@ int lb_cmd_generate(int argc, char **argv)
         else if (!strcmp(a, "--max-batch-tokens") && more) max_batch = atoi(argv[++i]);
         else if (!strcmp(a, "--repeat") && more) repeat = atoi(argv[++i]);
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
+        else if (!strcmp(a, "--margins")) margins = 1;
         else { fprintf(stderr, "lorabatch generate: unknown or incomplete option %s\n", a); return LB_EXIT_USAGE; }
     }
     if (!model_dir || !n_prompt || repeat < 1 || max_seqs < 1 || max_batch < 1) {
         fprintf(stderr,
                 "usage: lorabatch generate --model DIR [--adapter NAME=DIR]... [--use NAME] --prompt-ids 1,2,3 [--use NAME --prompt-ids ...]\n"
                 "       [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] [--ignore-eos]\n"
-                "       [--device cpu|cuda] [--threads N] [--max-seqs N] [--max-batch-tokens N] [--repeat N]\n"
-                "  prints one JSON line per prompt; --use selects the adapter for the prompts after it (base = none)\n");
+                "       [--device cpu|cuda] [--threads N] [--max-seqs N] [--max-batch-tokens N] [--repeat N] [--margins]\n"
+                "  prints one JSON line per prompt; --use selects the adapter for the prompts after it (base = none);\n"
+                "  --margins adds each generated token's top-2 logit margin and max |logit| (margins, max_abs_logits)\n");
         return LB_EXIT_USAGE;
     }
     struct lb_err err = {0};
@@ -220,7 +231,7 @@ int lb_cmd_generate(int argc, char **argv)
     for (int i = 0; i < n_ad; i++) if ((rc = lb_runner_load_adapter(&r, i, &ads[i], &err))) goto out;
     adapter_of = calloc((size_t)total, sizeof *adapter_of);
     struct gen_out g = {stdout, adapter_of, 0, 0};
-    struct lb_engine_opts eo = {seqs, max_batch, NULL, on_done, &g};
+    struct lb_engine_opts eo = {seqs, max_batch, NULL, on_done, &g, margins};
     if ((rc = lb_engine_init(&e, &r, &eo, &err))) goto out;
     double t0 = lb_now_s();
     int64_t n_prompt_tok = 0;

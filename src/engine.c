@@ -1,6 +1,7 @@
 /* engine.c — continuous batching, paged KV, preemption by recompute (see engine.h). */
 #include "engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@ struct lb_engine_seq {
     int slot, max_new, ignore_eos;
     int q_step;         /* tokens this sequence contributes to the step being built */
     struct lb_sample_param sp;
+    float *margin;      /* owned [2 * cap] with opts.margins: (top-2 margin, max |logit|) per generated token */
 };
 
 static void seq_free(struct lb_engine_seq *s)
@@ -21,6 +23,7 @@ static void seq_free(struct lb_engine_seq *s)
     if (!s) return;
     free(s->tok);
     free(s->pages);
+    free(s->margin);
     free(s);
 }
 
@@ -32,6 +35,7 @@ void lb_engine_free(struct lb_engine *e)
     free(e->run); free(e->wait); free(e->free_pages);
     free(e->tok); free(e->pos); free(e->slot_map); free(e->q_indptr); free(e->kv_len); free(e->page_indptr);
     free(e->page_idx); free(e->seq_slot); free(e->out_rows); free(e->out_tok); free(e->sp); free(e->order);
+    free(e->logits);
     memset(e, 0, sizeof *e);
 }
 
@@ -63,6 +67,10 @@ int lb_engine_init(struct lb_engine *e, struct lb_runner *r, const struct lb_eng
     e->out_tok = malloc(sizeof(int32_t) * (size_t)NS);
     e->sp = malloc(sizeof *e->sp * (size_t)NS);
     e->order = malloc(sizeof *e->order * (size_t)NS);
+    if (e->o.margins && !(e->logits = malloc(sizeof(float) * (size_t)NS * (size_t)r->m->cfg.n_vocab))) {
+        lb_engine_free(e);
+        return lb_err_set(err, LB_E_OOM, "engine: out of memory");
+    }
     if (!e->free_pages || !e->run || !e->wait || !e->tok || !e->pos || !e->slot_map || !e->q_indptr || !e->kv_len ||
         !e->page_indptr || !e->page_idx || !e->seq_slot || !e->out_rows || !e->out_tok || !e->sp || !e->order) {
         lb_engine_free(e);
@@ -97,7 +105,7 @@ int lb_engine_add(struct lb_engine *e, const struct lb_req *q, struct lb_err *er
 {
     if (q->n_prompt <= 0) return lb_err_set(err, LB_E_INPUT, "empty prompt");
     if (q->max_new <= 0) { /* nothing to generate: done without touching the model */
-        struct lb_result res = {q->user, q->prompt, 0, q->n_prompt, 0, LB_FINISH_LENGTH};
+        struct lb_result res = {q->user, q->prompt, 0, q->n_prompt, 0, LB_FINISH_LENGTH, NULL};
         return e->o.on_done(e->o.ctx, &res, err);
     }
     if (q->n_prompt >= e->max_ctx)
@@ -113,7 +121,8 @@ int lb_engine_add(struct lb_engine *e, const struct lb_req *q, struct lb_err *er
     s->tok = malloc(sizeof(int32_t) * (size_t)s->cap);
     s->page_cap = (s->cap + e->page_size - 1) / e->page_size + 1;
     s->pages = malloc(sizeof(int32_t) * (size_t)s->page_cap);
-    if (!s->tok || !s->pages || wait_push(e, s, 0)) { seq_free(s); return lb_err_set(err, LB_E_OOM, "engine: out of memory"); }
+    if (e->o.margins) s->margin = malloc(sizeof(float) * 2 * (size_t)s->cap);
+    if (!s->tok || !s->pages || (e->o.margins && !s->margin) || wait_push(e, s, 0)) { seq_free(s); return lb_err_set(err, LB_E_OOM, "engine: out of memory"); }
     memcpy(s->tok, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
     s->n_tok = s->n_prompt = q->n_prompt;
     s->user = q->user;
@@ -188,7 +197,7 @@ static int is_eos(const struct lb_engine *e, int32_t t)
 static int finish(struct lb_engine *e, int idx, enum lb_finish why, int n_eos, struct lb_err *err)
 {
     struct lb_engine_seq *s = e->run[idx];
-    struct lb_result res = {s->user, s->tok + s->n_prompt, s->n_gen - n_eos, s->n_prompt, n_eos, why};
+    struct lb_result res = {s->user, s->tok + s->n_prompt, s->n_gen - n_eos, s->n_prompt, n_eos, why, s->margin};
     release_pages(e, s);
     remove_run(e, idx);
     int rc = e->o.on_done(e->o.ctx, &res, err);
@@ -280,7 +289,7 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     }
     struct lb_step st = {T, n_sel, e->tok, e->pos, e->slot_map, e->q_indptr, e->kv_len, e->page_indptr, e->page_idx,
                          e->seq_slot, n_out, e->out_rows, e->sp};
-    rc = lb_runner_step(e->r, &st, e->out_tok, NULL, err);
+    rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;
     if (rc) return rc;
     /* 4. apply results */
@@ -291,6 +300,17 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         if (is_prefill) e->n_tok_prefill += s->q_step; else e->n_tok_decode += s->q_step;
         s->n_cached += s->q_step;
         if (s->n_cached < s->n_tok) continue;
+        if (s->margin) {
+            const float *lg = e->logits + (size_t)o * (size_t)e->r->m->cfg.n_vocab;
+            float t1 = -INFINITY, t2 = -INFINITY, mx = 0.0f;
+            for (int v = 0; v < e->r->m->cfg.n_vocab; v++) {
+                float x = lg[v];
+                if (x > t1) { t2 = t1; t1 = x; } else if (x > t2) t2 = x;
+                if (fabsf(x) > mx) mx = fabsf(x);
+            }
+            s->margin[2 * s->n_gen] = t1 - t2;
+            s->margin[2 * s->n_gen + 1] = mx;
+        }
         int32_t t = e->out_tok[o++];
         s->tok[s->n_tok++] = t;
         s->n_gen++;

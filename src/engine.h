@@ -34,6 +34,9 @@ struct lb_result {
     int n_prompt;
     int n_eos;                    /* 1 when the sequence ended on an EOS id (counted as generated) */
     enum lb_finish finish;
+    /* with lb_engine_opts.margins: [2 * (n_tokens + n_eos)] per generated token, the top-2
+     * logit margin of the step that chose it and the step's max |logit| (else NULL) */
+    const float *margins;
 };
 
 /* Called after every generated token (not EOS); return nonzero to stop the sequence ("stop"). */
@@ -45,6 +48,8 @@ struct lb_engine_opts {
     lb_token_fn on_token;         /* optional */
     lb_done_fn on_done;           /* required */
     void *ctx;
+    int margins;                  /* 1: report each step's top-2 logit margin (lb_result.margins);
+                                   * every step then downloads its logits (slow: for tests) */
 };
 
 struct lb_engine_seq;
@@ -65,6 +70,7 @@ struct lb_engine {
     int32_t *tok, *pos, *slot_map, *q_indptr, *kv_len, *page_indptr, *page_idx, *seq_slot, *out_rows, *out_tok;
     struct lb_sample_param *sp;
     struct lb_engine_seq **order;
+    float *logits;                /* owned [max_seqs, V] when o.margins */
 };
 
 int lb_engine_init(struct lb_engine *e, struct lb_runner *r, const struct lb_engine_opts *o, struct lb_err *err);

@@ -918,7 +918,7 @@ static int run_job(struct session *s, struct lb_err *err)
     s->adapter_slot = malloc(sizeof(int) * (size_t)(s->job.n_adapter + 1));
     for (int i = 0; i < s->n_slot; i++) s->slot_adapter[i] = -1;
     for (int i = 0; i < s->job.n_adapter; i++) s->adapter_slot[i] = -1;
-    struct lb_engine_opts eo = {s->job.max_seqs, s->job.max_batch_tokens, on_token, on_done, s};
+    struct lb_engine_opts eo = {s->job.max_seqs, s->job.max_batch_tokens, on_token, on_done, s, 0};
     if ((rc = lb_engine_init(&s->e, &s->r, &eo, err))) goto out;
     s->t_start = s->t_last_ckpt = s->t_last_log = lb_now_s();
     s->is_tty = isatty(2);

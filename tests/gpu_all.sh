@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu_all.sh — everything the GPU machine runs in one call (builds nothing):
-#   op tests (CUDA vs CPU) + golden vs HF on CUDA, the demo job on CUDA vs CPU, the issue-5
-#   benchmark. Usage from the repository root, after ./build.sh gpu-bundle here:
+#   op tests (CUDA vs CPU) + golden vs HF on CUDA, the demo job on CUDA vs CPU (by the golden
+#   rule: tests/gpu_demo_compare.py), a device fault mid-run on CUDA (tests/cli/device_fault.sh),
+#   the issue-5 benchmark. Usage from the repository root, after ./build.sh gpu-bundle here:
 #     tests/gpu_all.sh [bench|nobench]      (logs and JSON under $OUT, else /tmp/lb-gpu)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,22 +18,10 @@ $B run jobs/demo.yaml --restart --device cuda > "$O/demo_cuda.log" 2>&1; echo "c
 rm -rf /tmp/demo-cuda && cp -r build/demo-out /tmp/demo-cuda
 $B run jobs/demo.yaml --restart --device cpu > "$O/demo_cpu.log" 2>&1; echo "cpu rc=$? $(tail -1 "$O/demo_cpu.log")"
 tar czf "$O/demo_outputs.tgz" -C /tmp demo-cuda -C "$ROOT/build" demo-out
-command -v zstd >/dev/null && python3 - /tmp/demo-cuda build/demo-out <<'PY'
-import glob, json, os, subprocess, sys
-same = diff = 0; first = []
-for f in sorted(glob.glob(sys.argv[1] + "/*.jsonl.zst")):
-    a = subprocess.run(["zstd", "-dc", f], capture_output=True).stdout.decode().splitlines()
-    b = subprocess.run(["zstd", "-dc", os.path.join(sys.argv[2], os.path.basename(f))], capture_output=True).stdout.decode().splitlines()
-    for x, y in zip(a, b):
-        x, y = json.loads(x), json.loads(y)
-        if x.get("token_ids") == y.get("token_ids"): same += 1
-        else:
-            diff += 1
-            t1, t2 = x.get("token_ids", []), y.get("token_ids", [])
-            k = next((i for i in range(min(len(t1), len(t2))) if t1[i] != t2[i]), min(len(t1), len(t2)))
-            first.append(k)
-print(f"demo: {same} records identical token for token, {diff} differ (first differing step: {sorted(first)[:20]})")
-PY
+python3 tests/gpu_demo_compare.py "$B" jobs/demo.yaml /tmp/demo-cuda build/demo-out > "$O/demo_compare.txt" 2>&1; echo "demo compare rc=$?"
+tail -12 "$O/demo_compare.txt"
+echo "== device fault mid-run on CUDA: checkpoint, resume"
+LB_BIN=$ROOT/$B LB_DEVICE=cuda bash tests/cli/device_fault.sh 2>&1 | tail -14
 if [ "${1:-bench}" = bench ]; then
     echo "== benchmark"
     bench/gpu_bench.sh "$B" "$O/bench" 2>&1 | tail -25

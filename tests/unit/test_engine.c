@@ -48,7 +48,7 @@ static int run(struct collect *out, unsigned which, int max_seqs, int max_batch,
     struct lb_runner_opts ro = {max_batch, max_seqs, n_page, 4, 2, 16};
     int rc = lb_runner_init(&r, &be, &g_m, &ro, &err);
     for (int a = 0; a < 2 && !rc; a++) rc = lb_runner_load_adapter(&r, slot_of_adapter[a], &g_ad[a], &err);
-    struct lb_engine_opts eo = {max_seqs, max_batch, NULL, on_done, out};
+    struct lb_engine_opts eo = {max_seqs, max_batch, NULL, on_done, out, 0};
     if (!rc) rc = lb_engine_init(&e, &r, &eo, &err);
     for (int i = 0; i < N_REQ && !rc; i++) {
         if (!(which & (1u << i))) continue;

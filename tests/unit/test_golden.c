@@ -41,6 +41,7 @@ struct golden {
     json_t *ref;
     int32_t got[MAX_KEYS][MAX_PROMPTS][MAX_NEW];
     int n_got[MAX_KEYS][MAX_PROMPTS];
+    float margin[MAX_KEYS][MAX_PROMPTS][MAX_NEW]; /* the engine's top-2 margin per step (opts.margins) */
 };
 
 static int use_cuda(void)
@@ -62,6 +63,7 @@ static int on_done(void *ctx, const struct lb_result *r, struct lb_err *err)
     int k = (int)(r->user / MAX_PROMPTS), p = (int)(r->user % MAX_PROMPTS);
     g->n_got[k][p] = r->n_tokens;
     memcpy(g->got[k][p], r->tokens, sizeof(int32_t) * (size_t)r->n_tokens);
+    for (int i = 0; i < r->n_tokens && r->margins; i++) g->margin[k][p][i] = r->margins[2 * i];
     return 0;
 }
 
@@ -175,7 +177,7 @@ static void check_model(const char *model_name)
     printf("  %s [%s]: worst first-step logit difference %.2e relative (%d adapters + base, %d prompts)\n", model_name, be.ops->name, worst, g->n_key - 1, g->n_prompt);
     free(lg);
     /* 2. greedy continuations, everything in one mixed engine run */
-    struct lb_engine_opts eo = {64, 96, NULL, on_done, g};
+    struct lb_engine_opts eo = {64, 96, NULL, on_done, g, 1};
     T_CHECK(lb_engine_init(&e, &r, &eo, &err) == 0, "%s", err.msg);
     for (int p = 0; p < g->n_prompt; p++)
         for (int k = 0; k < g->n_key; k++) {
@@ -184,6 +186,7 @@ static void check_model(const char *model_name)
         }
     while (!lb_engine_idle(&e)) if (lb_engine_step(&e, &err)) { T_CHECK(0, "%s", err.msg); break; }
     int n_exact = 0, n_tie = 0, n_pairs = 0;
+    double worst_margin = 0; /* |engine margin - reference margin| / max |logit|, over steps before any divergence */
     for (int k = 0; k < g->n_key; k++) {
         json_t *res = json_object_get(json_object_get(g->ref, "results"), g->key[k]);
         int differs_from_base = 0;
@@ -197,6 +200,14 @@ static void check_model(const char *model_name)
             int first_diff = -1;
             for (int s = 0; s < g->n_new && s < g->n_got[k][p]; s++)
                 if (g->got[k][p][s] != (int32_t)json_integer_value(json_array_get(rt, (size_t)s))) { first_diff = s; break; }
+            /* the engine's reported margins (lorabatch generate --margins) against the reference's,
+             * on the steps where both followed the same tokens */
+            for (int s = 0; s < (first_diff < 0 ? g->n_got[k][p] : first_diff) && s < (int)json_array_size(rm); s++) {
+                double d = fabs((double)g->margin[k][p][s] - json_number_value(json_array_get(rm, (size_t)s))) / scale;
+                if (d > worst_margin) worst_margin = d;
+                T_CHECK(d <= 2 * tol_logits, "%s/%s prompt %d step %d: engine margin %.5g, reference %.5g", model_name, g->key[k], p, s,
+                        g->margin[k][p][s], json_number_value(json_array_get(rm, (size_t)s)));
+            }
             if (first_diff < 0) n_exact++;
             else {
                 double margin = json_number_value(json_array_get(rm, (size_t)first_diff));
@@ -210,7 +221,8 @@ static void check_model(const char *model_name)
         }
         if (!g->is_base[k]) T_CHECK(differs_from_base, "%s: adapter %s gives the base model's tokens on every prompt", model_name, g->key[k]);
     }
-    printf("  %s: greedy continuations: %d of %d identical, %d diverged at a reference near-tie\n", model_name, n_exact, n_pairs, n_tie);
+    printf("  %s: greedy continuations: %d of %d identical, %d diverged at a reference near-tie; engine top-2 margins within %.2e x max |logit| of the reference's\n",
+           model_name, n_exact, n_pairs, n_tie, worst_margin);
     lb_engine_free(&e);
     lb_runner_free(&r);
     lb_backend_close(&be);
