@@ -181,5 +181,6 @@ case "$MODE" in
         cp "$OUT/lorabatch" .gpu/
         # only what the GPU machine runs (each binary carries cudart: keep the bundle small)
         cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden tests/gpu_run.sh .gpu/
+        if [ -n "$NVCC" ]; then bench/build.sh >&2 && cp "$OUT"/bench/lora_bench .gpu/; fi
         du -sh .gpu >&2 ;;
 esac

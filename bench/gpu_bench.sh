@@ -9,7 +9,8 @@
 # total tokens/s, peak GPU memory, and the fraction of the compute ceiling: total tokens x
 # 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
 # lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
-# Environment: MAX_SEQS (sequences per step, default 256), PEER=0 (skip the peer).
+# Environment: MAX_SEQS (sequences per step, default 256), PEER=0 (skip the peer), PROFILE=1 (also
+# a quarter of workload 1 under LB_CUDA_PROFILE=1: GPU time per op kind).
 set -uo pipefail
 BIN=${1:-.gpu/lorabatch}
 OUT=${2:-bench/results}
@@ -47,6 +48,7 @@ run_lb() { # name with_adapters
         [ "$ad" = 1 ] && args+=(--use "a$i")
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
+    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-256} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN_DEC_ORDER=${LB_CUDA_ATTN_DEC_ORDER:-default}" > "$OUT/$name.settings"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
     timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
         --max-seqs ${MAX_SEQS:-256} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
@@ -56,6 +58,14 @@ run_lb() { # name with_adapters
 }
 run_lb w2_base 0
 run_lb w1_lora16 1
+if [ "${PROFILE:-0}" = 1 ]; then # GPU time per op (events around each op) on a quarter of workload 1
+    NREQ=256 LB_CUDA_PROFILE=1 LB_CUDA_STATS=1 run_lb w1_profile 1
+    grep "^cuda profile\|^cuda stats" "$OUT/w1_profile.log"
+fi
+# W1_VARIANTS="name:VAR=value ...": workload 1 again under each setting (e.g. old_order:LB_LORA_SET_MIN_TOK=-1)
+for v in ${W1_VARIANTS:-}; do
+    eval "${v#*:} run_lb w1_${v%%:*} 1"
+done
 if [ "${PEER:-1}" != 0 ]; then
     timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
     echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
@@ -67,7 +77,9 @@ gemm = json.load(open(f"{out}/gemm.json"))["gemm_8192_bf16_tflops"]
 H, F, L, V, Q, KV = 4096, 14336, 32, 128256, 4096, 1024
 flops_tok = 2 * (L * (H * Q + 2 * H * KV + Q * H + 3 * H * F) + V * H)
 rows = []
-for name in ["w2_base", "w1_lora16"]:
+names = ["w2_base", "w1_lora16"] + sorted(os.path.basename(f)[:-4] for f in __import__("glob").glob(f"{out}/w1_*.log")
+                                          if os.path.basename(f)[:-4] not in ("w1_lora16",))
+for name in names:
     try: log = open(f"{out}/{name}.log").read()
     except OSError: continue
     m = re.search(r"generate: (\d+) sequences, (\d+) prompt \+ (\d+) generated tokens in ([\d.]+) s", log)
@@ -75,18 +87,20 @@ for name in ["w2_base", "w1_lora16"]:
     n, p, g, t = int(m[1]), int(m[2]), int(m[3]), float(m[4])
     mem = [int(x) for x in open(f"{out}/mem_{name}.txt").read().split() if x.isdigit()]
     rows.append({"workload": name, "requests": n, "prompt_tokens": p, "generated_tokens": g, "seconds": t,
-                 "max_seqs": int(os.environ.get("MAX_SEQS", "256")), "output_tok_s": g / t, "total_tok_s": (p + g) / t, "peak_gpu_mem_mib": max(mem) if mem else None,
+                 "settings": open(f"{out}/{name}.settings").read().strip() if os.path.exists(f"{out}/{name}.settings") else None,
+                 "output_tok_s": g / t, "total_tok_s": (p + g) / t, "peak_gpu_mem_mib": max(mem) if mem else None,
                  "ceiling_fraction": (p + g) * flops_tok / (t * gemm * 1e12)})
-try: rows.append(json.load(open(f"{out}/peer.json")))
-except Exception as e: rows.append({"peer": "failed", "why": str(e)})
+if os.environ.get("PEER", "1") != "0":
+    try: rows.append(json.load(open(f"{out}/peer.json")))
+    except Exception as e: rows.append({"peer": "failed", "why": str(e)})
 res = {"gemm_tflops": gemm, "flops_per_token": flops_tok, "device": json.load(open(f"{out}/gemm.json"))["device"], "rows": rows}
 json.dump(res, open(f"{out}/gpu_bench.json", "w"), indent=2)
-print(f"{'workload':12} {'req':>5} {'out tok/s':>10} {'total tok/s':>12} {'peak MiB':>9} {'ceiling':>8}")
+print(f"{'workload':16} {'req':>5} {'out tok/s':>10} {'total tok/s':>12} {'peak MiB':>9} {'ceiling':>8}")
 for r in rows:
     if "workload" in r and "seconds" in r:
-        print(f"{r['workload']:12} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {str(r['peak_gpu_mem_mib']):>9} {100*r['ceiling_fraction']:7.1f}%")
+        print(f"{r['workload']:16} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {str(r['peak_gpu_mem_mib']):>9} {100*r['ceiling_fraction']:7.1f}%")
     elif "peer" in r and "output_tok_s" in r:
-        print(f"{'hf+peft':12} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['peak_mem_gib']*1024:9.0f}")
+        print(f"{'hf+peft':16} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['peak_mem_gib']*1024:9.0f}")
     else: print(r)
 print(f"cuBLAS bf16 8192^3: {gemm:.0f} TFLOP/s on {res['device']}")
 PY

@@ -13,7 +13,7 @@
  * median and min per launch; warm L2 (weights of a projection mostly fit in the 50 MB L2 of an
  * H100 only for o/qkv; noted in the results).
  *
- * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] */
+ * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -277,8 +277,11 @@ static void bench_attn(const char *name, int n_seq, int ctx, int q_per_seq, int 
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--json")) json = fopen(argv[i + 1], "w");
+    int attn_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && i + 1 < argc) json = fopen(argv[++i], "w");
+        else if (!strcmp(argv[i], "--attn-only")) attn_only = 1;
+    }
     if (lb_backend_cuda_open(&be, 0, &err) < 0) die("cuda");
     printf("kernel variants: lora v%s, attn v%s\n", variant("LB_CUDA_LORA"), variant("LB_CUDA_ATTN"));
     struct lb_backend_setup s;
@@ -301,7 +304,7 @@ int main(int argc, char **argv)
 
     static int32_t ss[8193 + 256], sl[8192 + 256];
     int ranks[2] = {16, 64};
-    for (int ri = 0; ri < 2; ri++) {
+    for (int ri = 0; ri < 2 && !attn_only; ri++) {
         load_adapters(ranks[ri]);
         /* decode: 16 adapters x 16 tokens */
         for (int i = 0; i <= 16; i++) ss[i] = i * 16;
@@ -320,7 +323,7 @@ int main(int argc, char **argv)
     ss[0] = 0;
     ss[1] = 256;
     sl[0] = -1;
-    bench_lora("decode-base-only", 256, 1, ss, sl, 0);
+    if (!attn_only) bench_lora("decode-base-only", 256, 1, ss, sl, 0);
 
     bench_attn("decode", 256, 640, 1, 16);
     bench_attn("decode-2k", 256, 2048, 1, 16);

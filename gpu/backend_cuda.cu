@@ -85,10 +85,81 @@ static void up_all_free(struct lb_cu *c)
     c->up_off = 0;
 }
 
+/* LB_CUDA_PROFILE: the op's key (kind, variant, step size) */
+static int prof_key(const struct lb_cu *c, const struct lb_op *op)
+{
+    int var = 0, big = 0;
+    switch (op->kind) {
+    case LB_OP_MATMUL:
+        var = op->u.matmul.n_out == c->s.n_vocab ? 1 : 0; /* 1: the LM head */
+        big = op->u.matmul.n_tok > 512;
+        break;
+    case LB_OP_LORA:
+        var = op->u.lora.n_tgt - 1; /* 0: o or down, 1: gate+up, 2: q+k+v */
+        big = op->u.lora.n_tok > 512;
+        break;
+    case LB_OP_ATTN:
+        var = op->u.attn.n_tok == op->u.attn.n_seq ? 0 : 1; /* 0: decode rows only, 1: with prefill rows */
+        big = op->u.attn.n_tok > 512;
+        break;
+    default: break;
+    }
+    if (var < 0 || var > 3) var = 3;
+    return ((int)op->kind * 4 + var) * 2 + big;
+}
+
+static const char *prof_var_name(int kind, int var)
+{
+    if (kind == LB_OP_MATMUL) return var ? "lm_head" : "proj";
+    if (kind == LB_OP_LORA) return var == 0 ? "1 target" : var == 1 ? "2 targets" : "3 targets";
+    if (kind == LB_OP_ATTN) return var ? "with prefill" : "decode only";
+    return "";
+}
+
+/* After a stream synchronisation: add up the recorded ops' times */
+static void prof_harvest(struct lb_cu *c)
+{
+    if (!c->prof_n) return;
+    for (int i = 0; i < c->prof_n; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, c->prof_ev[2 * i], c->prof_ev[2 * i + 1]) == cudaSuccess) {
+            c->prof_ms[c->prof_key[i]] += ms;
+            c->prof_cnt[c->prof_key[i]]++;
+        }
+    }
+    float span = 0;
+    if (cudaEventElapsedTime(&span, c->prof_ev[0], c->prof_ev[2 * c->prof_n - 1]) == cudaSuccess) c->prof_span_ms += span;
+    (void)cudaGetLastError();
+    c->prof_n = 0;
+}
+
+static void prof_print(struct lb_cu *c)
+{
+    double total = 0;
+    for (int k = 0; k < LB_CU_PROF_KEYS; k++) total += c->prof_ms[k];
+    if (total <= 0) return;
+    fprintf(stderr, "cuda profile: GPU time per op (events around each op; %.3f s in ops, %.3f s from each step's first op to its last)\n",
+            total / 1e3, c->prof_span_ms / 1e3);
+    fprintf(stderr, "cuda profile: %-9s %-13s %-10s %9s %11s %10s %7s\n", "op", "variant", "step", "count", "total ms", "avg us", "share");
+    int done[LB_CU_PROF_KEYS] = {0};
+    for (;;) { /* largest first */
+        int best = -1;
+        for (int k = 0; k < LB_CU_PROF_KEYS; k++)
+            if (!done[k] && c->prof_cnt[k] && (best < 0 || c->prof_ms[k] > c->prof_ms[best])) best = k;
+        if (best < 0) break;
+        done[best] = 1;
+        int kind = best / 8, var = (best / 2) % 4, big = best % 2;
+        fprintf(stderr, "cuda profile: %-9s %-13s %-10s %9lld %11.1f %10.1f %6.1f%%\n", lb_op_name((enum lb_op_kind)kind),
+                prof_var_name(kind, var), big ? "> 512 tok" : "<= 512 tok", c->prof_cnt[best], c->prof_ms[best],
+                1e3 * c->prof_ms[best] / (double)c->prof_cnt[best], 100.0 * c->prof_ms[best] / total);
+    }
+}
+
 static int stream_sync(struct lb_cu *c, struct lb_err *err)
 {
     LB_CU(cudaStreamSynchronize(c->stream));
     up_all_free(c);
+    if (c->prof) prof_harvest(c);
     return 0;
 }
 
@@ -498,6 +569,20 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
 {
     struct lb_cu *c = cu_of(be);
     int rc;
+    if (c->prof) {
+        if (c->prof_n == c->prof_cap) {
+            int nc = c->prof_cap ? 2 * c->prof_cap : 1024;
+            cudaEvent_t *ev = (cudaEvent_t *)realloc(c->prof_ev, sizeof *ev * 2 * (size_t)nc);
+            int *key = (int *)realloc(c->prof_key, sizeof *key * (size_t)nc);
+            if (ev) c->prof_ev = ev;
+            if (key) c->prof_key = key;
+            if (!ev || !key) return lb_err_set(err, LB_E_OOM, "cuda profile: out of host memory");
+            for (int i = 2 * c->prof_cap; i < 2 * nc; i++) LB_CU(cudaEventCreate(&c->prof_ev[i]));
+            c->prof_cap = nc;
+        }
+        c->prof_key[c->prof_n] = prof_key(c, op);
+        LB_CU(cudaEventRecord(c->prof_ev[2 * c->prof_n], c->stream));
+    }
     switch (op->kind) {
     case LB_OP_EMBED: rc = lb_cuda_embed(c, op, err); break;
     case LB_OP_RMSNORM: rc = lb_cuda_rmsnorm(c, op, err); break;
@@ -514,10 +599,31 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
     default: return lb_err_set(err, LB_E_UNSUPPORTED, "cuda: unknown op %d", (int)op->kind);
     }
     if (rc < 0) lb_err_prefix(err, "cuda op %s", lb_op_name(op->kind));
+    else if (c->prof) {
+        LB_CU(cudaEventRecord(c->prof_ev[2 * c->prof_n + 1], c->stream));
+        c->prof_n++;
+    }
     return rc;
 }
 
 /* ------------------------------------------------------------------ adapters */
+/* h_mods[mi .. mi+n) -> d_mods, queued on the compute stream (see cu_lora_load) */
+static int mods_upload(struct lb_cu *c, size_t mi, size_t n, struct lb_err *err)
+{
+    size_t bytes = n * sizeof *c->h_mods;
+    void *h;
+    c->buf_gen++;
+    LB_TRY(up_reserve(c, bytes, &h, err));
+    if (h) {
+        memcpy(h, c->h_mods + mi, bytes);
+        LB_CU(cudaMemcpyAsync(c->d_mods + mi, h, bytes, cudaMemcpyHostToDevice, c->stream));
+    } else {
+        LB_CU(cudaMemcpyAsync(c->d_mods + mi, c->h_mods + mi, bytes, cudaMemcpyHostToDevice, c->stream));
+        LB_TRY(stream_sync(c, err));
+    }
+    return 0;
+}
+
 static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_target t, const struct lb_lora_module *m,
                         struct lb_err *err)
 {
@@ -541,9 +647,17 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
         size_t na = (size_t)m->rank * m->n_in, nb = (size_t)m->n_out * m->rank;
         bf16 *base = c->d_slots + (size_t)slot * c->slot_stride_elem + (size_t)layer * c->layer_stride_elem +
                      c->mod_off_elem[t];
-        LB_TRY(stage(c, (na + nb) * 2, err));
-        LB_TRY(stream_sync(c, err)); /* slot and stage no longer in use by queued work */
-        bf16 *h = (bf16 *)c->h_stage;
+        /* Through the pinned upload ring when the module fits a block: no synchronisation; the
+         * copy is queued on the compute stream, so the kernels queued before it (which may still
+         * read the slot's previous adapter) finish first, and those queued after see the new one.
+         * Larger modules go through the stage, after a synchronisation. */
+        bf16 *h;
+        LB_TRY(up_reserve(c, (na + nb) * 2, (void **)&h, err));
+        if (!h) {
+            LB_TRY(stage(c, (na + nb) * 2, err));
+            LB_TRY(stream_sync(c, err)); /* stage no longer read by queued copies */
+            h = (bf16 *)c->h_stage;
+        }
         const void *srcs[2] = {m->a, m->b};
         size_t ns[2] = {na, nb};
         for (int k = 0; k < 2; k++) {
@@ -560,12 +674,9 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
         md.b = base + na;
         md.rank = m->rank;
         md.scale = m->scale;
-    } else {
-        LB_TRY(stream_sync(c, err));
     }
     c->h_mods[mi] = md;
-    LB_CU(cudaMemcpyAsync(c->d_mods + mi, &c->h_mods[mi], sizeof md, cudaMemcpyHostToDevice, c->stream));
-    LB_TRY(stream_sync(c, err));
+    LB_TRY(mods_upload(c, mi, 1, err));
     return 0;
 }
 
@@ -576,10 +687,7 @@ static int cu_lora_clear(struct lb_backend *be, int slot, struct lb_err *err)
     if (slot < 0 || slot >= c->s.n_slot) return lb_err_set(err, LB_E_INTERNAL, "cuda lora_clear: slot %d", slot);
     size_t n = (size_t)c->s.n_layer * LB_T_COUNT, mi = (size_t)slot * n;
     memset(c->h_mods + mi, 0, n * sizeof *c->h_mods);
-    LB_TRY(stream_sync(c, err));
-    LB_CU(cudaMemcpyAsync(c->d_mods + mi, c->h_mods + mi, n * sizeof *c->h_mods, cudaMemcpyHostToDevice, c->stream));
-    LB_TRY(stream_sync(c, err));
-    return 0;
+    return mods_upload(c, mi, n, err);
 }
 
 static int cu_sync(struct lb_backend *be, struct lb_err *err)
@@ -596,6 +704,13 @@ static void cu_destroy(struct lb_backend *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->prof) {
+        prof_harvest(c);
+        prof_print(c);
+        for (int i = 0; i < 2 * c->prof_cap; i++) cudaEventDestroy(c->prof_ev[i]);
+        free(c->prof_ev);
+        free(c->prof_key);
+    }
     if (c->stats && c->st_steps) {
         long long ns = c->st_steps, nsm = c->st_small_steps;
         fprintf(stderr,
@@ -670,6 +785,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
         ev = getenv("LB_CUDA_STATS");
         c->stats = ev && atoi(ev) > 0;
+        ev = getenv("LB_CUDA_PROFILE");
+        c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
         c->attn_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         if (prop.major < 8)

@@ -61,6 +61,7 @@ struct lb_cu_lora_mod {
 
 struct lb_cublas; /* dl_cublas.cu */
 
+#define LB_CU_PROF_KEYS (16 * 4 * 2) /* op kind x variant x (step <= 512 tokens, larger) */
 struct lb_cu {
     int device;
     int n_sm;
@@ -134,6 +135,14 @@ struct lb_cu {
     double st_sync_s;                      /* synchronous (larger than a block) uploads */
     long long st_steps, st_up_n, st_up_bytes, st_up_sync, st_sync_bytes, st_blk_wait;
     double st_small_gap, st_small_enq, st_small_wait; long long st_small_steps; int st_step_tok;
+    /* LB_CUDA_PROFILE=1: GPU time per op, from a pair of events around each op (read back at
+     * each stream synchronisation), keyed by op kind, variant and step size; printed at destroy */
+    int prof;
+    cudaEvent_t *prof_ev;                  /* [2 * prof_cap] */
+    int *prof_key;                         /* [prof_cap] key of each recorded op */
+    int prof_n, prof_cap;
+    double prof_ms[LB_CU_PROF_KEYS], prof_span_ms;
+    long long prof_cnt[LB_CU_PROF_KEYS];
 };
 #define LB_CU_UP_NBLK 4
 

@@ -99,6 +99,7 @@ struct lora_args {
     int n_slot, n_layer, layer, n_tok, n_in, n_split, k_chunk, r_stride;
     int n_tgt, tgt[3], n_out[3];
     void *y[3];
+    int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
 };
 
 template <typename T>
@@ -360,12 +361,18 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const size_t ys = (size_t)N / 2;                           /* row stride in bf16x2 */
     __nv_bfloat162 yv[LORA3_TH];
 #pragma unroll
-    for (int t = 0; t < LORA3_TH; t++)
-        if (col_ok && t < tn) yv[t] = yp[t * ys];
+    for (int t = 0; t < LORA3_TH; t++) {
+        yv[t] = __floats2bfloat162_rn(0.0f, 0.0f);
+        if (!a.set && col_ok && t < tn) yv[t] = yp[t * ys];
+    }
     const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
     const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
     const int R = md.rank;
-    if (R <= 0) return; /* block-uniform */
+    if (R <= 0) { /* block-uniform; set mode: the module is absent, its term is 0 */
+        if (a.set && col_ok)
+            for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
+        return;
+    }
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
         float sum = 0.0f;
@@ -429,6 +436,17 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tgt < 1 || l.n_tgt > 3) LB_UNSUP("n_tgt %d (1..3)", l.n_tgt);
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
+    if (l.set) /* y = the LoRA term: zeros first, unless k_lora_expand_v3 writes every row itself */
+        for (int j = 0; j < l.n_tgt; j++)
+            LB_TRY(lb_cu_check_buf(l.y[j], l.x->dt, (size_t)l.n_tok * l.n_out[j], "y", err));
+    int n_even = 1;
+    for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
+    const int use_v3 = l.n_tok && l.n_seg && c->s.n_slot > 0 && c->s.max_rank > 0 && c->s.max_rank <= LORA_RMAX &&
+                       c->lora_variant >= 3 && c->lora_expand >= 3 && n_even && l.x->dt == LB_BF16 && l.n_in % 8 == 0 &&
+                       (size_t)(l.n_tok + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg <= 65535;
+    if (l.set && !use_v3)
+        for (int j = 0; j < l.n_tgt; j++)
+            LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)l.n_tok * l.n_out[j] * lb_dtype_size(l.y[j]->dt), c->stream));
     if (!l.n_tok || !l.n_seg || c->s.n_slot <= 0 || c->s.max_rank <= 0) return 0;
     if (c->s.max_rank > LORA_RMAX) LB_UNSUP("max rank %d > %d", c->s.max_rank, LORA_RMAX);
     size_t T = l.n_tok, K = l.n_in;
@@ -458,6 +476,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.n_in = l.n_in;
     a.n_tgt = l.n_tgt;
     a.r_stride = c->s.max_rank;
+    a.set = l.set && use_v3;
 
     size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
     const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
@@ -530,9 +549,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        int n_even = 1;
-        for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
-        if (c->lora_variant >= 3 && c->lora_expand >= 3 && n_even) {
+        if (use_v3) {
             k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;

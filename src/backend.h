@@ -79,6 +79,9 @@ struct lb_op {
             struct lb_buf *seg_start;         /* i32 [S+1], seg_start[0]=0, seg_start[S]=T */
             struct lb_buf *seg_slot;          /* i32 [S], adapter slot or -1 (no LoRA) */
             int n_seg;
+            int set;                          /* 1: y_j = the LoRA term (overwritten, 0 where a module is
+                                               * absent); only when every segment has a slot, and only
+                                               * on a backend whose supports() accepts it */
         } lora;
         struct { struct lb_buf *q, *k, *pos; int n_tok, n_head, n_kv_head, head_dim; } rope;
         struct { int layer; struct lb_buf *k, *v, *slot_map; int n_tok; } kv_write;

@@ -330,7 +330,9 @@ static int op_sample(const struct lb_op *op, struct lb_err *err)
 static int cpu_supports(struct lb_backend *be, const struct lb_op *op)
 {
     struct cpu *c = be->impl;
-    if (op->kind == LB_OP_LORA) return op->u.lora.n_tgt >= 1 && op->u.lora.n_tgt <= 3 && c->s.max_rank <= 1024;
+    /* set mode (y = the LoRA term, the projection added after) is not offered: the reference
+     * keeps one order of operations, so a row's result never depends on its batch */
+    if (op->kind == LB_OP_LORA) return op->u.lora.n_tgt >= 1 && op->u.lora.n_tgt <= 3 && c->s.max_rank <= 1024 && !op->u.lora.set;
     if (op->kind == LB_OP_ROPE) return op->u.rope.head_dim <= 512;
     if (op->kind == LB_OP_ALLREDUCE) return c->s.tp_size <= 1;
     return op->kind < LB_OP_COUNT;

@@ -70,6 +70,8 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->opt = *o;
     const char *fs = getenv("LB_FAULT_STEP");
     r->fault_step = fs ? atoll(fs) : 0;
+    fs = getenv("LB_LORA_SET_MIN_TOK");
+    r->lora_set_min_tok = fs ? atoi(fs) : 1024;
     const struct lb_model_config *c = &m->cfg;
     struct lb_backend_setup s = {
         .n_layer = c->n_layer, .n_head = c->n_head, .n_kv_head = c->n_kv_head, .head_dim = c->head_dim,
@@ -162,8 +164,25 @@ int lb_runner_load_adapter(struct lb_runner *r, int slot, const struct lb_adapte
         }                                                                \
     } while (0)
 
+/* LoRA before the projection (large steps, every row under an adapter, a backend that can):
+ * the LoRA op writes y = its term and the projection adds x W^T to it (accumulate), so y is
+ * written once by the LoRA and read once by the GEMM's epilogue, instead of the LoRA reading and
+ * writing the GEMM's output again. LB_LORA_SET_MIN_TOK: the smallest step that does this
+ * (default 1024 tokens; a negative value: never). */
+static int lora_set_first(struct lb_runner *r, int T, int n_seg)
+{
+    if (!n_seg || r->lora_set_min_tok < 0 || T < r->lora_set_min_tok) return 0;
+    for (int g = 0; g < n_seg; g++)
+        if (r->h_seg_slot[g] < 0) return 0;
+    struct lb_op probe = {.kind = LB_OP_LORA};
+    probe.u.lora.n_tgt = 1;
+    probe.u.lora.x = r->h;
+    probe.u.lora.set = 1;
+    return r->be->ops->supports(r->be, &probe);
+}
+
 static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,
-                struct lb_buf *const *y, int T, int n_seg, struct lb_err *err)
+                struct lb_buf *const *y, int T, int n_seg, int set, struct lb_err *err)
 {
     struct lb_backend *be = r->be;
     int rc;
@@ -177,6 +196,7 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     op.u.lora.seg_start = r->seg_start;
     op.u.lora.seg_slot = r->seg_slot;
     op.u.lora.n_seg = n_seg;
+    op.u.lora.set = set;
     for (int j = 0; j < n_tgt; j++) {
         op.u.lora.tgt[j] = tgt[j];
         op.u.lora.y[j] = y[j];
@@ -227,18 +247,20 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
     float eps = c->rms_eps;
     RUN({.kind = LB_OP_EMBED, .u.embed = {r->ids, r->embed, r->x, T, H}});
     int fault = r->fault_step > 0 && ++r->n_step_calls == r->fault_step;
+    const int set_first = lora_set_first(r, T, n_seg);
     for (l = 0; l < c->n_layer; l++) {
         struct lb_layer_bufs *L = &r->layers[l];
         if (fault && l == c->n_layer / 2)
             return lb_err_set(err, LB_E_DEVICE, "layer %d: injected device fault in step %lld (LB_FAULT_STEP)", l, (long long)r->n_step_calls);
         if (l == 0) RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->x, NULL, L->attn_norm, r->h, T, H, eps}});
         else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, 0}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, 0}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, 0}});
         static const enum lb_target qkv[3] = {LB_T_Q, LB_T_K, LB_T_V};
         struct lb_buf *yqkv[3] = {r->q, r->k, r->v};
-        if ((rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, err))) return rc;
+        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, err))) return rc;
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, set_first}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, set_first}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, set_first}});
+        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, err))) return rc;
         if (c->qk_norm) {
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->q, NULL, L->q_norm, r->q, T * NH, D, eps}});
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->k, NULL, L->k_norm, r->k, T * NKV, D, eps}});
@@ -247,19 +269,22 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         RUN({.kind = LB_OP_KV_WRITE, .u.kv_write = {l, r->k, r->v, r->slot_map, T}});
         RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
                                             r->pos, 1.0f / sqrtf((float)D)}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, 0}});
         static const enum lb_target o_t[1] = {LB_T_O};
-        if ((rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, err))) return rc;
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, set_first}});
+        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, err))) return rc;
         RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->ffn_norm, r->h, T, H, eps}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, 0}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, 0}});
         static const enum lb_target gu[2] = {LB_T_GATE, LB_T_UP};
         struct lb_buf *ygu[2] = {r->g, r->u};
-        if ((rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, err))) return rc;
+        if (set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, err))) return rc;
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, set_first}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, set_first}});
+        if (!set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, err))) return rc;
         RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, 0}});
         static const enum lb_target d_t[1] = {LB_T_DOWN};
-        if ((rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, err))) return rc;
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, set_first}});
+        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, err))) return rc;
     }
     l = c->n_layer;
     if (!st->n_out) return 0;

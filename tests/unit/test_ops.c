@@ -597,6 +597,8 @@ static int load_adapters(const struct lb_backend_setup *s, int layer, const int 
     return 0;
 }
 
+static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
+
 static void test_lora(void)
 {
     NEED_GPU("lora");
@@ -630,6 +632,12 @@ static void test_lora(void)
                     }
                     int32_t *ss = malloc((2 * T + 8) * 4 * 2), *sl = ss + (2 * T + 8);
                     int S = make_layout((enum layout)l, T, s.n_slot, ss, sl);
+                    int has_base = 0;
+                    for (int q = 0; q < S; q++) has_base |= sl[q] < 0;
+                    if (lora_set && has_base) { /* set mode needs every row under an adapter */
+                        free(ss);
+                        continue;
+                    }
                     float *x = rnd_vec((size_t)T * K, 1.0f);
                     struct pair px, pss, psl, py[3];
                     float *y0[3] = {0};
@@ -637,7 +645,20 @@ static void test_lora(void)
                         return;
                     for (int j = 0; j < n_tgt; j++) {
                         y0[j] = rnd_vec((size_t)T * N[j], 0.5f);
-                        if (pair_f(&py[j], (size_t)T * N[j], y0[j], ACT)) return;
+                        if (!lora_set) {
+                            if (pair_f(&py[j], (size_t)T * N[j], y0[j], ACT)) return;
+                            continue;
+                        }
+                        /* set mode: the CPU accumulates into zeros (the reference of the term); the
+                         * GPU's y holds garbage that must be overwritten everywhere */
+                        float *z = calloc((size_t)T * N[j], sizeof *z);
+                        int rc_p = pair_f(&py[j], (size_t)T * N[j], z, ACT);
+                        free(z);
+                        if (rc_p) return;
+                        if (gpu.ops->upload(&gpu, py[j].g, 0, y0[j], LB_F32, (size_t)T * N[j], &err) < 0) {
+                            fail_err("cuda upload");
+                            return;
+                        }
                     }
                     struct lb_op oc = {.kind = LB_OP_LORA}, og = oc;
                     oc.u.lora.layer = 1;
@@ -650,6 +671,7 @@ static void test_lora(void)
                         oc.u.lora.n_out[j] = N[j];
                     }
                     og = oc;
+                    og.u.lora.set = lora_set;
                     oc.u.lora.x = px.c;
                     og.u.lora.x = px.g;
                     oc.u.lora.seg_start = pss.c;
@@ -661,8 +683,8 @@ static void test_lora(void)
                         og.u.lora.y[j] = py[j].g;
                     }
                     char what[160];
-                    snprintf(what, sizeof what, "lora ranks#%d T=%d %s S=%d %s%s", rs, T, layout_name[l], S,
-                             lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
+                    snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : "", rs, T,
+                             layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
                     if (run_both(&oc, &og, what) > 0) {
                         int ok = 1;
                         for (int j = 0; j < n_tgt; j++) ok &= compare(LB_OP_LORA, &py[j], 1e-4, what);
@@ -696,6 +718,31 @@ static void test_lora(void)
                     free(ss);
                 }
     }
+}
+
+/* Set mode (forward.c's LoRA-before-projection order for large steps): y = the LoRA term, with
+ * every element of y overwritten (absent modules, rank 0, give zeros), against the CPU's term
+ * accumulated into zeros; the layouts with base rows are skipped (set mode needs none). Run on
+ * the default kernels (k_lora_expand_v3 writes the term) and on LB_CUDA_LORA=2 (zeros first by a
+ * memset, then the accumulating expand). */
+static void test_lora_set(void)
+{
+    NEED_GPU("lora");
+    struct lb_op probe = {.kind = LB_OP_LORA};
+    probe.u.lora.n_tgt = 1;
+    probe.u.lora.set = 1;
+    struct lb_buf *xb = gpu.ops->alloc(&gpu, ACT, 16, &err);
+    probe.u.lora.x = xb;
+    int ok = xb && gpu.ops->supports(&gpu, &probe);
+    if (xb) gpu.ops->buf_free(&gpu, xb);
+    if (!ok) T_SKIP("the backend under test has no set mode");
+    lora_set = 1;
+    test_lora();
+    if (!small && !gpu_reopen("2", NULL)) {
+        test_lora();
+        gpu_reopen(NULL, NULL);
+    }
+    lora_set = 0;
 }
 
 /* The same LoRA cases on the SIMT fallback kernels (LB_CUDA_LORA=1). */
@@ -1459,6 +1506,7 @@ int main(void)
     T_RUN(test_rmsnorm);
     T_RUN(test_matmul);
     T_RUN(test_lora);
+    T_RUN(test_lora_set);
     T_RUN(test_lora_v1);
     T_RUN(test_lora_step);
     T_RUN(test_lora_step_v2);
