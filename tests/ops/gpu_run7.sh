@@ -4,10 +4,11 @@
 # the repository root after ./build.sh gpu-bundle (binaries in .gpu/):
 #   tests/ops/gpu_run7.sh        (BUDGET seconds, default 270; everything under $OUT)
 # Steps, each bounded by what is left of the budget:
-#   1. op tests: every op but LoRA in full (the decode attention kernel's page ids are now loaded
-#      before its copies), LoRA in the small set (kernels unchanged since run 6; adapter modules
-#      now reach their slots through the upload ring without synchronising), golden vs HF on CUDA
-#      (which now also checks the engine's top-2 margins against the reference's);
+#   1. op tests: attention in full (the decode kernel's page ids are now loaded before its
+#      copies), then every op in the small set (LoRA now with set-mode cases, adapter modules
+#      through the upload ring; the other kernels are unchanged since run 6's full pass), golden
+#      vs HF on CUDA (which now also checks the engine's top-2 margins against the reference's),
+#      once more with the LoRA-before-projection order on every step it applies to;
 #   2. the demo job on CUDA vs CPU by the golden rule (tests/gpu_demo_compare.py), and its KV
 #      sizing line (gpu_memory_fraction);
 #   3. a device fault mid-run on CUDA (tests/cli/device_fault.sh with LB_DEVICE=cuda);
@@ -42,10 +43,10 @@ trap finish EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$S"
 
 # 1. op tests + golden
-LB_OPS_FILTER=embed,rmsnorm,matmul,rope,kv_write,attn,swiglu,add,gather,sample,dtypes step test_ops.log 60 .gpu/test_ops
-grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops.log" | head -30 | tee -a "$S"
-LB_OPS_FILTER=lora LB_OPS_SMALL=1 step test_ops_lora.log 40 .gpu/test_ops
-grep -E '^lora|^RESULT|check failed|^FAIL' "$L/test_ops_lora.log" | head -10 | tee -a "$S"
+LB_OPS_FILTER=attn,kv_write step test_ops_attn.log 40 .gpu/test_ops
+grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_attn.log" | head -20 | tee -a "$S"
+LB_OPS_SMALL=1 step test_ops_small.log 60 .gpu/test_ops
+grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
 LB_FIXTURES=$PWD/tests/golden/fixtures LB_GOLDEN_DEVICE=cuda step test_golden.log 40 .gpu/test_golden
 grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
 # the LoRA-before-projection order (normally steps of >= 1024 tokens) on every step it applies to
