@@ -376,26 +376,19 @@ static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
         q_s[i] = g < gn ? __bfloat162float(a.q[((size_t)t * a.NH + h0 + g) * D + d]) * a.scale_log2 : 0.0f;
     }
 
-    /* issue the copies of tile `it` into stage st. The page ids of all of this thread's rows
-     * are loaded first, so the loads overlap (the cp.async asm statements are memory barriers
-     * to the compiler: a page-id load between two of them would wait for the one before). */
+    /* issue the copies of tile `it` into stage st */
     auto issue = [&](int it, int st) {
         bf16 *ks = (bf16 *)(sm + st * L.stage), *vs = (bf16 *)(sm + st * L.stage + L.v_rel);
         const int kt = k0 + it * ADC_KT;
-        constexpr int PER = ADC_KT * (256 / 8) / (ADC_NW * 32); /* chunks per thread at D = 256 */
-        int page[PER];
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int i = threadIdx.x + k * ADC_NW * 32, key = kt + i / cpr;
-            page[k] = i < ADC_KT * cpr && key < k1 ? __ldg(pages + key / a.B) : -1;
-        }
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int i = threadIdx.x + k * ADC_NW * 32;
-            if (i >= ADC_KT * cpr) break;
+        for (int i = threadIdx.x; i < ADC_KT * cpr; i += ADC_NW * 32) {
             int r = i / cpr, c = i - r * cpr, key = kt + r;
-            bool ok = page[k] >= 0 && page[k] < a.n_page;
-            size_t off = ok ? ((size_t)page[k] * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8 : 0;
+            bool ok = false;
+            size_t off = 0;
+            if (key < k1) {
+                int page = pages[key / a.B];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
             cp_async16(ks + r * L.kld + c * 8, a.kc + off, ok);
             cp_async16(vs + r * L.vld + c * 8, a.vc + off, ok);
             if (c == 0) row_ok[st * ADC_KT + r] = ok;

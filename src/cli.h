@@ -18,5 +18,6 @@ int lb_exit_code(int status); /* enum lb_status -> enum lb_exit */
 int lb_cmd_inspect(int argc, char **argv);
 int lb_cmd_generate(int argc, char **argv);
 int lb_cmd_tokenize(int argc, char **argv);
+int lb_cmd_cat(int argc, char **argv);
 
 #endif

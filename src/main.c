@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  inspect PATH [--model M]  summarise and validate a model or an adapter folder\n"
             "  tokenize --tokenizer DIR ...  encode/decode text with a model's tokenizer.json\n"
             "  generate --model DIR ...  generate from token ids (see lorabatch generate --help)\n"
+            "  cat FILE.jsonl.zst...    output files decompressed to standard output\n"
             "  version                  print the version\n");
 }
 
@@ -34,6 +35,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "tokenize")) return lb_cmd_tokenize(argc, argv);
     if (!strcmp(cmd, "inspect")) return lb_cmd_inspect(argc, argv);
     if (!strcmp(cmd, "generate")) return lb_cmd_generate(argc, argv);
+    if (!strcmp(cmd, "cat")) return lb_cmd_cat(argc, argv);
     fprintf(stderr, "lorabatch: unknown command '%s'\n", cmd);
     usage(stderr);
     return LB_EXIT_USAGE;

@@ -17,6 +17,7 @@ Prints one line per differing record and a summary; exits 1 on any failure.
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,8 +26,13 @@ import yaml
 NOISE = 2e-2
 
 
+BIN = None
+
+
 def zlines(path):
-    out = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout.decode()
+    # zstd -dc, or lorabatch's own `cat` where the zstd program is missing (the GPU machines)
+    cmd = ["zstd", "-dc", path] if shutil.which("zstd") else [BIN, "cat", path]
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout.decode()
     return [json.loads(x) for x in out.splitlines() if x.strip()]
 
 
@@ -34,7 +40,9 @@ def main():
     if len(sys.argv) != 5:
         print(__doc__)
         return 2
+    global BIN
     bin_, job_path, cuda_dir, cpu_dir = sys.argv[1:]
+    BIN = bin_
     job = yaml.safe_load(open(job_path))
     base = os.path.dirname(os.path.abspath(job_path))
     rel = lambda p: p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))

@@ -15,10 +15,13 @@ check() { # description command...
 }
 finish() { echo "RESULT $n_pass $n_fail $n_skip"; [ $n_fail -eq 0 ]; }
 
+# zstd -dc, or lorabatch's own `cat` on machines without the zstd program (the GPU machines)
+if command -v zstd >/dev/null 2>&1; then zcat_() { zstd -dc "$@"; }; else zcat_() { "$BIN" cat "$@"; }; fi
+
 # Decompressed, concatenated view of every output file of a folder (sorted by name).
 dump_outputs() { # dir
     local f
-    for f in $(ls "$1"/*.jsonl.zst 2>/dev/null | sort); do echo "== $(basename "$f")"; zstd -dc "$f"; done
+    for f in $(ls "$1"/*.jsonl.zst 2>/dev/null | sort); do echo "== $(basename "$f")"; zcat_ "$f"; done
 }
 
 # A job over the fixture model: 3 shards, two adapters, fan-out, base.
