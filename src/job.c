@@ -676,6 +676,8 @@ static void on_generation(struct ctx *c, void *user, const char *key, yaml_node_
         if (!get_int(c, v, field, 0, INT32_MAX, &x)) g->top_k = (int32_t)x;
     } else if (!strcmp(key, "seed")) {
         get_u64(c, v, field, &g->seed);
+    } else if (!strcmp(key, "ignore_eos")) {
+        get_bool(c, v, field, &g->ignore_eos);
     } else {
         parse_stop(c, v, field);
     }
@@ -746,7 +748,7 @@ static void on_top(struct ctx *c, void *user, const char *key, yaml_node_t *v, c
         static const char *const known[] = {"dir", "zstd_level", "token_ids", NULL};
         if (!walk_map(c, v, field, known, on_output, NULL) && !job->out_dir) seen[3] = line_of(v);
     } else if (!strcmp(key, "generation")) {
-        static const char *const known[] = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", NULL};
+        static const char *const known[] = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos", NULL};
         walk_map(c, v, field, known, on_generation, NULL);
     } else if (!strcmp(key, "resources")) {
         static const char *const known[] = {"device", "tensor_parallel", "gpu_adapter_slots",
@@ -1228,6 +1230,8 @@ int lb_job_canon(const struct lb_job *job, char **out, size_t *n, struct lb_err 
     sb_float(&b, "generation.top_p", g->top_p);
     sb_fmt(&b, "generation.top_k=%d\n", (int)g->top_k);
     sb_fmt(&b, "generation.seed=%llu\n", (unsigned long long)g->seed);
+    /* only when on, so that checkpoints written before the field existed still resume */
+    if (g->ignore_eos) sb_str(&b, "generation.ignore_eos=true\n");
     sb_str(&b, "generation.stop=[");
     for (int i = 0; i < g->n_stop; i++) {
         sb_str(&b, i ? ", \"" : "\"");

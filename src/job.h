@@ -38,6 +38,7 @@ struct lb_gen_param {
     uint64_t seed;
     int n_stop;
     char **stop;         /* owned [n_stop], each owned, NUL-terminated, non-empty */
+    int ignore_eos;      /* job-wide only: 1 = always max_tokens tokens, EOS ids included (benchmarks) */
 };
 /* Deep copy (dst is overwritten, not freed first). 0 or LB_E_OOM. */
 int lb_gen_param_copy(struct lb_gen_param *dst, const struct lb_gen_param *src, struct lb_err *err);

@@ -630,7 +630,8 @@ static int admit_one(struct session *s, int ui, int slot, struct lb_err *err)
     uint64_t rkey = rec.gen.seed != s->job.gen.seed ? rec.gen.seed ^ 0x5bd1e9955bd1e995ull
                                                      : ((uint64_t)u->ju->shard << 40) ^ (uint64_t)rec.index;
     struct lb_req q = {fi, ids, n_ids, slot, rec.gen.max_tokens,
-                       {rec.gen.temperature, rec.gen.top_p, rec.gen.top_k, 0, lb_sample_key(s->job.gen.seed, rkey)}, 0};
+                       {rec.gen.temperature, rec.gen.top_p, rec.gen.top_k, 0, lb_sample_key(s->job.gen.seed, rkey)},
+                       s->job.gen.ignore_eos};
     s->n_fl++;
     u->n_in_flight++;
     rc = lb_engine_add(&s->e, &q, err);

@@ -79,6 +79,21 @@ check "empty shard: run exits 0 (rc $rc)" [ $rc -eq 0 ]
 check "empty shard: an empty output that zstd decodes" sh -c 'zstd -t -q out/empty.base.jsonl.zst && [ "$(zstd -dc out/empty.base.jsonl.zst | wc -c)" = 0 ]'
 "$BIN" run job.yaml > rerun.log 2>&1
 check "empty shard: the job is finished" grep -q "already finished" rerun.log
+# generation.ignore_eos: every record runs to max_tokens, also those that stop at EOS without it
+# (the demo's questions: some end on EOS within 24 tokens on this model)
+mkdir -p "$T/eos" && cd "$T/eos"
+printf 'model: %s/model\ninputs:\n  - path: %s/jobs/demo-data/questions.jsonl\n    adapter: base\noutput:\n  dir: out\n  token_ids: true\ngeneration:\n  max_tokens: 24\nresources:\n  device: cpu\n' "$FIX" "$ROOT" > job.yaml
+sed 's/  max_tokens: 24/  max_tokens: 24\n  ignore_eos: true/' job.yaml > job_ie.yaml && sed -i 's/dir: out/dir: out_ie/' job_ie.yaml
+"$BIN" run job.yaml > eos.log 2>&1 && "$BIN" run job_ie.yaml > eos_ie.log 2>&1; rc=$?
+check "ignore_eos: both runs exit 0 (rc $rc)" [ $rc -eq 0 ]
+n_stop=$(zstd -dc out/questions.base.jsonl.zst | grep -c '"finish_reason":"stop"')
+check "ignore_eos: without it, some records stop at EOS ($n_stop)" [ "$n_stop" -gt 0 ]
+check "ignore_eos: with it, every record has completion_tokens = its max_tokens" python3 -c "
+import json, subprocess, sys
+recs = [json.loads(l) for l in open('$ROOT/jobs/demo-data/questions.jsonl')]
+out = [json.loads(l) for l in subprocess.run(['zstd', '-dc', 'out_ie/questions.base.jsonl.zst'], capture_output=True).stdout.decode().splitlines()]
+ok = len(out) == len(recs) and all(o['usage']['completion_tokens'] == r.get('max_tokens', 24) and o['finish_reason'] == 'length' for o, r in zip(out, recs))
+sys.exit(0 if ok else 1)"
 # two runs on one folder: the second is refused by the lock (a slow job: one sequence at a time)
 make_job "$T/slow" 400 10 10
 cd "$T/slow"

@@ -155,7 +155,7 @@ static void test_defaults(void)
     T_CHECK(!strcmp(job.model_dir, "/abs/m"), "absolute path kept");
     T_CHECK(job.zstd_level == 3 && job.token_ids == 0, "output defaults");
     T_CHECK(job.gen.max_tokens == 256 && job.gen.temperature == 0 && job.gen.top_p == 1 && job.gen.top_k == 0 &&
-                job.gen.seed == 0 && job.gen.n_stop == 0,
+                job.gen.seed == 0 && job.gen.n_stop == 0 && job.gen.ignore_eos == 0,
             "generation defaults");
     T_CHECK(job.device == LB_DEVICE_AUTO && job.tensor_parallel == 1 && job.gpu_adapter_slots == 8 &&
                 job.host_adapter_cache == 64 && job.max_lora_rank == 64 && job.max_seqs == 256 &&
@@ -412,11 +412,27 @@ static void test_fingerprint(void)
     free(y2);
     free(c1);
 
+    /* ignore_eos: off by default and then absent from the canonical text (checkpoints written
+     * before the field existed still match); on: parsed and named in the diff */
+    T_CHECK(!strstr(c0, "ignore_eos"), "ignore_eos in the canon while off: %s", c0);
+    y = replace(good_yaml, "  top_k: 40\n", "  top_k: 40\n  ignore_eos: true\n");
+    {
+        struct lb_job jb;
+        struct lb_err e2 = {0};
+        T_CHECK(parse(&jb, y, &e2) == 0 && jb.gen.ignore_eos == 1, "ignore_eos: %s", e2.msg);
+        lb_job_free(&jb);
+    }
+    T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
+    int nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
+    T_CHECK(nd == 1 && strstr(diff, "added generation.ignore_eos=true"), "%d: %s", nd, diff);
+    free(y);
+    free(c1);
+
     /* a changed generation parameter is named */
     y = replace(good_yaml, "top_p: 0.95", "top_p: 0.5");
     T_CHECK(canon_of(y, &c1, &n1) == 0, "canon");
     T_CHECK(lb_job_fingerprint(c0, n0) != lb_job_fingerprint(c1, n1), "top_p not in the fingerprint");
-    int nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
+    nd = lb_job_canon_diff(c0, n0, c1, n1, diff, sizeof diff);
     T_CHECK(nd == 1 && !strcmp(diff, "changed generation.top_p: 0.95 -> 0.5"), "%d: %s", nd, diff);
     free(y);
     free(c1);
