@@ -3,6 +3,7 @@
 
     python3 bench/gen_random_model.py --shape llama-3-8b --out DIR [--seed 0] [--dtype bf16]
         [--adapters N --ranks 8,16,32,64 --adapter-seed S --targets q_proj,...] [--check]
+        [--adapters-only]   (adapters for the shape, no model)
 
 Writes the Hugging Face layout: config.json (real field values of the named model; 4.x spelling
 as the published checkpoints have it, or --config-style 5 for transformers 5.x spelling),
@@ -346,6 +347,8 @@ def main():
     ap.add_argument("--adapter-dtype", default="f32", choices=sorted(DTYPES))
     ap.add_argument("--adapter-dir", default=None, help="default: OUT/adapters")
     ap.add_argument("--check", action="store_true", help="load the result with transformers + peft")
+    ap.add_argument("--adapters-only", action="store_true",
+                    help="write only the adapters (--adapters N) for the shape; OUT's model is left as it is")
     args = ap.parse_args()
 
     import torch
@@ -357,13 +360,18 @@ def main():
     if args.adapter_dir is None:
         args.adapter_dir = os.path.join(args.out, "adapters")
 
-    total = sum(numel(sh) for _, sh, _ in tensor_plan(s)) * ELT[dtype_name]
+    total = 0 if args.adapters_only else sum(numel(sh) for _, sh, _ in tensor_plan(s)) * ELT[dtype_name]
     need = total + adapter_bytes(args, s)
     free = free_bytes(args.out)
     if need * 1.02 + 64e6 > free:
         log(f"error: {args.shape} needs {gb(need)} on disk, only {gb(free)} free under {args.out}")
         return 2
     os.makedirs(args.out, exist_ok=True)
+    if args.adapters_only:
+        t0 = time.time()
+        adapter_dirs = write_adapters(args, s, device) if args.adapters > 0 else []
+        log(f"done: {len(adapter_dirs)} adapters under {args.adapter_dir} in {time.time() - t0:.1f}s")
+        return 0
     for fn in os.listdir(args.out):  # stale shards of an earlier run would confuse loaders
         if fn.startswith("model") and (fn.endswith(".safetensors") or fn.endswith(".index.json")):
             os.remove(os.path.join(args.out, fn))

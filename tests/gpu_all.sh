@@ -3,7 +3,7 @@
 #   op tests (CUDA vs CPU) + golden vs HF on CUDA, the demo job on CUDA vs CPU (by the golden
 #   rule: tests/gpu_demo_compare.py), a device fault mid-run on CUDA (tests/cli/device_fault.sh),
 #   the issue-5 benchmark. Usage from the repository root, after ./build.sh gpu-bundle here:
-#     tests/gpu_all.sh [bench|nobench]      (logs and JSON under $OUT, else /tmp/lb-gpu)
+#     tests/gpu_all.sh [bench|nobench] [w3]  (logs and JSON under $OUT, else /tmp/lb-gpu)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -25,4 +25,6 @@ LB_BIN=$ROOT/$B LB_DEVICE=cuda bash tests/cli/device_fault.sh 2>&1 | tail -14
 if [ "${1:-bench}" = bench ]; then
     echo "== benchmark"
     bench/gpu_bench.sh "$B" "$O/bench" 2>&1 | tail -25
+    # workload 3 (256 adapters, Zipf, 32 slots; ~4 minutes on an H100): tests/gpu_all.sh bench w3
+    [ "${2:-}" = w3 ] && bench/gpu_bench_w3.sh "$B" "$O/bench/w3" 2>&1 | tail -8
 fi
