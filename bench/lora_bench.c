@@ -13,7 +13,8 @@
  * median and min per launch; warm L2 (weights of a projection mostly fit in the 50 MB L2 of an
  * H100 only for o/qkv; noted in the results).
  *
- * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only] */
+ * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only | --elem-only]
+ * (LB_CUDA_ELEM=2: the vectorised element-wise kernels) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -275,12 +276,61 @@ static void bench_attn(const char *name, int n_seq, int ctx, int q_per_seq, int 
     free(slot);
 }
 
+/* The small per-layer ops of a decode step (T = 256 tokens of Llama-3-8B): GB/s counts every
+ * byte read and written once. */
+static void bench_elem(void)
+{
+    const int T = 256;
+    int32_t pos[256];
+    for (int t = 0; t < T; t++) pos[t] = 600 + t;
+    struct lb_buf *x = act((size_t)T * H, 1.0f), *res = act((size_t)T * H, 1.0f), *out = act((size_t)T * H, 1.0f);
+    struct lb_buf *w = weight(H), *g = act((size_t)T * F, 2.0f), *u = act((size_t)T * F, 2.0f);
+    struct lb_buf *q = act((size_t)T * NH * D, 1.0f), *k = act((size_t)T * NKV * D, 1.0f), *bpos = ints(T, pos);
+    struct lb_op op[3];
+    memset(op, 0, sizeof op);
+    op[0].kind = LB_OP_RMSNORM;
+    op[0].u.rmsnorm.x = x;
+    op[0].u.rmsnorm.res = res;
+    op[0].u.rmsnorm.w = w;
+    op[0].u.rmsnorm.out = out;
+    op[0].u.rmsnorm.n_rows = T;
+    op[0].u.rmsnorm.n = H;
+    op[0].u.rmsnorm.eps = 1e-5f;
+    op[1].kind = LB_OP_SWIGLU;
+    op[1].u.swiglu.gate = g;
+    op[1].u.swiglu.up = u;
+    op[1].u.swiglu.out = g;
+    op[1].u.swiglu.n_tok = T;
+    op[1].u.swiglu.n_ff = F;
+    op[2].kind = LB_OP_ROPE;
+    op[2].u.rope.q = q;
+    op[2].u.rope.k = k;
+    op[2].u.rope.pos = bpos;
+    op[2].u.rope.n_tok = T;
+    op[2].u.rope.n_head = NH;
+    op[2].u.rope.n_kv_head = NKV;
+    op[2].u.rope.head_dim = D;
+    const char *names[3] = {"rmsnorm+res T=256 n=4096", "swiglu T=256 F=14336", "rope T=256 32+8 heads x 128"};
+    double bytes[3] = {(double)T * H * 2 * 4, (double)T * F * 2 * 3, (double)T * (NH + NKV) * D * 2 * 2};
+    for (int i = 0; i < 3; i++) {
+        double m, mn;
+        time_ops(&op[i], 1, 50, &m, &mn);
+        printf("elem     %-30s %8.1f us  %7.1f GB/s\n", names[i], m * 1e6, bytes[i] / m * 1e-9);
+        if (json)
+            fprintf(json, "{\"bench\":\"elem\",\"variant\":\"v%s\",\"name\":\"%s\",\"us\":%.2f,\"min_us\":%.2f,\"gbs\":%.1f}\n",
+                    variant("LB_CUDA_ELEM"), names[i], m * 1e6, mn * 1e6, bytes[i] / m * 1e-9);
+    }
+    struct lb_buf *bufs[] = {x, res, out, w, g, u, q, k, bpos};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be.ops->buf_free(&be, bufs[i]);
+}
+
 int main(int argc, char **argv)
 {
-    int attn_only = 0;
+    int attn_only = 0, elem_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) json = fopen(argv[++i], "w");
         else if (!strcmp(argv[i], "--attn-only")) attn_only = 1;
+        else if (!strcmp(argv[i], "--elem-only")) elem_only = 1;
     }
     if (lb_backend_cuda_open(&be, 0, &err) < 0) die("cuda");
     printf("kernel variants: lora v%s, attn v%s\n", variant("LB_CUDA_LORA"), variant("LB_CUDA_ATTN"));
@@ -302,6 +352,11 @@ int main(int argc, char **argv)
     s.tp_size = 1;
     if (be.ops->setup(&be, &s, &err) < 0) die("setup");
 
+    if (elem_only) {
+        bench_elem();
+        lb_backend_close(&be);
+        return 0;
+    }
     static int32_t ss[8193 + 256], sl[8192 + 256];
     int ranks[2] = {16, 64};
     for (int ri = 0; ri < 2 && !attn_only; ri++) {
@@ -325,6 +380,7 @@ int main(int argc, char **argv)
     sl[0] = -1;
     if (!attn_only) bench_lora("decode-base-only", 256, 1, ss, sl, 0);
 
+    if (!attn_only) bench_elem();
     bench_attn("decode", 256, 640, 1, 16);
     bench_attn("decode-2k", 256, 2048, 1, 16);
     bench_attn("decode-long", 8, 8192, 1, 16);

@@ -785,6 +785,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
         ev = getenv("LB_CUDA_STATS");
         c->stats = ev && atoi(ev) > 0;
+        ev = getenv("LB_CUDA_ELEM");
+        c->elem_variant = ev && atoi(ev) == 2 ? 2 : 1;
         ev = getenv("LB_CUDA_PROFILE");
         c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");

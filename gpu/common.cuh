@@ -71,6 +71,7 @@ struct lb_cu {
      * LB_CUDA_ATTN=1 -> SIMT attention for every token, 2 -> tensor-core prefill + SIMT decode,
      * default 3 -> tensor-core prefill + cp.async-pipelined decode (k_attn_decode). */
     int lora_variant, attn_variant;
+    int elem_variant; /* LB_CUDA_ELEM=2: 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); 1: scalar */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
@@ -210,5 +211,25 @@ static inline int is_fb(enum lb_dtype dt) { return dt == LB_F32 || dt == LB_BF16
 int lb_cu_check_buf(const struct lb_buf *b, int dt, size_t n, const char *what, struct lb_err *err);
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* 8 bf16 <-> 8 floats through one 16-byte word */
+__device__ __forceinline__ void unpack8(const uint4 &u, float *f)
+{
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float2 v = __bfloat1622float2(h[e]);
+        f[2 * e] = v.x;
+        f[2 * e + 1] = v.y;
+    }
+}
+__device__ __forceinline__ uint4 pack8(const float *f)
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int e = 0; e < 4; e++) h[e] = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
+    return u;
+}
 
 #endif

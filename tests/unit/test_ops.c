@@ -1251,6 +1251,20 @@ static void test_sample(void)
 }
 
 /* ================================================================== weights and adapters in other dtypes */
+/* The element-wise v2 kernels (LB_CUDA_ELEM=2: 16-byte RMSNorm, SwiGLU, RoPE) on the same cases */
+static void test_elem_v2(void)
+{
+    if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
+    if (getenv("LB_OPS_SELF")) T_SKIP("CUDA kernels only");
+    setenv("LB_CUDA_ELEM", "2", 1);
+    if (gpu_reopen(NULL, NULL)) { unsetenv("LB_CUDA_ELEM"); return; }
+    test_rmsnorm();
+    test_swiglu();
+    test_rope();
+    unsetenv("LB_CUDA_ELEM");
+    gpu_reopen(NULL, NULL);
+}
+
 static void test_dtypes(void)
 {
     NEED_GPU("dtypes");
@@ -1519,6 +1533,7 @@ int main(void)
     T_RUN(test_add);
     T_RUN(test_gather);
     T_RUN(test_sample);
+    T_RUN(test_elem_v2);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
     T_RUN(test_errors);
