@@ -1,30 +1,117 @@
 #!/usr/bin/env bash
-# gpu_all.sh — everything the GPU machine runs in one call (builds nothing):
-#   op tests (CUDA vs CPU) + golden vs HF on CUDA, the demo job on CUDA vs CPU (by the golden
-#   rule: tests/gpu_demo_compare.py), a device fault mid-run on CUDA (tests/cli/device_fault.sh),
-#   the issue-5 benchmark. Usage from the repository root, after ./build.sh gpu-bundle here:
-#     tests/gpu_all.sh [bench|nobench] [w3]  (logs and JSON under $OUT, else /tmp/lb-gpu)
+# gpu_all.sh — the GPU test tier and the issue-5 benchmarks, in one device call that builds
+# nothing. From the repository root, after ./build.sh gpu-bundle here (binaries in .gpu/):
+#   BUDGET=540 tests/gpu_all.sh [STEP...]      (default: every step below, in this order)
+# Steps, each bounded by what is left of BUDGET (seconds, default 540); results in $OUT (else
+# /tmp/lb-gpu): summary.txt and all.tgz (every log); exit 1 when a test step failed.
+#   ops      every op on CUDA against the CPU backend (tests/unit/test_ops.c), in full
+#   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
+#            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
+#            projection on every step it applies to)
+#   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
+#   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
+#   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
+#            more than 5% on all three is used by the steps after it
+#   attn     decode attention kernel timings (lora_bench --attn-only)
+#   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
+#            old LoRA order and at max_seqs 512 (leaves W3_RESERVE seconds, default 240, for w3)
+#   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh)
+# The device machines have no zstd program: the scripts read outputs with `lorabatch cat`.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 O=${OUT:-/tmp/lb-gpu}
-mkdir -p "$O"
-export LB_GPU_LOG=$O LB_FIXTURES=$ROOT/tests/golden/fixtures LB_GOLDEN_DEVICE=cuda LB_STEP_TIMEOUT=240
-echo "== op tests + golden (CUDA)"
-.gpu/gpu_run.sh 2>&1 | tail -40
-echo "== demo job: CUDA vs CPU"
+L=/tmp/lb-gpu-logs
 B=.gpu/lorabatch
-$B run jobs/demo.yaml --restart --device cuda > "$O/demo_cuda.log" 2>&1; echo "cuda rc=$? $(tail -1 "$O/demo_cuda.log")"
-rm -rf /tmp/demo-cuda && cp -r build/demo-out /tmp/demo-cuda
-$B run jobs/demo.yaml --restart --device cpu > "$O/demo_cpu.log" 2>&1; echo "cpu rc=$? $(tail -1 "$O/demo_cpu.log")"
-tar czf "$O/demo_outputs.tgz" -C /tmp demo-cuda -C "$ROOT/build" demo-out
-python3 tests/gpu_demo_compare.py "$B" jobs/demo.yaml /tmp/demo-cuda build/demo-out > "$O/demo_compare.txt" 2>&1; echo "demo compare rc=$?"
-tail -12 "$O/demo_compare.txt"
-echo "== device fault mid-run on CUDA: checkpoint, resume"
-LB_BIN=$ROOT/$B LB_DEVICE=cuda bash tests/cli/device_fault.sh 2>&1 | tail -14
-if [ "${1:-bench}" = bench ]; then
-    echo "== benchmark"
-    bench/gpu_bench.sh "$B" "$O/bench" 2>&1 | tail -25
-    # workload 3 (256 adapters, Zipf, 32 slots; ~4 minutes on an H100): tests/gpu_all.sh bench w3
-    [ "${2:-}" = w3 ] && bench/gpu_bench_w3.sh "$B" "$O/bench/w3" 2>&1 | tail -8
-fi
+mkdir -p "$O" "$L"
+T0=$(date +%s)
+S=$O/summary.txt
+fail=0
+left() { echo $((${BUDGET:-540} - ($(date +%s) - T0))); }
+say() { echo "$*" | tee -a "$S"; }
+step() { # name limit cmd...
+    local name=$1 lim=$2 l s rc
+    shift 2
+    l=$(left)
+    if [ "$l" -lt 10 ]; then say "SKIP $name (no time left)"; return 1; fi
+    [ "$lim" -gt "$l" ] && lim=$l
+    s=$(date +%s)
+    timeout "$lim" "$@" >"$L/$name" 2>&1
+    rc=$?
+    say "step $name rc=$rc $(($(date +%s) - s))s"
+    return $rc
+}
+tested() { "$@" || fail=1; } # a test step: its failure fails the call
+finish() { tar czf "$O/all.tgz" -C "$L" . 2>/dev/null; say "total $(($(date +%s) - T0))s"; }
+trap finish EXIT
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$S"
+export LB_FIXTURES=$ROOT/tests/golden/fixtures
+
+do_ops() {
+    tested step test_ops.log 150 .gpu/test_ops
+    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops.log" | head -30 | tee -a "$S"
+}
+do_golden() {
+    LB_GOLDEN_DEVICE=cuda tested step test_golden.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
+    LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
+}
+do_demo() {
+    tested step demo_cuda.log 60 $B run jobs/demo.yaml --restart --device cuda
+    grep -E 'KV cache|done:' "$L/demo_cuda.log" | tee -a "$S"
+    rm -rf /tmp/demo-cuda && cp -r build/demo-out /tmp/demo-cuda
+    tested step demo_cpu.log 60 $B run jobs/demo.yaml --restart --device cpu
+    tested step demo_compare.txt 60 python3 tests/gpu_demo_compare.py $B jobs/demo.yaml /tmp/demo-cuda build/demo-out
+    tail -4 "$L/demo_compare.txt" | tee -a "$S"
+    rm -rf "$L/demo-out-cuda" "$L/demo-out-cpu"
+    cp -r /tmp/demo-cuda "$L/demo-out-cuda" && cp -r build/demo-out "$L/demo-out-cpu"
+}
+do_fault() {
+    LB_BIN=$ROOT/$B LB_DEVICE=cuda tested step device_fault.txt 90 bash tests/cli/device_fault.sh
+    grep -E '^RESULT|^FAIL|^info' "$L/device_fault.txt" | tee -a "$S"
+}
+do_elem() {
+    step elem1.txt 30 .gpu/lora_bench --elem-only
+    step elem2.txt 30 env LB_CUDA_ELEM=2 .gpu/lora_bench --elem-only
+    grep -h '^elem' "$L/elem1.txt" | sed 's/^/v1 /' | tee -a "$S"
+    grep -h '^elem' "$L/elem2.txt" | sed 's/^/v2 /' | tee -a "$S"
+    if python3 - "$L/elem1.txt" "$L/elem2.txt" <<'PY'
+import re, sys
+t = [[float(m[1]) for m in re.finditer(r"^elem .*?([\d.]+) us", open(f).read(), re.M)] for f in sys.argv[1:]]
+sys.exit(0 if len(t[0]) == 3 and len(t[1]) == 3 and all(b < 0.95 * a for a, b in zip(*t)) else 1)
+PY
+    then
+        export LB_CUDA_ELEM=2
+        say "element-wise v2 faster on all three: the steps after this run with LB_CUDA_ELEM=2"
+    else
+        say "element-wise v2 not faster on all three: the steps after this keep the scalar kernels"
+    fi
+}
+do_attn() {
+    step attn.txt 30 .gpu/lora_bench --attn-only
+    grep -h '^attn' "$L/attn.txt" | tee -a "$S"
+}
+do_bench() {
+    local l reserve=0
+    l=$(left)
+    case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
+    W1_VARIANTS=${W1_VARIANTS-"old_order:LB_LORA_SET_MIN_TOK=-1 s512:MAX_SEQS=512"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+        step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
+    tail -12 "$L/gpu_bench.txt" | tee -a "$S"
+    grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"
+}
+do_w3() {
+    local l
+    l=$(left)
+    step gpu_bench_w3.txt $((l - 5)) bench/gpu_bench_w3.sh $B "$L/bench/w3"
+    tail -4 "$L/gpu_bench_w3.txt" | tee -a "$S"
+}
+STEPS=${*:-ops golden demo fault elem attn bench w3}
+for st in $STEPS; do
+    case $st in
+        ops | golden | demo | fault | elem | attn | bench | w3) "do_$st" ;;
+        *) say "unknown step $st (ops golden demo fault elem attn bench w3)"; fail=1 ;;
+    esac
+done
+exit $fail
