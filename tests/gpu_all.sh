@@ -16,6 +16,8 @@
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order and at max_seqs 512 (leaves W3_RESERVE seconds, default 240, for w3)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh)
+#   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
+#            default list: name it)
 # The device machines have no zstd program: the scripts read outputs with `lorabatch cat`.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,11 +109,19 @@ do_w3() {
     step gpu_bench_w3.txt $((l - 5)) bench/gpu_bench_w3.sh $B "$L/bench/w3"
     tail -4 "$L/gpu_bench_w3.txt" | tee -a "$S"
 }
+do_sanitize() {
+    local tool
+    if ! command -v compute-sanitizer >/dev/null 2>&1; then say "SKIP sanitize: no compute-sanitizer"; return; fi
+    for tool in memcheck racecheck; do
+        LB_OPS_SMALL=1 tested step "sanitize_$tool.txt" 120 compute-sanitizer --tool $tool --error-exitcode 3 .gpu/test_ops
+        grep -E 'ERROR SUMMARY|^RESULT' "$L/sanitize_$tool.txt" | tee -a "$S"
+    done
+}
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | golden | demo | fault | elem | attn | bench | w3) "do_$st" ;;
-        *) say "unknown step $st (ops golden demo fault elem attn bench w3)"; fail=1 ;;
+        ops | golden | demo | fault | elem | attn | bench | w3 | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops golden demo fault elem attn bench w3 sanitize)"; fail=1 ;;
     esac
 done
 exit $fail
