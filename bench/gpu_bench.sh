@@ -32,7 +32,20 @@ ts = []
 for _ in range(10):
     s.record(); a @ b; e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e) / 1e3)
 ts.sort()
-print(json.dumps({"gemm_8192_bf16_tflops": 2 * 8192**3 / ts[len(ts) // 2] / 1e12, "device": torch.cuda.get_device_name()}))
+gemm = 2 * 8192**3 / ts[len(ts) // 2] / 1e12
+# the memory roofline the decode kernels should be judged against: a 2 GiB device-to-device copy
+# (bytes read + bytes written per second), and a read-only reduction over the same bytes
+x = torch.empty(2 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x); x.fill_(1)
+z = x.view(torch.int32)
+for _ in range(2): y.copy_(x); z.sum(dtype=torch.int64)
+torch.cuda.synchronize()
+cp, rd = [], []
+for _ in range(5):
+    s.record(); y.copy_(x); e.record(); torch.cuda.synchronize(); cp.append(s.elapsed_time(e) / 1e3)
+    s.record(); z.sum(dtype=torch.int64); e.record(); torch.cuda.synchronize(); rd.append(s.elapsed_time(e) / 1e3)
+cp.sort(); rd.sort()
+print(json.dumps({"gemm_8192_bf16_tflops": gemm, "hbm_copy_gbs": 2 * x.numel() / cp[2] / 1e9,
+                  "hbm_read_gbs": x.numel() / rd[2] / 1e9, "device": torch.cuda.get_device_name()}))
 PY
 cat "$OUT/gemm.json"
 PROMPTS=$(python3 -c "
@@ -93,7 +106,9 @@ for name in names:
 if os.environ.get("PEER", "1") != "0":
     try: rows.append(json.load(open(f"{out}/peer.json")))
     except Exception as e: rows.append({"peer": "failed", "why": str(e)})
-res = {"gemm_tflops": gemm, "flops_per_token": flops_tok, "device": json.load(open(f"{out}/gemm.json"))["device"], "rows": rows}
+gj = json.load(open(f"{out}/gemm.json"))
+res = {"gemm_tflops": gemm, "hbm_copy_gbs": gj.get("hbm_copy_gbs"), "hbm_read_gbs": gj.get("hbm_read_gbs"),
+       "flops_per_token": flops_tok, "device": gj["device"], "rows": rows}
 json.dump(res, open(f"{out}/gpu_bench.json", "w"), indent=2)
 print(f"{'workload':16} {'req':>5} {'out tok/s':>10} {'total tok/s':>12} {'peak MiB':>9} {'ceiling':>8}")
 for r in rows:
@@ -102,5 +117,6 @@ for r in rows:
     elif "peer" in r and "output_tok_s" in r:
         print(f"{'hf+peft':16} {r['requests']:5d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['peak_mem_gib']*1024:9.0f}")
     else: print(r)
-print(f"cuBLAS bf16 8192^3: {gemm:.0f} TFLOP/s on {res['device']}")
+print(f"cuBLAS bf16 8192^3: {gemm:.0f} TFLOP/s on {res['device']}; HBM: copy {res['hbm_copy_gbs'] or 0:.0f} GB/s, "
+      f"read {res['hbm_read_gbs'] or 0:.0f} GB/s")
 PY
