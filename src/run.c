@@ -627,8 +627,7 @@ static int admit_one(struct session *s, int ui, int slot, struct lb_err *err)
     }
     if (s->tok) lb_tok_stream_init(&f->ts, s->tok, LB_TOK_SKIP_SPECIAL);
     /* the RNG key: record seed when given, else (shard, index) — never the batch */
-    uint64_t rkey = rec.gen.seed != s->job.gen.seed ? rec.gen.seed ^ 0x5bd1e9955bd1e995ull
-                                                     : ((uint64_t)u->ju->shard << 40) ^ (uint64_t)rec.index;
+    uint64_t rkey = rec.has_seed ? rec.gen.seed ^ 0x5bd1e9955bd1e995ull : ((uint64_t)u->ju->shard << 40) ^ (uint64_t)rec.index;
     struct lb_req q = {fi, ids, n_ids, slot, rec.gen.max_tokens,
                        {rec.gen.temperature, rec.gen.top_p, rec.gen.top_k, 0, lb_sample_key(s->job.gen.seed, rkey)},
                        s->job.gen.ignore_eos};

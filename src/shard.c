@@ -504,7 +504,10 @@ int lb_record_parse(struct lb_record *r, int64_t index, const char *line, size_t
         } else if (!strcmp(key, "top_k")) {
             if (!get_i64(r, key, v, 0, INT32_MAX, &x)) r->gen.top_k = (int32_t)x;
         } else if (!strcmp(key, "seed")) {
-            if (!get_i64(r, key, v, 0, INT64_MAX, &x)) r->gen.seed = (uint64_t)x;
+            if (!get_i64(r, key, v, 0, INT64_MAX, &x)) {
+                r->gen.seed = (uint64_t)x;
+                r->has_seed = 1;
+            }
         } else if (!strcmp(key, "stop")) {
             parse_stop(r, v, &oom);
         } else {

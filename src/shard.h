@@ -81,6 +81,7 @@ struct lb_record {
     int32_t *prompt_token_ids;  /* owned [n_prompt_token_ids] or NULL */
     int n_prompt_token_ids;
     struct lb_gen_param gen;    /* job defaults overlaid with the record's own values; owned */
+    int has_seed;               /* 1: the record gave "seed" (the sampler is then keyed by it) */
     const char *err_code;       /* NULL: good record; else one of LB_REC_E_* (static) */
     char err_msg[256];          /* set with err_code: what is wrong, e.g. `field "top_p": ...` */
 };

@@ -94,6 +94,18 @@ recs = [json.loads(l) for l in open('$ROOT/jobs/demo-data/questions.jsonl')]
 out = [json.loads(l) for l in subprocess.run(['zstd', '-dc', 'out_ie/questions.base.jsonl.zst'], capture_output=True).stdout.decode().splitlines()]
 ok = len(out) == len(recs) and all(o['usage']['completion_tokens'] == r.get('max_tokens', 24) and o['finish_reason'] == 'length' for o, r in zip(out, recs))
 sys.exit(0 if ok else 1)"
+# a record's own seed keys its sampler even when it equals the job's seed: two such records with
+# the same prompt agree; two without a seed are keyed by their line and differ
+mkdir -p "$T/seed" && cd "$T/seed"
+for i in 1 2; do echo '{"prompt": "the model answers", "temperature": 1.0, "seed": 7}'; done > s.jsonl
+for i in 1 2; do echo '{"prompt": "the model answers", "temperature": 1.0}'; done >> s.jsonl
+printf 'model: %s/model\ninputs:\n  - path: s.jsonl\n    adapter: base\noutput:\n  dir: out\n  token_ids: true\ngeneration:\n  max_tokens: 16\n  seed: 7\nresources:\n  device: cpu\n' "$FIX" > job.yaml
+"$BIN" run job.yaml > run.log 2>&1; rc=$?
+check "seeds: run exits 0 (rc $rc)" [ $rc -eq 0 ]
+check "seeds: records with seed = the job's seed sample alike; records without differ by line" python3 -c "
+import json, subprocess, sys
+o = [json.loads(l)['token_ids'] for l in subprocess.run(['zstd', '-dc', 'out/s.base.jsonl.zst'], capture_output=True).stdout.decode().splitlines()]
+sys.exit(0 if len(o) == 4 and o[0] == o[1] and o[2] != o[3] else 1)"
 # two runs on one folder: the second is refused by the lock (a slow job: one sequence at a time)
 make_job "$T/slow" 400 10 10
 cd "$T/slow"
