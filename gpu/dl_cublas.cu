@@ -8,8 +8,10 @@
  * GEMM: y[T,N] (+)= x[T,K] @ w[N,K]^T, bf16 operands, fp32 accumulate and scale, y bf16 or
  * f32. Row-major y is column-major y^T [N,T]; so D(N x T) = op(Wc)^T(N x K) * Xc(K x T) with
  * Wc = w seen column-major [K,N] (ld K), Xc = x seen column-major [K,T] (ld K).
- * Descriptors and the heuristic's algorithm are cached per (T, K, N, y dtype, accumulate):
- * the heuristic query costs tens of microseconds, the cached launch a few.
+ * Descriptors and the heuristic's algorithm are cached per (T, K, N, y dtype): the heuristic
+ * query costs tens of microseconds, the cached launch a few. LB_CUDA_GEMM_TUNE=1 (not yet
+ * measured on a GPU: off by default): a new shape times up to 8 of the heuristic's algorithms on
+ * its real operands and keeps the fastest (one stream synchronisation per new shape).
  *
  * Test: build/tests/test_ops (matmul cases). */
 #include <dlfcn.h>
@@ -55,7 +57,16 @@ struct lb_cublas {
     size_t ws_bytes;
     struct gemm_plan plan[LB_PLAN_CAP];
     int next_evict;
+    /* LB_CUDA_GEMM_TUNE=1: a new plan times up to LB_TUNE_N of the heuristic's algorithms on its
+     * real operands (output into d_tune, beta 0) and keeps the fastest */
+    int tune;
+    void *d_tune;
+    size_t tune_bytes;
+    cudaEvent_t ev[2];
+    int n_tuned, n_changed;
+    double tune_ms;
 };
+#define LB_TUNE_N 8
 
 #define LB_BLAS(expr)                                                                                       \
     do {                                                                                                    \
@@ -92,6 +103,8 @@ int lb_cublas_open(struct lb_cu *c, struct lb_err *err)
     LB_BLAS_FNS(X)
 #undef X
     c->blas = b;
+    const char *ev = getenv("LB_CUDA_GEMM_TUNE");
+    b->tune = ev && atoi(ev) > 0;
     LB_BLAS(b->cublasLtCreate(&b->h));
     b->ws_bytes = (size_t)32 << 20;
     LB_CU(cudaMalloc(&b->d_ws, b->ws_bytes));
@@ -113,6 +126,12 @@ void lb_cublas_close(struct lb_cu *c)
     struct lb_cublas *b = c->blas;
     if (!b) return;
     for (int i = 0; i < LB_PLAN_CAP; i++) plan_drop(b, &b->plan[i]);
+    if (b->tune && b->n_tuned)
+        fprintf(stderr, "cuBLASLt tuning: %d GEMM shapes timed in %.1f ms; %d of them run faster than the heuristic's first choice\n",
+                b->n_tuned, b->tune_ms, b->n_changed);
+    if (b->d_tune) cudaFree(b->d_tune);
+    for (int i = 0; i < 2; i++)
+        if (b->ev[i]) cudaEventDestroy(b->ev[i]);
     if (b->d_ws) cudaFree(b->d_ws);
     if (b->h) b->cublasLtDestroy(b->h);
     dlclose(b->so);
@@ -120,8 +139,55 @@ void lb_cublas_close(struct lb_cu *c)
     c->blas = NULL;
 }
 
+/* Times each of the n algorithms (3 launches after a warm-up) on the plan's real operands with
+ * beta 0 into a scratch output; returns the index of the fastest, 0 when timing is impossible
+ * (no scratch memory: the heuristic's first choice stands). Synchronises the stream. */
+static int tune_pick(struct lb_cublas *b, struct gemm_plan *p, const cublasLtMatmulHeuristicResult_t *res, int n,
+                     const void *x, const void *w, cudaStream_t stream)
+{
+    size_t need = (size_t)p->n_tok * p->n_out * (p->y_dt == LB_F32 ? 4 : 2);
+    if (need > b->tune_bytes) {
+        if (b->d_tune) cudaFree(b->d_tune);
+        b->d_tune = NULL;
+        b->tune_bytes = 0;
+        if (cudaMalloc(&b->d_tune, need) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        b->tune_bytes = need;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!b->ev[i] && cudaEventCreate(&b->ev[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+    float alpha = 1.0f, beta = 0.0f, best_ms = 0;
+    int best = -1;
+    for (int a = 0; a < n; a++) {
+        int ok = b->cublasLtMatmul(b->h, p->op, &alpha, w, p->la, x, p->lb, &beta, b->d_tune, p->lc, b->d_tune, p->lc,
+                                   &res[a].algo, b->d_ws, b->ws_bytes, stream) == CUBLAS_STATUS_SUCCESS;
+        cudaEventRecord(b->ev[0], stream);
+        for (int r = 0; r < 3 && ok; r++)
+            ok = b->cublasLtMatmul(b->h, p->op, &alpha, w, p->la, x, p->lb, &beta, b->d_tune, p->lc, b->d_tune, p->lc,
+                                   &res[a].algo, b->d_ws, b->ws_bytes, stream) == CUBLAS_STATUS_SUCCESS;
+        cudaEventRecord(b->ev[1], stream);
+        float ms = 0;
+        if (cudaEventSynchronize(b->ev[1]) != cudaSuccess || cudaEventElapsedTime(&ms, b->ev[0], b->ev[1]) != cudaSuccess) ok = 0;
+        (void)cudaGetLastError();
+        b->tune_ms += ms;
+        if (ok && (best < 0 || ms < best_ms)) {
+            best = a;
+            best_ms = ms;
+        }
+    }
+    if (best < 0) best = 0;
+    b->n_tuned++;
+    b->n_changed += best != 0;
+    return best;
+}
+
 static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_in, int n_out, enum lb_dtype y_dt,
-                     int accumulate, struct lb_err *err)
+                     int accumulate, const void *x, const void *w, cudaStream_t stream, struct lb_err *err)
 {
     memset(p, 0, sizeof *p);
     cudaDataType_t yt = y_dt == LB_F32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -135,23 +201,24 @@ static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_
     LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->lc, yt, n_out, n_tok, n_out));
     cublasLtMatmulPreference_t pref;
     LB_BLAS(b->cublasLtMatmulPreferenceCreate(&pref));
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[LB_TUNE_N];
     int n_res = 0;
     cublasStatus_t st = b->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                 &b->ws_bytes, sizeof b->ws_bytes);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = b->cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &n_res);
+        st = b->cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, b->tune ? LB_TUNE_N : 1, res,
+                                               &n_res);
     b->cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || n_res < 1)
         return lb_err_set(err, LB_E_DEVICE, "cuBLASLt: no algorithm for bf16 GEMM T=%d K=%d N=%d (y %s): %s", n_tok,
                           n_in, n_out, lb_dtype_name(y_dt),
                           st != CUBLAS_STATUS_SUCCESS ? b->cublasLtGetStatusName(st) : "heuristic returned none");
-    p->algo = res.algo;
     p->n_tok = n_tok;
     p->n_in = n_in;
     p->n_out = n_out;
     p->y_dt = y_dt;
     p->accumulate = accumulate;
+    p->algo = res[b->tune && n_res > 1 ? tune_pick(b, p, res, n_res, x, w, stream) : 0].algo;
     return 0;
 }
 
@@ -175,7 +242,7 @@ int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum 
             b->next_evict = (b->next_evict + 1) % LB_PLAN_CAP;
             plan_drop(b, p);
         }
-        int rc = plan_make(b, p, n_tok, n_in, n_out, y_dt, accumulate, err);
+        int rc = plan_make(b, p, n_tok, n_in, n_out, y_dt, accumulate, x, w, c->stream, err);
         if (rc < 0) {
             plan_drop(b, p);
             return rc;

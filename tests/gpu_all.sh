@@ -14,7 +14,8 @@
 #            more than 5% on all three is used by the steps after it
 #   attn     decode attention kernel timings (lora_bench --attn-only)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
-#            old LoRA order and at max_seqs 512 (leaves W3_RESERVE seconds, default 240, for w3)
+#            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
+#            W3_RESERVE seconds, default 240, for w3)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
@@ -98,7 +99,7 @@ do_bench() {
     local l reserve=0
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"old_order:LB_LORA_SET_MIN_TOK=-1 s512:MAX_SEQS=512"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-"old_order:LB_LORA_SET_MIN_TOK=-1 gemm_tune:LB_CUDA_GEMM_TUNE=1 s512:MAX_SEQS=512"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"

@@ -1265,6 +1265,19 @@ static void test_elem_v2(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The matmul cases with LB_CUDA_GEMM_TUNE=1 (each new shape picks the fastest of cuBLASLt's
+ * candidate algorithms: every candidate must compute the same product) */
+static void test_gemm_tune(void)
+{
+    if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
+    if (getenv("LB_OPS_SELF")) T_SKIP("CUDA only");
+    setenv("LB_CUDA_GEMM_TUNE", "1", 1);
+    if (gpu_reopen(NULL, NULL)) { unsetenv("LB_CUDA_GEMM_TUNE"); return; }
+    test_matmul();
+    unsetenv("LB_CUDA_GEMM_TUNE");
+    gpu_reopen(NULL, NULL);
+}
+
 static void test_dtypes(void)
 {
     NEED_GPU("dtypes");
@@ -1534,6 +1547,7 @@ int main(void)
     T_RUN(test_gather);
     T_RUN(test_sample);
     T_RUN(test_elem_v2);
+    T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
     T_RUN(test_errors);
