@@ -1027,7 +1027,20 @@ int lb_cmd_plan(int argc, char **argv)
     int n_slot = s->job.gpu_adapter_slots;
     struct lb_plan_input pin = {s->job.n_adapter, pa, s->n_units, pu, n_slot, s->job.max_seqs, s->job.max_batch_tokens, 0,
                                 LB_PLAN_POLICY_FILL, LB_PLAN_DRAIN_SLACK_DEFAULT, {0}};
-    mem_budget(s, max_rank, (size_t)80 << 30, 0, &pin.mem);
+    /* the budget of this machine's first GPU when there is one (and the job may use it), else of
+     * an 80 GiB GPU */
+    size_t dev_free = 0, dev_total = 0;
+    const char *dev = s->o.device ? s->o.device : s->job.device == LB_DEVICE_CPU ? "cpu" : "cuda";
+    if (strcmp(dev, "cpu")) {
+        struct lb_backend gpu = {0};
+        struct lb_err e2 = {0};
+        if (!lb_backend_cuda_open(&gpu, 0, &e2)) {
+            if (!gpu.ops->mem_info || gpu.ops->mem_info(&gpu, &dev_free, &dev_total, &e2)) dev_total = 0;
+            lb_backend_close(&gpu);
+        }
+    }
+    if (dev_total) mem_budget(s, max_rank, dev_total, dev_total - dev_free, &pin.mem);
+    else mem_budget(s, max_rank, (size_t)80 << 30, 0, &pin.mem);
     struct lb_plan plan;
     rc = lb_plan_build(&pin, &plan, &err);
     free(pa);
@@ -1035,7 +1048,11 @@ int lb_cmd_plan(int argc, char **argv)
     if (!rc) {
         printf("job %s: %d work units (%lld records) in part %d/%d, model %s\n", s->job.path, s->n_units, (long long)s->n_records_total,
                s->o.part_i, s->o.part_n, s->job.model_dir);
-        printf("memory budget below assumes one 80 GiB GPU (bf16 weights and KV cache)\n");
+        if (dev_total)
+            printf("memory budget below: this machine's GPU 0, %.1f GiB, %.2f GiB already in use (bf16 weights and KV cache)\n",
+                   dev_total / 1073741824.0, (dev_total - dev_free) / 1073741824.0);
+        else
+            printf("memory budget below assumes one 80 GiB GPU (bf16 weights and KV cache)\n");
         lb_plan_print(&plan, stdout);
     }
     lb_plan_free(&plan);
