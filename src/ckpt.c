@@ -241,10 +241,10 @@ int lb_ckpt_parse(struct lb_ckpt *c, const unsigned char *buf, size_t n, struct 
             return corrupt(err, "unit %u: inconsistent counters (offset %lld, lines %lld, done %lld, errors %lld)", i, (long long)u->in_offset, (long long)u->in_line, (long long)u->n_rec_done, (long long)u->n_rec_error);
         if (u->flags & ~LB_CKPT_UNIT_FINISHED) return corrupt(err, "unit %u: unknown flags %08x", i, u->flags);
         if (!(u->flags & LB_CKPT_UNIT_FINISHED)) all_finished = 0;
-        sum[0] += u->n_rec_done;
-        sum[1] += u->n_rec_error;
-        sum[2] += u->n_tok_prompt;
-        sum[3] += u->n_tok_gen;
+        /* each field is >= 0 here; a sum past INT64_MAX cannot match the totals */
+        if (__builtin_add_overflow(sum[0], u->n_rec_done, &sum[0]) || __builtin_add_overflow(sum[1], u->n_rec_error, &sum[1]) ||
+            __builtin_add_overflow(sum[2], u->n_tok_prompt, &sum[2]) || __builtin_add_overflow(sum[3], u->n_tok_gen, &sum[3]))
+            return corrupt(err, "unit %u: counters overflow their sum over units", i);
     }
     if (p != end) return corrupt(err, "trailing data: %zu bytes left after %u units", (size_t)(end - p), n_unit);
     if (sum[0] != c->n_rec_done || sum[1] != c->n_rec_error || sum[2] != c->n_tok_prompt || sum[3] != c->n_tok_gen)

@@ -226,6 +226,15 @@ static void test_corruption(void)
     m[off_u0] = 0xff; /* name length overruns */
     fix_crc(m, n);
     expect_corrupt(m, n, "unit 0: name of", "name length");
+    /* counters whose sum over units passes INT64_MAX (found by tests/fuzz: was signed overflow) */
+    {
+        size_t off_u1 = off_u0 + 4 + nn0 + 60, nn1 = strlen(a.units[1].name);
+        memcpy(m, buf, n);
+        put64(m + off_u0 + 4 + nn0 + 8 * 6, (uint64_t)INT64_MAX - 5); /* unit 0 n_tok_gen */
+        put64(m + off_u1 + 4 + nn1 + 8 * 6, (uint64_t)INT64_MAX - 5); /* unit 1 n_tok_gen */
+        fix_crc(m, n);
+        expect_corrupt(m, n, "overflow", "counters overflowing their sum");
+    }
     free(m);
     free(buf);
     lb_ckpt_free(&a);
