@@ -8,6 +8,9 @@
  *   job          lb_job_parse (the YAML job file)
  *   record       lb_record_parse (one input JSONL line)
  *   ckpt         lb_ckpt_parse (the checkpoint file; inputs with its magic get a valid length and CRC)
+ *   adaptercfg   lb_adapter_open with the input as adapter_config.json, beside a real adapter's
+ *                weights, against the fixture llama3 model (targets as lists and regexes, rank and
+ *                alpha patterns, layers_to_transform: untrusted JSON and regexes)
  *   tokjson      lb_tok_load_buf (tokenizer.json), then encode/decode a fixed text with it
  *   tokenize     the fixture llama3 tokenizer (byte-level BPE): encode the input when it is valid
  *                UTF-8 and check that decoding the ids gives the input back, byte for byte
@@ -17,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapter.h"
 #include "ckpt.h"
 #include "job.h"
 #include "model.h"
@@ -26,6 +30,21 @@
 #include "torchbin.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#if defined(FUZZ_ADAPTERCFG)
+#include <unistd.h>
+static struct lb_model model;
+static char adir[64];
+static void adir_rm(void)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/adapter_config.json", adir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", adir);
+    unlink(p);
+    rmdir(adir);
+}
+#endif
 
 #if defined(FUZZ_TOKENIZE)
 static struct lb_tok *tok;
@@ -95,6 +114,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lb_ckpt_parse(&c, buf, size, &err);
     lb_ckpt_free(&c);
     free(buf);
+#elif defined(FUZZ_ADAPTERCFG)
+    if (!adir[0]) {
+        const char *fix = getenv("LB_FUZZ_FIXTURE"); /* tests/golden/fixtures/llama3 */
+        char p[1024];
+        snprintf(adir, sizeof adir, "/tmp/lbfuzz.XXXXXX");
+        snprintf(p, sizeof p, "%s/model", fix ? fix : "");
+        if (!fix || !mkdtemp(adir) || lb_model_open(&model, p, &err)) {
+            fprintf(stderr, "fuzz_adaptercfg: set LB_FUZZ_FIXTURE to the llama3 fixture folder (%s)\n", err.msg);
+            abort();
+        }
+        snprintf(p, sizeof p, "%s/adapters/all7_r8/adapter_model.safetensors", fix);
+        char l[128];
+        snprintf(l, sizeof l, "%s/adapter_model.safetensors", adir);
+        if (symlink(p, l)) abort();
+        atexit(adir_rm);
+    }
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", adir);
+    FILE *f = fopen(cfg, "wb");
+    if (!f) abort();
+    fwrite(data, 1, size, f);
+    fclose(f);
+    struct lb_adapter a;
+    memset(&a, 0, sizeof a);
+    if (lb_adapter_open(&a, "fuzz", adir, &model, &err) == 0) lb_adapter_free(&a);
 #elif defined(FUZZ_TOKJSON)
     struct lb_tok *t = NULL;
     if (lb_tok_load_buf(&t, (const char *)data, size, NULL, 0, &err) == 0) {

@@ -4,7 +4,7 @@
 # configs, job files, records, tokenizers; tests/fuzz/seeds/ for the two formats the repository
 # holds no small example of).
 #   tests/fuzz/run.sh [SECONDS per target, default 60] [TARGET...]
-# Targets: safetensors torchbin config job record ckpt tokjson tokenize. Prints "ok"/"FAIL" per
+# Targets: safetensors torchbin config job record ckpt adaptercfg tokjson tokenize. Prints "ok"/"FAIL" per
 # target and a RESULT line; a crash leaves its input in build/fuzz/artifacts/. Exits 77 when no
 # clang with libFuzzer is installed. Each run starts from the seeds again (the corpus grown by a
 # run stays in build/fuzz/corpus/TARGET for a longer look: FUZZ_KEEP_CORPUS=1 reuses it).
@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 SEC=${1:-60}
 shift || true
-TARGETS=${*:-safetensors torchbin config job record ckpt tokjson tokenize}
+TARGETS=${*:-safetensors torchbin config job record ckpt adaptercfg tokjson tokenize}
 CC=${CLANG:-clang}
 O=build/fuzz
 mkdir -p "$O/obj" "$O/artifacts"
@@ -66,6 +66,7 @@ for t in $TARGETS; do
         record) seed $t; lines $t jobs/demo-data/questions.jsonl; lines $t jobs/demo-data/eval.jsonl
                 printf '%s' '{"prompt_token_ids": [1, 2, 3], "max_tokens": 4, "stop": ["a", "b"], "id": 7, "seed": 9}' > "$O/corpus/$t/ids" ;;
         ckpt) seed $t tests/fuzz/seeds/ckpt/* ;;
+        adaptercfg) seed $t tests/golden/fixtures/*/adapters/*/adapter_config.json ;;
         tokjson) seed $t tests/tok/tiny/tokenizer.json tests/golden/fixtures/llama3/model/tokenizer.json ;;
         tokenize) seed $t; lines $t jobs/demo-data/questions.jsonl
                   printf 'caf\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd <|begin_of_text|>  \t\r\n 12345 \xf0\x9f\x98\x80' > "$O/corpus/$t/mixed" ;;
@@ -79,8 +80,8 @@ for t in $TARGETS; do
             continue
         fi
     fi
-    case $t in config | job | record | tokenize) max=8192 ;; ckpt) max=16384 ;; *) max=65536 ;; esac
-    LB_FUZZ_TOKENIZER=$ROOT/tests/golden/fixtures/llama3/model ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    case $t in config | job | record | tokenize | adaptercfg) max=8192 ;; ckpt) max=16384 ;; *) max=65536 ;; esac
+    LB_FUZZ_TOKENIZER=$ROOT/tests/golden/fixtures/llama3/model LB_FUZZ_FIXTURE=$ROOT/tests/golden/fixtures/llama3 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         "$bin" -max_total_time="$SEC" -timeout=10 -rss_limit_mb=2048 -max_len=$max -print_final_stats=1 \
         -artifact_prefix="$O/artifacts/$t-" "$O/corpus/$t" > "$O/$t.log" 2>&1
     rc=$?
