@@ -4,7 +4,7 @@
 #   ./build.sh debug       build/debug/lorabatch (-O0 -g, asserts)
 #   ./build.sh asan        build/asan/lorabatch + tests under ASan+UBSan (CPU only), runs the CPU tests
 #   ./build.sh test        release build, then every CPU test; last line "N passed, N failed, N skipped"
-#   ./build.sh gpu-bundle  build + copy binary, GPU test script and fixtures into .gpu/ (carried to the device)
+#   ./build.sh gpu-bundle  build + copy the binary, test_ops, test_golden and lora_bench into .gpu/ (carried to the device; tests/gpu_all.sh runs them)
 #   ./build.sh demo        release build, then run jobs/demo.yaml
 # Missing Debian -dev packages are installed with apt-get when run as root; otherwise the
 # exact apt-get line is printed and the script stops.
@@ -180,7 +180,7 @@ case "$MODE" in
         rm -rf .gpu && mkdir -p .gpu
         cp "$OUT/lorabatch" .gpu/
         # only what the GPU machine runs (each binary carries cudart: keep the bundle small)
-        cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden tests/gpu_run.sh .gpu/
+        cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden .gpu/
         if [ -n "$NVCC" ]; then bench/build.sh >&2 && cp "$OUT"/bench/lora_bench .gpu/; fi
         du -sh .gpu >&2 ;;
 esac

@@ -436,20 +436,20 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tgt < 1 || l.n_tgt > 3) LB_UNSUP("n_tgt %d (1..3)", l.n_tgt);
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
-    if (l.set) /* y = the LoRA term: zeros first, unless k_lora_expand_v3 writes every row itself */
-        for (int j = 0; j < l.n_tgt; j++)
-            LB_TRY(lb_cu_check_buf(l.y[j], l.x->dt, (size_t)l.n_tok * l.n_out[j], "y", err));
+    size_t T = l.n_tok, K = l.n_in;
+    size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
+    const int tc = c->lora_variant >= 2 && l.x && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
+    const int work = l.n_tok && l.n_seg && c->s.n_slot > 0 && c->s.max_rank > 0;
     int n_even = 1;
     for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
-    const int use_v3 = l.n_tok && l.n_seg && c->s.n_slot > 0 && c->s.max_rank > 0 && c->s.max_rank <= LORA_RMAX &&
-                       c->lora_variant >= 3 && c->lora_expand >= 3 && n_even && l.x->dt == LB_BF16 && l.n_in % 8 == 0 &&
-                       (size_t)(l.n_tok + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg <= 65535;
-    if (l.set && !use_v3)
-        for (int j = 0; j < l.n_tgt; j++)
-            LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)l.n_tok * l.n_out[j] * lb_dtype_size(l.y[j]->dt), c->stream));
-    if (!l.n_tok || !l.n_seg || c->s.n_slot <= 0 || c->s.max_rank <= 0) return 0;
+    const int use_v3 = work && tc && c->lora_variant >= 3 && c->lora_expand >= 3 && n_even;
+    if (l.set && !use_v3) /* y = the LoRA term: zeros first (k_lora_expand_v3 writes every row itself) */
+        for (int j = 0; j < l.n_tgt; j++) {
+            LB_TRY(lb_cu_check_buf(l.y[j], l.x ? (int)l.x->dt : -1, T * l.n_out[j], "y", err));
+            LB_CU(cudaMemsetAsync(l.y[j]->d, 0, T * l.n_out[j] * lb_dtype_size(l.y[j]->dt), c->stream));
+        }
+    if (!work) return 0;
     if (c->s.max_rank > LORA_RMAX) LB_UNSUP("max rank %d > %d", c->s.max_rank, LORA_RMAX);
-    size_t T = l.n_tok, K = l.n_in;
     LB_TRY(lb_cu_check_buf(l.x, -1, T * K, "x", err));
     LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
     LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
@@ -478,8 +478,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.r_stride = c->s.max_rank;
     a.set = l.set && use_v3;
 
-    size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
-    const int tc = c->lora_variant >= 2 && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
     /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
     size_t want = (size_t)c->n_sm * (tc ? 8 : 2), base = n_tile_max * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */

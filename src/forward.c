@@ -135,8 +135,17 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->h_seg_start = calloc(NS + 1, sizeof(int32_t));
     r->h_seg_slot = calloc(NS + 1, sizeof(int32_t));
     if (!rc && (!r->h_seg_start || !r->h_seg_slot)) rc = lb_err_set(err, LB_E_OOM, "out of memory");
-    if (rc) lb_runner_free(r);
-    return rc;
+    if (rc) {
+        lb_runner_free(r);
+        return rc;
+    }
+    /* LoRA before the projection: only on a backend that offers set mode (asked once) */
+    struct lb_op probe = {.kind = LB_OP_LORA};
+    probe.u.lora.n_tgt = 1;
+    probe.u.lora.x = r->h;
+    probe.u.lora.set = 1;
+    if (r->lora_set_min_tok >= 0 && !be->ops->supports(be, &probe)) r->lora_set_min_tok = -1;
+    return 0;
 }
 
 int lb_runner_load_adapter(struct lb_runner *r, int slot, const struct lb_adapter *a, struct lb_err *err)
@@ -168,17 +177,13 @@ int lb_runner_load_adapter(struct lb_runner *r, int slot, const struct lb_adapte
  * the LoRA op writes y = its term and the projection adds x W^T to it (accumulate), so y is
  * written once by the LoRA and read once by the GEMM's epilogue, instead of the LoRA reading and
  * writing the GEMM's output again. LB_LORA_SET_MIN_TOK: the smallest step that does this
- * (default 1024 tokens; a negative value: never). */
-static int lora_set_first(struct lb_runner *r, int T, int n_seg)
+ * (default 1024 tokens; a negative value, or a backend without set mode: never). */
+static int lora_set_first(const struct lb_runner *r, int T, int n_seg)
 {
     if (!n_seg || r->lora_set_min_tok < 0 || T < r->lora_set_min_tok) return 0;
     for (int g = 0; g < n_seg; g++)
         if (r->h_seg_slot[g] < 0) return 0;
-    struct lb_op probe = {.kind = LB_OP_LORA};
-    probe.u.lora.n_tgt = 1;
-    probe.u.lora.x = r->h;
-    probe.u.lora.set = 1;
-    return r->be->ops->supports(r->be, &probe);
+    return 1;
 }
 
 static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,

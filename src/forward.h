@@ -54,7 +54,7 @@ struct lb_runner {
     /* fault injection for tests: LB_FAULT_STEP=N makes the N-th step (1-based) fail halfway
      * through its layers with a device error, as a CUDA fault mid-run would */
     int64_t n_step_calls, fault_step;
-    int lora_set_min_tok; /* see lora_set_first in forward.c */
+    int lora_set_min_tok; /* see lora_set_first in forward.c; -1 when the backend has no set mode */
 };
 
 int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,

@@ -411,6 +411,13 @@ static int drain_unit(struct session *s, struct unit *u, struct lb_err *err)
 static int unit_complete(const struct unit *u) { return u->opened && u->ro.next >= u->rec_end && u->n_in_flight == 0; }
 
 /* Close frames of every open output, fsync, then write the checkpoint (last). */
+static int drain_all(struct session *s, struct lb_err *err)
+{
+    int rc = 0;
+    for (int i = 0; i < s->n_units && !rc; i++) rc = drain_unit(s, &s->units[i], err);
+    return rc;
+}
+
 static int commit_all(struct session *s, struct lb_err *err)
 {
     int rc = 0;
@@ -958,8 +965,7 @@ static int run_job(struct session *s, struct lb_err *err)
                 /* a device error mid-run: the records finished before it are whole; commit
                  * them so a resume starts after them (the ones in flight are recomputed) */
                 struct lb_err e2 = {0};
-                for (int i = 0; i < s->n_units && !e2.status; i++) drain_unit(s, &s->units[i], &e2);
-                if (!e2.status && !commit_all(s, &e2)) {
+                if (!drain_all(s, &e2) && !commit_all(s, &e2)) {
                     size_t n = strlen(err->msg);
                     snprintf(err->msg + n, sizeof err->msg - n, "; %lld of %lld records done, checkpoint written to %s; run the same command to resume",
                              (long long)s->n_done, (long long)s->n_records_total, s->ckpt_path);
@@ -970,7 +976,7 @@ static int run_job(struct session *s, struct lb_err *err)
             rc = lb_err_set(err, LB_E_INTERNAL, "adapter slot schedule stalled with an idle engine");
             goto out;
         }
-        for (int i = 0; i < s->n_units; i++) if ((rc = drain_unit(s, &s->units[i], err))) goto out;
+        if ((rc = drain_all(s, err))) goto out;
         if (s->n_done >= s->job.error_rate_min_records && s->n_done > 0 &&
             (double)s->n_err / (double)s->n_done > s->job.max_error_rate) {
             if ((rc = commit_all(s, err))) goto out;

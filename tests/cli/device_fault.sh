@@ -29,14 +29,15 @@ if [ "$DEV" = cpu ]; then
 else
     # the CUDA backend is not batch-invariant (bf16, and cuBLAS picks kernels by batch size): a
     # resumed run batches records differently, so a record's tokens may differ at a near-tie
-    echo "info: $(BIN=$BIN python3 - "$T/ref/out" out <<'PY'
-import glob, json, os, shutil, subprocess, sys
-cat = ["zstd", "-dc"] if shutil.which("zstd") else [os.environ["BIN"], "cat"]
-def recs(d):
-    r = {}
-    for f in sorted(glob.glob(d + "/*.jsonl.zst")):
-        for ln in subprocess.run(cat + [f], capture_output=True, check=True).stdout.decode().splitlines():
-            o = json.loads(ln); r[(os.path.basename(f), o["index"])] = o.get("token_ids", o.get("text"))
+    dump_outputs "$T/ref/out" > "$T/ref.txt"
+    dump_outputs out > "$T/res.txt"
+    echo "info: $(python3 - "$T/ref.txt" "$T/res.txt" <<'PY'
+import json, sys
+def recs(path):  # dump_outputs text: "== file" headers, then that file's records
+    r, f = {}, None
+    for ln in open(path):
+        if ln.startswith("== "): f = ln[3:].strip(); continue
+        o = json.loads(ln); r[(f, o["index"])] = o.get("token_ids", o.get("text"))
     return r
 a, b = recs(sys.argv[1]), recs(sys.argv[2])
 print(f"{sum(a[k] == b.get(k) for k in a)} of {len(a)} records identical to the uninterrupted CUDA run")

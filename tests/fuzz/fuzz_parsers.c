@@ -27,6 +27,7 @@
 #include "safetensors.h"
 #include "shard.h"
 #include "tok.h"
+#include "tok_int.h"
 #include "torchbin.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,24 +49,6 @@ static void adir_rm(void)
 
 #if defined(FUZZ_TOKENIZE)
 static struct lb_tok *tok;
-static int valid_utf8(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!k || i + k > n) return 0;
-        uint32_t cp = k == 1 ? c : k == 2 ? (c & 0x1f) : k == 3 ? (c & 0x0f) : (c & 0x07);
-        for (size_t j = 1; j < k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x80) || (k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += k;
-    }
-    return 1;
-}
 #endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -159,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
-    if (!valid_utf8(data, size)) return 0; /* the record parser refuses invalid UTF-8 before this */
+    if (tok_utf8_check(data, size) != size) return 0; /* the record parser refuses invalid UTF-8 before this */
     struct lb_tok_ids ids = {0};
     struct lb_tok_text out = {0};
     if (lb_tok_encode(tok, (const char *)data, size, 0, &ids, &err) == 0 &&

@@ -1251,31 +1251,32 @@ static void test_sample(void)
 }
 
 /* ================================================================== weights and adapters in other dtypes */
-/* The element-wise v2 kernels (LB_CUDA_ELEM=2: 16-byte RMSNorm, SwiGLU, RoPE) on the same cases */
-static void test_elem_v2(void)
+/* Runs test functions on a CUDA backend reopened with VAR=VAL set (a kernel variant the backend
+ * reads at open), then reopens the default one. */
+static void with_env(const char *var, const char *val, void (*const *fns)(void), int n)
 {
     if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
     if (getenv("LB_OPS_SELF")) T_SKIP("CUDA kernels only");
-    setenv("LB_CUDA_ELEM", "2", 1);
-    if (gpu_reopen(NULL, NULL)) { unsetenv("LB_CUDA_ELEM"); return; }
-    test_rmsnorm();
-    test_swiglu();
-    test_rope();
-    unsetenv("LB_CUDA_ELEM");
+    setenv(var, val, 1);
+    if (!gpu_reopen(NULL, NULL))
+        for (int i = 0; i < n; i++) fns[i]();
+    unsetenv(var);
     gpu_reopen(NULL, NULL);
+}
+
+/* The element-wise v2 kernels (LB_CUDA_ELEM=2: 16-byte RMSNorm, SwiGLU, RoPE) on the same cases */
+static void test_elem_v2(void)
+{
+    static void (*const fns[])(void) = {test_rmsnorm, test_swiglu, test_rope};
+    with_env("LB_CUDA_ELEM", "2", fns, 3);
 }
 
 /* The matmul cases with LB_CUDA_GEMM_TUNE=1 (each new shape picks the fastest of cuBLASLt's
  * candidate algorithms: every candidate must compute the same product) */
 static void test_gemm_tune(void)
 {
-    if (!have_gpu) T_SKIP("no CUDA backend: %s", gpu_why);
-    if (getenv("LB_OPS_SELF")) T_SKIP("CUDA only");
-    setenv("LB_CUDA_GEMM_TUNE", "1", 1);
-    if (gpu_reopen(NULL, NULL)) { unsetenv("LB_CUDA_GEMM_TUNE"); return; }
-    test_matmul();
-    unsetenv("LB_CUDA_GEMM_TUNE");
-    gpu_reopen(NULL, NULL);
+    static void (*const fns[])(void) = {test_matmul};
+    with_env("LB_CUDA_GEMM_TUNE", "1", fns, 1);
 }
 
 static void test_dtypes(void)
