@@ -10,7 +10,8 @@
 # 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
 # lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
 # Environment: MAX_SEQS (sequences per step, default 256), PEER=0 (skip the peer), PROFILE=1 (also
-# a quarter of workload 1 under LB_CUDA_PROFILE=1: GPU time per op kind).
+# a quarter of workload 1 under LB_CUDA_PROFILE=1: GPU time per op kind), W1_VARIANTS / W2_VARIANTS
+# ("name:VAR=value ...": workload 1 / 2 again under each setting).
 set -uo pipefail
 BIN=${1:-.gpu/lorabatch}
 OUT=${2:-bench/results}
@@ -79,6 +80,10 @@ fi
 for v in ${W1_VARIANTS:-}; do
     eval "${v#*:} run_lb w1_${v%%:*} 1"
 done
+# W2_VARIANTS likewise for workload 2 (the base model), so that a setting is compared on both
+for v in ${W2_VARIANTS:-}; do
+    eval "${v#*:} run_lb w2_${v%%:*} 0"
+done
 if [ "${PEER:-1}" != 0 ]; then
     timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1
     echo "peer: exit $? $(tail -1 "$OUT/peer.log")"
@@ -90,8 +95,8 @@ gemm = json.load(open(f"{out}/gemm.json"))["gemm_8192_bf16_tflops"]
 H, F, L, V, Q, KV = 4096, 14336, 32, 128256, 4096, 1024
 flops_tok = 2 * (L * (H * Q + 2 * H * KV + Q * H + 3 * H * F) + V * H)
 rows = []
-names = ["w2_base", "w1_lora16"] + sorted(os.path.basename(f)[:-4] for f in __import__("glob").glob(f"{out}/w1_*.log")
-                                          if os.path.basename(f)[:-4] not in ("w1_lora16",))
+names = ["w2_base", "w1_lora16"] + sorted(os.path.basename(f)[:-4] for f in __import__("glob").glob(f"{out}/w[12]_*.log")
+                                          if os.path.basename(f)[:-4] not in ("w1_lora16", "w2_base"))
 for name in names:
     try: log = open(f"{out}/{name}.log").read()
     except OSError: continue

@@ -19,6 +19,9 @@
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
+#   ops_small the op tests' small set (a quick correctness pass before timing; not in the default list)
+#   ncu      Nsight Compute on one decode-attention launch of lora_bench --attn-only (speed of light,
+#            memory, warp stalls, occupancy; not in the default list)
 # The device machines have no zstd program: the scripts read outputs with `lorabatch cat`.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,6 +56,18 @@ export LB_FIXTURES=$ROOT/tests/golden/fixtures
 do_ops() {
     tested step test_ops.log 150 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops.log" | head -30 | tee -a "$S"
+}
+do_ops_small() {
+    LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
+    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
+}
+do_ncu() {
+    if ! command -v ncu >/dev/null 2>&1; then say "SKIP ncu: no ncu"; return; fi
+    step ncu_attn.txt 90 ncu --clock-control none --kernel-name "regex:${NCU_KERNEL:-k_attn_decode}" --launch-skip 3 \
+        --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section Occupancy --section LaunchStats --section SchedulerStats .gpu/lora_bench --attn-only
+    grep -E 'Throughput|Duration|Stall|Occupancy|Registers|Shared Memory|Warp Cycles|Issued|Eligible|Active Warps|Block Limit|Hit Rate' \
+        "$L/ncu_attn.txt" | head -60 | tee -a "$S"
 }
 do_golden() {
     LB_GOLDEN_DEVICE=cuda tested step test_golden.log 60 .gpu/test_golden
@@ -121,8 +136,8 @@ do_sanitize() {
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | golden | demo | fault | elem | attn | bench | w3 | sanitize) "do_$st" ;;
-        *) say "unknown step $st (ops golden demo fault elem attn bench w3 sanitize)"; fail=1 ;;
+        ops | ops_small | golden | demo | fault | elem | attn | ncu | bench | w3 | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops ops_small golden demo fault elem attn ncu bench w3 sanitize)"; fail=1 ;;
     esac
 done
 exit $fail
