@@ -9,7 +9,7 @@
 # total tokens/s, peak GPU memory, and the fraction of the compute ceiling: total tokens x
 # 2 x (projection + LM head weights) / (wall x cuBLAS bf16 8192^3 GEMM rate measured here).
 # lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
-# Environment: MAX_SEQS (sequences per step, default 256), PEER=0 (skip the peer), PROFILE=1 (also
+# Environment: MAX_SEQS (sequences per step, default 512), PEER=0 (skip the peer), PROFILE=1 (also
 # a quarter of workload 1 under LB_CUDA_PROFILE=1: GPU time per op kind), W1_VARIANTS / W2_VARIANTS
 # ("name:VAR=value ...": workload 1 / 2 again under each setting).
 set -uo pipefail
@@ -62,10 +62,10 @@ run_lb() { # name with_adapters
         [ "$ad" = 1 ] && args+=(--use "a$i")
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
-    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-256} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN_DEC_ORDER=${LB_CUDA_ATTN_DEC_ORDER:-default}" > "$OUT/$name.settings"
+    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-512} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN=${LB_CUDA_ATTN:-default} LB_CUDA_ELEM=${LB_CUDA_ELEM:-default} LB_CUDA_GEMM_TUNE=${LB_CUDA_GEMM_TUNE:-default}" > "$OUT/$name.settings"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
     timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
-        --max-seqs ${MAX_SEQS:-256} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
+        --max-seqs ${MAX_SEQS:-512} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
     echo "$name: exit $? $(grep '^generate:' "$OUT/$name.log")"
     kill $w 2>/dev/null
     tail -3 "$OUT/$name.log"

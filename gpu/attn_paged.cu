@@ -26,6 +26,10 @@
  *                         stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
  *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
  *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
+ *   k_attn_decode_tc      (v4, default for D = 64, 128 and G <= 16) single-row sequences on tensor
+ *                         cores: the kv head's query heads are the rows of one mma tile, K/V tiles
+ *                         three cp.async stages deep (see the kernel's comment); LB_CUDA_ATTN=3
+ *                         keeps k_attn_decode.
  * v3 on H100 (tests/ops/NOTES.md, run 4): decode 256 x 640 401 us (1.67 TB/s), 256 x 2048
  * 1213 us (1.77 TB/s); prefill 16 x 512 478 us (72 TFLOP/s).
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
@@ -981,6 +985,249 @@ static int afa_launch(struct lb_cu *c, const attn_args &a, dim3 g, const atc_til
     return 0;
 }
 
+/* ------------------------------------------------------------------ v4: decode on tensor cores
+ * k_attn_decode_tc<D>  one block (4 warps) per (sequence with exactly one query row, kv head,
+ *   KV split). The G <= 16 query heads of the kv head are the 16 rows of an mma.sync m16n8k16 A
+ *   fragment (rows >= G are zero), so a key is read from shared memory once for all heads and
+ *   the arithmetic of a 64-key tile is 32 mma per warp instead of ~900 SIMT instructions (v3 was
+ *   latency-bound at 1.4-1.7 TB/s). K/V tiles of 64 keys come through the page table by 16-byte
+ *   cp.async, three stages deep (two tiles in flight while one is used: 64 KB per block, 2 blocks
+ *   per SM); the sequence's page ids for the block's range are staged in shared memory once.
+ *   Warp w takes keys 16w..16w+15 of every tile: S (16 heads x 16 keys: two C fragments) = Q K^T
+ *   with K fragments by ldmatrix, the online softmax on the C fragments (a row lives in a quad),
+ *   P repacked into one A fragment (bf16; l sums the rounded p, as in the prefill kernel), O (16 x D)
+ *   += P V with V fragments by ldmatrix.trans. The warps' (m, l, O) are merged in shared memory at
+ *   the end; KV splits (few, long sequences) by k_attn_merge. D = 64 or 128; other shapes take v3. */
+#define ADT_KT 64
+#define ADT_NST 3
+#define ADT_PMAX 1024 /* page ids staged in shared memory (else read from global per copy) */
+
+template <int D>
+__host__ __device__ constexpr size_t adt_smem_bytes()
+{
+    return (size_t)ADT_NST * 2 * ADT_KT * (D + 8) * 2 + (size_t)ADT_NST * ADT_KT * 4 + (size_t)ADT_PMAX * 4;
+}
+
+template <int D>
+static __global__ void __launch_bounds__(128) k_attn_decode_tc(attn_args a)
+{
+    constexpr int LD = D + 8;              /* bf16 row stride of a stage: 16-byte padded (ldmatrix conflict-free) */
+    constexpr int STAGE = 2 * ADT_KT * LD; /* elements: K tile then V tile */
+    extern __shared__ __align__(128) unsigned char sm[];
+    bf16 *stg = (bf16 *)sm;
+    int *row_ok = (int *)(sm + (size_t)ADT_NST * STAGE * sizeof(bf16)); /* [NST][KT] */
+    int *pg_s = row_ok + ADT_NST * ADT_KT;                              /* [PMAX] */
+    const int s = blockIdx.x;
+    const int q0 = a.q_indptr[s];
+    if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: the prefill kernel; empty: nothing */
+    const int t = q0, kvh = blockIdx.y, split = blockIdx.z, G = a.G;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int qr = lane >> 2, qc = (lane & 3) * 2; /* fragment row (and row + 8), column pair */
+
+    int len = min(a.pos[t] + 1, a.kv_len[s]);
+    if (len < 0) len = 0;
+    int chunk = (len + a.n_split - 1) / a.n_split;
+    chunk = (chunk + ADT_KT - 1) / ADT_KT * ADT_KT;
+    const int k0 = min(len, split * chunk), k1 = min(len, k0 + chunk);
+    const int n_kt = (k1 - k0 + ADT_KT - 1) / ADT_KT;
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const int p0 = k0 / a.B;
+    const int np = k1 > k0 ? (k1 - 1) / a.B - p0 + 1 : 0;
+    const bool pg_sh = np <= ADT_PMAX;
+    if (pg_sh)
+        for (int i = threadIdx.x; i < np; i += 128) pg_s[i] = pages[p0 + i];
+    const size_t row_stride = (size_t)a.NKV * D;
+
+    /* Q fragments: row r = query head kvh * G + r (zero for r >= G) */
+    uint32_t qf[D / 16][4];
+    {
+        const bool r0ok = qr < G, r1ok = qr + 8 < G;
+        const bf16 *qb = a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D;
+        const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            int c0 = kk * 16 + qc;
+            qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
+            qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
+            qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
+            qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
+        }
+    }
+    __syncthreads(); /* pg_s */
+
+    auto issue = [&](int it, int st) {
+        bf16 *ks = stg + st * STAGE, *vs = ks + ADT_KT * LD;
+        const int kt = k0 + it * ADT_KT;
+        for (int i = threadIdx.x; i < ADT_KT * (D / 8); i += 128) {
+            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < k1) {
+                int pi = key / a.B;
+                int page = pg_sh ? pg_s[pi - p0] : pages[pi];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * ADT_KT + r] = ok;
+        }
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows qr and qr + 8 */
+
+#pragma unroll
+    for (int j = 0; j < ADT_NST - 1; j++) {
+        if (j < n_kt) issue(j, j);
+        cp_async_commit();
+    }
+    for (int it = 0; it < n_kt; it++) {
+        const int st = it % ADT_NST;
+        {
+            const int nx = it + ADT_NST - 1;
+            if (nx < n_kt) issue(nx, nx % ADT_NST);
+            cp_async_commit();
+        }
+        cp_async_wait<ADT_NST - 1>(); /* tile it has landed (this thread's copies) */
+        __syncthreads();              /* ... and every thread's */
+        const int kw = warp * 16;     /* this warp's keys inside the tile */
+        const int kbase = k0 + it * ADT_KT + kw;
+        if (kbase < k1) {
+            const bf16 *ks = stg + st * STAGE, *vs = ks + ADT_KT * LD;
+            float sc[2][4];
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++) {
+                sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    uint32_t b0, b1;
+                    /* lanes 0-7: keys kw + nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
+                    const bf16 *pk = ks + (kw + nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
+                    ldsm_x2(b0, b1, pk);
+                    mma_bf16_16816(sc[nb], qf[kk], b0, b1);
+                }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int kr = kw + nb * 8 + qc + e;
+                    const bool ok = kbase + nb * 8 + qc + e < k1 && row_ok[st * ADT_KT + kr] != 0;
+                    float x0 = ok ? sc[nb][e] * a.scale_log2 : -INFINITY;
+                    float x1 = ok ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
+                    sc[nb][e] = x0;
+                    sc[nb][2 + e] = x1;
+                    mx0 = fmaxf(mx0, x0);
+                    mx1 = fmaxf(mx1, x1);
+                }
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+            const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+            m0 = mn0;
+            m1 = mn1;
+            uint32_t pf[4];
+            float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float mm = e < 2 ? mn0 : mn1;
+                    float x = sc[nb][e];
+                    p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+                }
+                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+                s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
+                s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+                pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
+                pf[nb * 2 + 1] = hi;
+            }
+            l0 = l0 * c0 + s0;
+            l1 = l1 * c1 + s1;
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) {
+                o[nd][0] *= c0;
+                o[nd][1] *= c0;
+                o[nd][2] *= c1;
+                o[nd][3] *= c1;
+                uint32_t b0, b1;
+                /* lanes 0-7: V rows (keys) kw + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
+                ldsm_x2_t(b0, b1, vs + (kw + (lane & 15)) * LD + nd * 8);
+                mma_bf16_16816(o[nd], pf, b0, b1);
+            }
+        }
+        __syncthreads(); /* stage st is free for tile it + NST */
+    }
+    cp_async_wait<0>();
+    __syncthreads(); /* the stages are reused for the merge below */
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float *mw = (float *)sm, *lw = mw + 4 * 16, *ow = lw + 4 * 16; /* [4 warps][16 rows] (+ [D]) */
+    if ((lane & 3) == 0) {
+        mw[warp * 16 + qr] = m0;
+        lw[warp * 16 + qr] = l0;
+        mw[warp * 16 + qr + 8] = m1;
+        lw[warp * 16 + qr + 8] = l1;
+    }
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        *(float2 *)(ow + (size_t)(warp * 16 + qr) * D + nd * 8 + qc) = make_float2(o[nd][0], o[nd][1]);
+        *(float2 *)(ow + (size_t)(warp * 16 + qr + 8) * D + nd * 8 + qc) = make_float2(o[nd][2], o[nd][3]);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += 128) {
+        const int g = i / D, d = i % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < 4; w++) M = fmaxf(M, mw[w * 16 + g]);
+        float Lsum = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < 4; w++) {
+                const float f = exp2f(mw[w * 16 + g] - M);
+                Lsum += lw[w * 16 + g] * f;
+                A += ow[(size_t)(w * 16 + g) * D + d] * f;
+            }
+        }
+        const size_t oi = (size_t)t * a.NH + (size_t)kvh * G + g;
+        if (a.n_split == 1) {
+            a.out[oi * D + d] = __float2bfloat16_rn(Lsum > 0.0f ? A / Lsum : 0.0f);
+        } else {
+            float *pp = a.part + ((size_t)split * a.n_tok * a.NH + oi) * (D + 2);
+            pp[d] = A;
+            if (d == 0) {
+                pp[D] = M;
+                pp[D + 1] = Lsum;
+            }
+        }
+    }
+}
+
+template <int D>
+static int adt_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err *err)
+{
+    const size_t bytes = adt_smem_bytes<D>();
+    static_assert(adt_smem_bytes<D>() >= (size_t)4 * 16 * (D + 2) * 4, "merge area fits in the stages");
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_tc<D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    k_attn_decode_tc<D><<<g, 128, bytes, c->stream>>>(a);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &w = op->u.kv_write;
@@ -1062,9 +1309,11 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     const int dec = tc && c->attn_variant >= 3;
     const int GH = a.G <= 4 ? 4 : 8;
     const int n_hg_dec = (a.G + GH - 1) / GH;
+    /* v4: the tensor-core decode when its shapes apply (LB_CUDA_ATTN=3 keeps k_attn_decode) */
+    const int dec4 = dec && c->attn_variant >= 4 && (D == 64 || D == 128) && a.G <= 16;
     if (dec) {
-        /* about two waves of 3 blocks per SM; splits of >= 1 tile each */
-        size_t base_d = S * NKV * n_hg_dec, want_d = (size_t)c->n_sm * 6;
+        /* v3: about two waves of 3 blocks per SM; v4: two waves of 2 blocks per SM */
+        size_t base_d = S * NKV * (dec4 ? 1 : n_hg_dec), want_d = (size_t)c->n_sm * (dec4 ? 4 : 6);
         n_split = base_d >= want_d ? 1 : (int)((want_d + base_d - 1) / base_d);
         if (n_split > 64) n_split = 64;
         a.n_split = n_split;
@@ -1093,6 +1342,16 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         }
     }
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+    if (dec4) {
+        dim3 gd((unsigned)S, (unsigned)NKV, (unsigned)n_split);
+        if (D == 64) LB_TRY(adt_launch<64>(c, a, gd, err));
+        else LB_TRY(adt_launch<128>(c, a, gd, err));
+        if (n_split > 1) {
+            k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+        }
+        return 0;
+    }
     if (dec) {
         a.dec_order = c->attn_dec_order && S <= 65535;
         dim3 gd((unsigned)S, (unsigned)(NKV * n_hg_dec), (unsigned)n_split);

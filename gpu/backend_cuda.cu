@@ -790,7 +790,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_PROFILE");
         c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
-        c->attn_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
+        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 3 ? atoi(ev) : 4;
         if (prop.major < 8)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
                             prop.name, prop.major, prop.minor);

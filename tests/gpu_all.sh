@@ -12,7 +12,7 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
 #            more than 5% on all three is used by the steps after it
-#   attn     decode attention kernel timings (lora_bench --attn-only)
+#   attn     attention kernel timings (lora_bench --attn-only), default (v4 decode) and LB_CUDA_ATTN=3
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3)
@@ -20,6 +20,7 @@
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default list)
+#   ops_attn every attention case under every attention variant (not in the default list)
 #   ncu      Nsight Compute on one decode-attention launch of lora_bench --attn-only (speed of light,
 #            memory, warp stalls, occupancy; not in the default list)
 # The device machines have no zstd program: the scripts read outputs with `lorabatch cat`.
@@ -106,9 +107,15 @@ PY
         say "element-wise v2 not faster on all three: the steps after this keep the scalar kernels"
     fi
 }
-do_attn() {
+do_attn() { # the default kernels (v4 decode), then the v3 decode for the A/B
     step attn.txt 30 .gpu/lora_bench --attn-only
-    grep -h '^attn' "$L/attn.txt" | tee -a "$S"
+    grep -h '^attn' "$L/attn.txt" | sed 's/^/v4 /' | tee -a "$S"
+    step attn_v3.txt 30 env LB_CUDA_ATTN=3 .gpu/lora_bench --attn-only
+    grep -h '^attn' "$L/attn_v3.txt" | sed 's/^/v3 /' | tee -a "$S"
+}
+do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
+    LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
+    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_attn.log" | head -30 | tee -a "$S"
 }
 do_bench() {
     local l reserve=0
@@ -136,8 +143,8 @@ do_sanitize() {
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | ops_small | golden | demo | fault | elem | attn | ncu | bench | w3 | sanitize) "do_$st" ;;
-        *) say "unknown step $st (ops ops_small golden demo fault elem attn ncu bench w3 sanitize)"; fail=1 ;;
+        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | ncu | bench | w3 | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn ncu bench w3 sanitize)"; fail=1 ;;
     esac
 done
 exit $fail

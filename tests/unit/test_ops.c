@@ -1069,9 +1069,12 @@ static void test_attn(void)
         {"decode-d96-g6", 12, 2, 96, 16, 5, 1, 400, 1, 1, 0},
         {"decode-d32-g3", 6, 2, 32, 8, 6, 1, 300, 1, 1, 0},
         {"mixed-d128", 32, 8, 128, 16, 12, 1, 700, 1, 60, 1},
+        /* v4 (tensor-core decode): a block range of more than its 1024 staged page ids (one-token
+         * pages, no split) reads them from global memory */
+        {"decode-page1-long", 32, 8, 128, 1, 70, 1030, 1300, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (small && (i == 4 || i == 6 || i == 7 || i == 17 || i == 18)) continue;
+        if (small && (i == 4 || i == 6 || i == 7 || i == 17 || i == 18 || i == 25)) continue;
         run_attn_case(&cases[i]);
     }
 }
@@ -1100,12 +1103,22 @@ static void test_attn_v2(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1). */
+/* The attention cases with the v3 SIMT decode (k_attn_decode; LB_CUDA_ATTN=3). */
+static void test_attn_v3(void)
+{
+    NEED_GPU("attn");
+    if (gpu_reopen(NULL, "3")) return;
+    test_attn();
+    gpu_reopen(NULL, NULL);
+}
+
+/* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1, v3). */
 static void test_attn_dec_order(void)
 {
     NEED_GPU("attn");
+    if (small) T_SKIP("small mode");
     setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
-    if (gpu_reopen(NULL, NULL) == 0) test_attn();
+    if (gpu_reopen(NULL, "3") == 0) test_attn();
     unsetenv("LB_CUDA_ATTN_DEC_ORDER");
     gpu_reopen(NULL, NULL);
 }
@@ -1542,6 +1555,7 @@ int main(void)
     T_RUN(test_attn);
     T_RUN(test_attn_v1);
     T_RUN(test_attn_v2);
+    T_RUN(test_attn_v3);
     T_RUN(test_attn_dec_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
