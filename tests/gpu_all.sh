@@ -69,6 +69,11 @@ do_ncu() {
         --section Occupancy --section LaunchStats --section SchedulerStats .gpu/lora_bench --attn-only
     grep -E 'Throughput|Duration|Stall|Occupancy|Registers|Shared Memory|Warp Cycles|Issued|Eligible|Active Warps|Block Limit|Hit Rate' \
         "$L/ncu_attn.txt" | head -60 | tee -a "$S"
+    # the first decode LoRA case of lora_bench (qkv, 16 x 16 tokens, r16): shrink and expand
+    step ncu_lora.txt 90 ncu --clock-control none --kernel-name "regex:k_lora_(shrink_tc|expand_v3)" --launch-skip 6 \
+        --launch-count 4 --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+        .gpu/lora_bench --lora-only
+    grep -E 'k_lora|Duration|Throughput|Grid Size|Registers|Achieved Occupancy|Stall' "$L/ncu_lora.txt" | head -60 | tee -a "$S"
 }
 do_golden() {
     LB_GOLDEN_DEVICE=cuda tested step test_golden.log 60 .gpu/test_golden

@@ -22,9 +22,18 @@ for sig in TERM INT USR1; do
     check "SIG$sig: says how to resume" grep -q "resume" "$sig.log"
 done
 # a signal during start-up (before the engine runs) is still a clean, resumable stop
+# The signal goes as soon as the process is lorabatch (no longer the forked shell) and has its
+# SIGTERM handler (SigCgt bit 15 in /proc/PID/status). A fixed sleep raced the fork/exec: a
+# SIGTERM landing before exec kills the forked shell (143), which says nothing about lorabatch.
 "$BIN" run job.yaml > early.log 2>&1 &
 pid=$!
-sleep 0.005
+bin_real=$(readlink -f "$BIN")
+for _ in $(seq 1 20000); do
+    kill -0 $pid 2>/dev/null || break
+    [ "$(readlink /proc/$pid/exe 2>/dev/null)" = "$bin_real" ] || continue
+    cgt=$(awk '/^SigCgt:/ {print $2}' /proc/$pid/status 2>/dev/null) || break
+    [ -n "$cgt" ] && [ $(( 0x$cgt >> 14 & 1 )) -eq 1 ] && break
+done
 kill -TERM $pid
 wait $pid; rc=$?
 check "SIGTERM at start-up: exit 75 (got $rc)" [ $rc -eq 75 ]
