@@ -777,6 +777,10 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->n_sm = prop.multiProcessorCount;
         const char *ev = getenv("LB_CUDA_LORA");
         c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
+        ev = getenv("LB_CUDA_LORA_DENSE");
+        c->lora_dense_min = ev ? atoi(ev) : 1024;
+        ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
+        c->lora_dense_strict = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_PREFILL");

@@ -73,6 +73,10 @@ struct lb_cu {
      * with the tensor-core decode (k_attn_decode_tc) where its shapes apply. */
     int lora_variant, attn_variant;
     int elem_variant; /* LB_CUDA_ELEM=2: 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); 1: scalar */
+    int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: steps of >= N tokens take the dense cuBLAS LoRA path
+                         * (lora_dense.cu); default 1024, 0 or negative: never */
+    int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
+                            * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
@@ -159,6 +163,8 @@ int lb_cuda_embed(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_rmsnorm(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+/* 1: done by the dense path (lora_dense.cu), 0: not applicable (take the segmented one), < 0: error */
+int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_rope(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);

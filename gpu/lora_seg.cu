@@ -437,6 +437,10 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
     size_t T = l.n_tok, K = l.n_in;
+    { /* large steps: the dense cuBLAS path (lora_dense.cu) when it applies */
+        int rc = lb_cuda_lora_dense(c, op, err);
+        if (rc) return rc < 0 ? rc : 0;
+    }
     size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
     const int tc = c->lora_variant >= 2 && l.x && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
     const int work = l.n_tok && l.n_seg && c->s.n_slot > 0 && c->s.max_rank > 0;

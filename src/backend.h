@@ -79,6 +79,9 @@ struct lb_op {
             struct lb_buf *seg_start;         /* i32 [S+1], seg_start[0]=0, seg_start[S]=T */
             struct lb_buf *seg_slot;          /* i32 [S], adapter slot or -1 (no LoRA) */
             int n_seg;
+            const int32_t *h_seg_start, *h_seg_slot; /* optional host copies of seg_start/seg_slot (NULL:
+                                               * none); a backend may plan from them (the CUDA
+                                               * backend's dense path for large steps needs them) */
             int set;                          /* 1: y_j = the LoRA term (overwritten, 0 where a module is
                                                * absent); only when every segment has a slot, and only
                                                * on a backend whose supports() accepts it */

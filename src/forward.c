@@ -201,6 +201,8 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     op.u.lora.seg_start = r->seg_start;
     op.u.lora.seg_slot = r->seg_slot;
     op.u.lora.n_seg = n_seg;
+    op.u.lora.h_seg_start = r->h_seg_start;
+    op.u.lora.h_seg_slot = r->h_seg_slot;
     op.u.lora.set = set;
     for (int j = 0; j < n_tgt; j++) {
         op.u.lora.tgt[j] = tgt[j];

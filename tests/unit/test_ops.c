@@ -678,6 +678,8 @@ static void test_lora(void)
                     og.u.lora.seg_start = pss.g;
                     oc.u.lora.seg_slot = psl.c;
                     og.u.lora.seg_slot = psl.g;
+                    og.u.lora.h_seg_start = ss;
+                    og.u.lora.h_seg_slot = sl;
                     for (int j = 0; j < n_tgt; j++) {
                         oc.u.lora.y[j] = py[j].c;
                         og.u.lora.y[j] = py[j].g;
@@ -813,6 +815,8 @@ static void test_lora_step(void)
                         og.u.lora.seg_start = pss.g;
                         oc.u.lora.seg_slot = psl.c;
                         og.u.lora.seg_slot = psl.g;
+                        og.u.lora.h_seg_start = ss;
+                        og.u.lora.h_seg_slot = sl;
                         for (int j = 0; j < g_n[grp]; j++) {
                             oc.u.lora.y[j] = py[g_t[grp][j]].c;
                             og.u.lora.y[j] = py[g_t[grp][j]].g;
@@ -1277,6 +1281,19 @@ static void with_env(const char *var, const char *val, void (*const *fns)(void),
     gpu_reopen(NULL, NULL);
 }
 
+/* The dense cuBLAS LoRA path (gpu/lora_dense.cu) on every LoRA case: every layout and rank set,
+ * set mode, the step sequence; LB_CUDA_LORA_DENSE=1 sends every step there and
+ * LB_CUDA_LORA_DENSE_STRICT=1 makes a case it cannot take an error, so each case checked here ran
+ * on it (steps with no adapter row excepted: nothing to do). */
+static void test_lora_dense(void)
+{
+    static void (*const fns[])(void) = {test_lora, test_lora_set, test_lora_step};
+    setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 3);
+    unsetenv("LB_CUDA_LORA_DENSE_STRICT");
+    gpu_reopen(NULL, NULL);
+}
+
 /* The element-wise v2 kernels (LB_CUDA_ELEM=2: 16-byte RMSNorm, SwiGLU, RoPE) on the same cases */
 static void test_elem_v2(void)
 {
@@ -1562,6 +1579,7 @@ int main(void)
     T_RUN(test_gather);
     T_RUN(test_sample);
     T_RUN(test_elem_v2);
+    T_RUN(test_lora_dense);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);

@@ -1,0 +1,257 @@
+/* lora_dense.cu — mixed-LoRA for large steps (prefill) as two dense cuBLAS products.
+ *
+ * The segmented kernels of lora_seg.cu read and write y once per 16-token tile through plain
+ * loads and stores; on an 8192-token prefill step they ran at 0.5-1.0 TB/s and cost ~37% of the
+ * base projections' time with 16 rank-16 adapters (bench/results/lora_bench_v3_h100.txt). Here
+ * the step's active adapters are packed side by side and both products go through cuBLASLt:
+ *
+ *   gather   A_stack [sum_j Rp_j, K] = the A of every active slot for every target, rows stacked
+ *            (target j at row base_j, slot i at base_j + off_j[i]); B_j [N_j, Rp_j] = the slots'
+ *            B side by side (slot i in columns off_j[i] .. off_j[i+1]); Rp_j = R_j rounded up to
+ *            LD_PAD with zero rows/columns (fewer distinct GEMM shapes, aligned leading dims).
+ *   shrink   Vf [T, sum Rp] (f32) = x A_stack^T, one GEMM for the op's 1-3 targets (x read once).
+ *   mask     Vb_j [T, Rp_j] (bf16) = Vf's columns of token t's own slot times that module's scale,
+ *            zero elsewhere (base rows: all zero). One rounding of the scaled v to bf16, as PEFT
+ *            does when it runs lora_B(lora_A(x)) * scale in bf16.
+ *   expand   y_j (+)= Vb_j B_j^T (set mode: y_j = ...), one GEMM per target.
+ *
+ * The shrink computes every active slot's columns for every token (n_act times the useful
+ * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate, which for
+ * R ~ 16 x 16 costs less than the segmented kernels' memory traffic. Base rows (Vb = 0) get
+ * y + 0 = y exactly. Used when the step has at least LB_CUDA_LORA_DENSE tokens (default 1024; 0
+ * or negative: never), the op carries the host copies of the segments, x is bf16 with K % 8 == 0,
+ * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LD_RMAX; otherwise
+ * the segmented path runs (LB_CUDA_LORA_DENSE_STRICT=1 makes that an error, for tests).
+ *
+ * Test: build/tests/test_ops (test_lora_dense: every LoRA layout, set mode, the step sequence,
+ * with LB_CUDA_LORA_DENSE=1). */
+#include "common.cuh"
+
+#define LD_MAX_ACT 32
+#define LD_RMAX 1024
+#define LD_PAD 64
+#define LD_ROWS 32 /* token rows per block of the mask kernel */
+
+struct ld_gather_args {
+    int n_tgt, n_act, K;
+    int N[3], Rp[3], base[3];
+    int off[3][LD_MAX_ACT + 1]; /* column (B) / row (A) offset of active slot i in target j; [n_act] = R_j */
+    const bf16 *a[3][LD_MAX_ACT], *b[3][LD_MAX_ACT];
+    bf16 *A;    /* [sum Rp][K] */
+    bf16 *B[3]; /* [N_j][Rp_j] */
+};
+
+/* grid (x blocks, n_tgt, 2): z = 0 fills target j's rows of A_stack (16-byte copies), z = 1 its B_j. */
+static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant__ ld_gather_args g)
+{
+    const int j = blockIdx.y;
+    __shared__ int off_s[LD_MAX_ACT + 1];
+    __shared__ const bf16 *p_s[LD_MAX_ACT];
+    const bool is_b = blockIdx.z == 1;
+    for (int i = threadIdx.x; i <= g.n_act; i += blockDim.x) {
+        off_s[i] = g.off[j][i];
+        if (i < g.n_act) p_s[i] = is_b ? g.b[j][i] : g.a[j][i];
+    }
+    __syncthreads();
+    const int R = off_s[g.n_act], Rp = g.Rp[j];
+    if (!is_b) {
+        const int kv = g.K / 8;
+        const size_t n = (size_t)Rp * kv;
+        uint4 *dst = (uint4 *)(g.A + (size_t)g.base[j] * g.K);
+        for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+            const int row = (int)(e / kv), c = (int)(e % kv);
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (row < R) {
+                int i = 0;
+                while (off_s[i + 1] <= row) i++;
+                v = ((const uint4 *)(p_s[i] + (size_t)(row - off_s[i]) * g.K))[c];
+            }
+            dst[e] = v;
+        }
+    } else {
+        const size_t n = (size_t)g.N[j] * Rp;
+        bf16 *dst = g.B[j];
+        for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+            const int row = (int)(e / Rp), col = (int)(e % Rp);
+            bf16 v = __float2bfloat16_rn(0.0f);
+            if (col < R) {
+                int i = 0;
+                while (off_s[i + 1] <= col) i++;
+                const int r = off_s[i + 1] - off_s[i];
+                v = p_s[i][(size_t)row * r + (col - off_s[i])];
+            }
+            dst[e] = v;
+        }
+    }
+}
+
+struct ld_mask_args {
+    int n_tgt, n_act, T, ld_vf, n_seg;
+    int Rp[3], base[3];
+    int off[3][LD_MAX_ACT + 1];
+    float scale[3][LD_MAX_ACT];
+    int act_slot[LD_MAX_ACT];
+    const int32_t *seg_start, *seg_slot;
+    const float *vf; /* [T][ld_vf] */
+    bf16 *vb[3];     /* [T][Rp_j] */
+};
+
+/* grid (T / LD_ROWS, n_tgt): the block finds each of its rows' active-slot index (binary search
+ * over the segments, then the slot among the active ones), then writes Vb_j for those rows. */
+static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ ld_mask_args m)
+{
+    const int j = blockIdx.y, t0 = blockIdx.x * LD_ROWS;
+    __shared__ int act_s[LD_ROWS];
+    __shared__ int off_s[LD_MAX_ACT + 1];
+    __shared__ float sc_s[LD_MAX_ACT];
+    for (int i = threadIdx.x; i <= m.n_act; i += blockDim.x) {
+        off_s[i] = m.off[j][i];
+        if (i < m.n_act) sc_s[i] = m.scale[j][i];
+    }
+    if (threadIdx.x < LD_ROWS) {
+        const int t = t0 + threadIdx.x;
+        int a = -1;
+        if (t < m.T) {
+            int lo = 0, hi = m.n_seg - 1; /* last s with seg_start[s] <= t: the non-empty segment holding t */
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (m.seg_start[mid] <= t) lo = mid;
+                else hi = mid - 1;
+            }
+            const int slot = m.seg_slot[lo];
+            for (int i = 0; i < m.n_act; i++)
+                if (m.act_slot[i] == slot) a = i;
+        }
+        act_s[threadIdx.x] = a;
+    }
+    __syncthreads();
+    const int Rp = m.Rp[j];
+    const int rows = min(LD_ROWS, m.T - t0);
+    const float *vf = m.vf + (size_t)t0 * m.ld_vf + m.base[j];
+    bf16 *vb = m.vb[j] + (size_t)t0 * Rp;
+    for (int e = threadIdx.x; e < rows * Rp; e += blockDim.x) {
+        const int r = e / Rp, col = e % Rp, a = act_s[r];
+        float v = 0.0f;
+        if (a >= 0 && col >= off_s[a] && col < off_s[a + 1]) v = vf[(size_t)r * m.ld_vf + col] * sc_s[a];
+        vb[e] = __float2bfloat16_rn(v);
+    }
+}
+
+static size_t ld_al(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The dense path does not apply to a step it was asked to take: 0 (the segmented path runs), or
+ * an error under LB_CUDA_LORA_DENSE_STRICT=1 (tests: proves the cases they check ran here). */
+static int ld_skip(const struct lb_cu *c, const char *why, struct lb_err *err)
+{
+    return c->lora_dense_strict ? lb_err_set(err, LB_E_INTERNAL, "dense LoRA path not taken: %s", why) : 0;
+}
+
+int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    if (c->lora_dense_min <= 0 || l.n_tok < c->lora_dense_min || !l.n_seg || !c->d_slots) return 0;
+    if (!l.h_seg_start || !l.h_seg_slot) return ld_skip(c, "no host copy of the segments", err);
+    if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8) return ld_skip(c, "x not bf16 with K % 8 == 0", err);
+    for (int j = 0; j < l.n_tgt; j++)
+        if (!l.y[j] || l.y[j]->dt != LB_BF16) return ld_skip(c, "y not bf16", err);
+    const int T = l.n_tok, K = l.n_in;
+    if (l.h_seg_start[0] != 0 || l.h_seg_start[l.n_seg] != T) return 0; /* the segmented path reports what is wrong */
+    int act[LD_MAX_ACT], n_act = 0;
+    for (int s = 0; s < l.n_seg; s++) {
+        const int sl = l.h_seg_slot[s];
+        if (sl < 0 || l.h_seg_start[s + 1] <= l.h_seg_start[s]) continue;
+        if (sl >= c->s.n_slot) return 0; /* the segmented path ignores such rows */
+        int seen = 0;
+        for (int i = 0; i < n_act; i++) seen |= act[i] == sl;
+        if (seen) continue;
+        if (n_act == LD_MAX_ACT) return ld_skip(c, "more than LD_MAX_ACT adapters in the step", err);
+        act[n_act++] = sl;
+    }
+    if (!n_act) return 0;
+
+    ld_gather_args g;
+    ld_mask_args m;
+    memset(&g, 0, sizeof g);
+    memset(&m, 0, sizeof m);
+    int R[3] = {0, 0, 0}, sum_rp = 0;
+    for (int j = 0; j < l.n_tgt; j++) {
+        const int t = l.tgt[j];
+        if ((unsigned)t >= LB_T_COUNT || l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
+            return 0; /* the segmented path reports the bad shape */
+        int o = 0;
+        for (int i = 0; i < n_act; i++) {
+            const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
+            const int r = md.rank > 0 ? md.rank : 0;
+            if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, "A not 16-byte aligned", err);
+            g.off[j][i] = m.off[j][i] = o;
+            g.a[j][i] = md.a;
+            g.b[j][i] = md.b;
+            m.scale[j][i] = md.scale;
+            o += r;
+        }
+        g.off[j][n_act] = m.off[j][n_act] = o;
+        R[j] = o;
+        const int rp = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
+        if (rp > LD_RMAX) return ld_skip(c, "the step's ranks add up to more than LD_RMAX", err);
+        g.Rp[j] = m.Rp[j] = rp;
+        g.base[j] = m.base[j] = sum_rp;
+        g.N[j] = l.n_out[j];
+        sum_rp += rp;
+    }
+    size_t bytes = ld_al((size_t)sum_rp * K * 2) + ld_al((size_t)T * sum_rp * 4);
+    for (int j = 0; j < l.n_tgt; j++) bytes += ld_al((size_t)l.n_out[j] * g.Rp[j] * 2) + ld_al((size_t)T * g.Rp[j] * 2);
+    if (bytes > ((size_t)512 << 20)) return ld_skip(c, "workspace over 512 MiB", err);
+    LB_TRY(lb_cu_check_buf(l.x, LB_BF16, (size_t)T * K, "x", err));
+    LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
+    LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
+    for (int j = 0; j < l.n_tgt; j++) LB_TRY(lb_cu_check_buf(l.y[j], LB_BF16, (size_t)T * l.n_out[j], "y", err));
+    if (sum_rp == 0) { /* no active slot has a module for these targets: the term is 0 */
+        if (l.set)
+            for (int j = 0; j < l.n_tgt; j++) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
+        return 1;
+    }
+    void *ws;
+    LB_TRY(lb_cu_ws(c, bytes, &ws, err));
+    char *p = (char *)ws;
+    g.A = (bf16 *)p;
+    p += ld_al((size_t)sum_rp * K * 2);
+    float *vf = (float *)p;
+    p += ld_al((size_t)T * sum_rp * 4);
+    for (int j = 0; j < l.n_tgt; j++) {
+        g.B[j] = (bf16 *)p;
+        p += ld_al((size_t)l.n_out[j] * g.Rp[j] * 2);
+        m.vb[j] = (bf16 *)p;
+        p += ld_al((size_t)T * g.Rp[j] * 2);
+    }
+    g.n_tgt = m.n_tgt = l.n_tgt;
+    g.n_act = m.n_act = n_act;
+    g.K = K;
+    for (int i = 0; i < n_act; i++) m.act_slot[i] = act[i];
+    m.T = T;
+    m.ld_vf = sum_rp;
+    m.n_seg = l.n_seg;
+    m.seg_start = (const int32_t *)l.seg_start->d;
+    m.seg_slot = (const int32_t *)l.seg_slot->d;
+    m.vf = vf;
+
+    size_t most = 0;
+    for (int j = 0; j < l.n_tgt; j++) {
+        size_t a_vec = (size_t)g.Rp[j] * (K / 8), b_el = (size_t)l.n_out[j] * g.Rp[j];
+        most = a_vec > most ? a_vec : most;
+        most = b_el > most ? b_el : most;
+    }
+    size_t gx = (most + 255) / 256, cap = (size_t)c->n_sm * 8;
+    k_ld_gather<<<dim3((unsigned)(gx < cap ? gx : cap), l.n_tgt, 2), 256, 0, c->stream>>>(g);
+    LB_CU_LAUNCH();
+    LB_TRY(lb_cublas_gemm(c, l.x->d, g.A, vf, LB_F32, T, K, sum_rp, 0, err));
+    k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(m);
+    LB_CU_LAUNCH();
+    for (int j = 0; j < l.n_tgt; j++) {
+        if (R[j] == 0) { /* no active slot has this target: y unchanged, or 0 in set mode */
+            if (l.set) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
+            continue;
+        }
+        LB_TRY(lb_cublas_gemm(c, m.vb[j], g.B[j], l.y[j]->d, LB_BF16, T, g.Rp[j], l.n_out[j], !l.set, err));
+    }
+    return 1;
+}
