@@ -1288,6 +1288,7 @@ static void with_env(const char *var, const char *val, void (*const *fns)(void),
 static void test_lora_dense(void)
 {
     static void (*const fns[])(void) = {test_lora, test_lora_set, test_lora_step};
+    NEED_GPU("lora");
     setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 3);
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
