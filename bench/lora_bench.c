@@ -13,7 +13,7 @@
  * median and min per launch; warm L2 (weights of a projection mostly fit in the 50 MB L2 of an
  * H100 only for o/qkv; noted in the results).
  *
- * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only | --elem-only]
+ * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only | --elem-only | --lora-only]
  * (LB_CUDA_ELEM=2: the vectorised element-wise kernels) */
 #include <math.h>
 #include <stdint.h>
@@ -189,6 +189,8 @@ static void bench_lora(const char *layout, int T, int n_seg, const int32_t *ss, 
         lo.u.lora.seg_start = bss;
         lo.u.lora.seg_slot = bsl;
         lo.u.lora.n_seg = n_seg;
+        lo.u.lora.h_seg_start = ss; /* as forward.c passes them (the dense path plans from them) */
+        lo.u.lora.h_seg_slot = sl;
         int reps = T >= 4096 ? 10 : 50;
         double bm, bmin, lm, lmin;
         time_ops(mm, gr->n_tgt, reps, &bm, &bmin);
@@ -332,11 +334,12 @@ static void bench_elem(void)
 
 int main(int argc, char **argv)
 {
-    int attn_only = 0, elem_only = 0;
+    int attn_only = 0, elem_only = 0, lora_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) json = fopen(argv[++i], "w");
         else if (!strcmp(argv[i], "--attn-only")) attn_only = 1;
         else if (!strcmp(argv[i], "--elem-only")) elem_only = 1;
+        else if (!strcmp(argv[i], "--lora-only")) lora_only = 1;
     }
     if (lb_backend_cuda_open(&be, 0, &err) < 0) die("cuda");
     printf("kernel variants: lora v%s, attn v%s\n", variant("LB_CUDA_LORA"), variant("LB_CUDA_ATTN"));
@@ -371,6 +374,9 @@ int main(int argc, char **argv)
         for (int i = 0; i <= 16; i++) ss[i] = i * 16;
         for (int i = 0; i < 16; i++) sl[i] = i;
         bench_lora("decode-16x16", 256, 16, ss, sl, ranks[ri]);
+        /* decode at max_seqs 512: 16 adapters x 32 tokens */
+        for (int i = 0; i <= 16; i++) ss[i] = i * 32;
+        bench_lora("decode-16x32", 512, 16, ss, sl, ranks[ri]);
         /* decode: 256 one-token segments */
         for (int i = 0; i <= 256; i++) ss[i] = i;
         for (int i = 0; i < 256; i++) sl[i] = i % 16;
@@ -386,6 +392,10 @@ int main(int argc, char **argv)
     sl[0] = -1;
     if (!attn_only) bench_lora("decode-base-only", 256, 1, ss, sl, 0);
 
+    if (lora_only) {
+        lb_backend_close(&be);
+        return 0;
+    }
     if (!attn_only) bench_elem();
     bench_attn("decode", 256, 640, 1, 16);
     bench_attn("decode-2k", 256, 2048, 1, 16);

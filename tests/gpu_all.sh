@@ -13,6 +13,7 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
 #            more than 5% on all three is used by the steps after it
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
 #   attn     attention kernel timings (lora_bench --attn-only), default (v4 decode) and LB_CUDA_ATTN=3
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
@@ -121,6 +122,12 @@ do_attn() { # the default kernels (v4 decode), then the v3 decode for the A/B
     step attn_v3.txt 30 env LB_CUDA_ATTN=3 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn_v3.txt" | sed 's/^/v3 /' | tee -a "$S"
 }
+do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
+    step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
+    step lora_dense.txt 40 env LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
+    grep -h '^[a-z_]* *[a-z]' "$L/lora_seg.txt" | grep ' r=' | sed 's/^/seg   /' | tee -a "$S"
+    grep -h '^[a-z_]* *[a-z]' "$L/lora_dense.txt" | grep ' r=' | sed 's/^/dense /' | tee -a "$S"
+}
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_attn.log" | head -30 | tee -a "$S"
@@ -151,8 +158,8 @@ do_sanitize() {
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | ncu | bench | w3 | sanitize) "do_$st" ;;
-        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn ncu bench w3 sanitize)"; fail=1 ;;
+        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | lora | ncu | bench | w3 | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn lora ncu bench w3 sanitize)"; fail=1 ;;
     esac
 done
 exit $fail
