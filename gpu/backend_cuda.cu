@@ -778,7 +778,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         const char *ev = getenv("LB_CUDA_LORA");
         c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         ev = getenv("LB_CUDA_LORA_DENSE");
-        c->lora_dense_min = ev ? atoi(ev) : 1024;
+        c->lora_dense_min = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
         ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
         c->lora_dense_strict = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
@@ -794,7 +794,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_PROFILE");
         c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
-        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 3 ? atoi(ev) : 4;
+        /* default 3: the v4 tensor-core decode is opt-in (LB_CUDA_ATTN=4) until measured on a GPU */
+        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 4 ? atoi(ev) : 3;
         if (prop.major < 8)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
                             prop.name, prop.major, prop.minor);

@@ -69,12 +69,14 @@ struct lb_cu {
      * LB_CUDA_LORA=1 -> SIMT shrink (v1), 2 -> tensor-core shrink with the tile list built by every
      * op, default 3 -> as 2 with the tile list built once per step (cached, see lora_seg.cu);
      * LB_CUDA_ATTN=1 -> SIMT attention for every token, 2 -> tensor-core prefill + SIMT decode,
-     * 3 -> tensor-core prefill + cp.async-pipelined SIMT decode (k_attn_decode), default 4 -> as 3
-     * with the tensor-core decode (k_attn_decode_tc) where its shapes apply. */
+     * default 3 -> tensor-core prefill + cp.async-pipelined SIMT decode (k_attn_decode), 4 -> as 3
+     * with the tensor-core decode (k_attn_decode_tc) where its shapes apply (opt-in: written and
+     * compiled but not yet run on a GPU). */
     int lora_variant, attn_variant;
     int elem_variant; /* LB_CUDA_ELEM=2: 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); 1: scalar */
     int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: steps of >= N tokens take the dense cuBLAS LoRA path
-                         * (lora_dense.cu); default 1024, 0 or negative: never */
+                         * (lora_dense.cu); default 0 (never) until measured on a GPU; 1024 is the
+                         * intended setting */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */

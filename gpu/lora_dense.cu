@@ -16,10 +16,11 @@
  *   expand   y_j (+)= Vb_j B_j^T (set mode: y_j = ...), one GEMM per target.
  *
  * The shrink computes every active slot's columns for every token (n_act times the useful
- * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate, which for
- * R ~ 16 x 16 costs less than the segmented kernels' memory traffic. Base rows (Vb = 0) get
- * y + 0 = y exactly. Used when the step has at least LB_CUDA_LORA_DENSE tokens (default 1024; 0
- * or negative: never), the op carries the host copies of the segments, x is bf16 with K % 8 == 0,
+ * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate. Predicted
+ * (not yet measured: no GPU was lent to the session that wrote this) for 16 adapters of rank 16 on
+ * an 8192-token Llama-3-8B step: ~0.6 ms per layer against the segmented kernels' 1.7 ms. Base
+ * rows (Vb = 0) get y + 0 = y exactly. Used when the step has at least LB_CUDA_LORA_DENSE tokens
+ * (default 0: never, until measured; 1024 is the intended setting), the op carries the host copies of the segments, x is bf16 with K % 8 == 0,
  * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LD_RMAX; otherwise
  * the segmented path runs (LB_CUDA_LORA_DENSE_STRICT=1 makes that an error, for tests).
  *

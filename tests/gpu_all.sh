@@ -8,13 +8,14 @@
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), and with LB_CUDA_LORA_DENSE=1 (every LoRA step
-#            through the dense cuBLAS path, strict: a step it cannot take fails the test)
+#            through the dense cuBLAS path, strict: a step it cannot take fails the test; with the v4
+#            tensor-core decode attention, LB_CUDA_ATTN=4)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
 #            more than 5% on all three is used by the steps after it
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
-#   attn     attention kernel timings (lora_bench --attn-only), default (v4 decode) and LB_CUDA_ATTN=3
+#   attn     attention kernel timings (lora_bench --attn-only), default (v3 decode) and LB_CUDA_ATTN=4
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3)
@@ -82,7 +83,7 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
-    LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
+    LB_CUDA_ATTN=4 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
 }
 do_demo() {
@@ -116,11 +117,11 @@ PY
         say "element-wise v2 not faster on all three: the steps after this keep the scalar kernels"
     fi
 }
-do_attn() { # the default kernels (v4 decode), then the v3 decode for the A/B
+do_attn() { # the default kernels (v3 decode), then the v4 tensor-core decode for the A/B
     step attn.txt 30 .gpu/lora_bench --attn-only
-    grep -h '^attn' "$L/attn.txt" | sed 's/^/v4 /' | tee -a "$S"
-    step attn_v3.txt 30 env LB_CUDA_ATTN=3 .gpu/lora_bench --attn-only
-    grep -h '^attn' "$L/attn_v3.txt" | sed 's/^/v3 /' | tee -a "$S"
+    grep -h '^attn' "$L/attn.txt" | sed 's/^/v3 /' | tee -a "$S"
+    step attn_v4.txt 30 env LB_CUDA_ATTN=4 .gpu/lora_bench --attn-only
+    grep -h '^attn' "$L/attn_v4.txt" | sed 's/^/v4 /' | tee -a "$S"
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only

@@ -1116,6 +1116,15 @@ static void test_attn_v3(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, opt-in). */
+static void test_attn_v4(void)
+{
+    NEED_GPU("attn");
+    if (gpu_reopen(NULL, "4")) return;
+    test_attn();
+    gpu_reopen(NULL, NULL);
+}
+
 /* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1, v3). */
 static void test_attn_dec_order(void)
 {
@@ -1574,6 +1583,7 @@ int main(void)
     T_RUN(test_attn_v1);
     T_RUN(test_attn_v2);
     T_RUN(test_attn_v3);
+    T_RUN(test_attn_v4);
     T_RUN(test_attn_dec_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
