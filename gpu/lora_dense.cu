@@ -33,17 +33,24 @@
 #define LD_PAD 64
 #define LD_ROWS 32 /* token rows per block of the mask kernel */
 
-struct ld_gather_args {
-    int n_tgt, n_act, K;
-    int N[3], Rp[3], base[3];
-    int off[3][LD_MAX_ACT + 1]; /* column (B) / row (A) offset of active slot i in target j; [n_act] = R_j */
+/* The plan of one op, filled once on the host and passed by value to both kernels (~2.6 KB). */
+struct ld_args {
+    int n_tgt, n_act, K, T, n_seg;
+    int ld_vf;                  /* sum of Rp_j: columns of Vf, rows of A_stack */
+    int N[3], Rp[3], base[3];   /* base_j: first row of target j in A_stack (column in Vf) */
+    int off[3][LD_MAX_ACT + 1]; /* row (A) / column (B, Vb) of active slot i in target j; [n_act] = R_j */
+    float scale[3][LD_MAX_ACT];
+    int act_slot[LD_MAX_ACT];
     const bf16 *a[3][LD_MAX_ACT], *b[3][LD_MAX_ACT];
-    bf16 *A;    /* [sum Rp][K] */
-    bf16 *B[3]; /* [N_j][Rp_j] */
+    const int32_t *seg_start, *seg_slot;
+    bf16 *A;     /* [ld_vf][K] */
+    bf16 *B[3];  /* [N_j][Rp_j] */
+    float *vf;   /* [T][ld_vf] */
+    bf16 *vb[3]; /* [T][Rp_j] */
 };
 
 /* grid (x blocks, n_tgt, 2): z = 0 fills target j's rows of A_stack (16-byte copies), z = 1 its B_j. */
-static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant__ ld_gather_args g)
+static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant__ ld_args g)
 {
     const int j = blockIdx.y;
     __shared__ int off_s[LD_MAX_ACT + 1];
@@ -86,20 +93,9 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
     }
 }
 
-struct ld_mask_args {
-    int n_tgt, n_act, T, ld_vf, n_seg;
-    int Rp[3], base[3];
-    int off[3][LD_MAX_ACT + 1];
-    float scale[3][LD_MAX_ACT];
-    int act_slot[LD_MAX_ACT];
-    const int32_t *seg_start, *seg_slot;
-    const float *vf; /* [T][ld_vf] */
-    bf16 *vb[3];     /* [T][Rp_j] */
-};
-
 /* grid (T / LD_ROWS, n_tgt): the block finds each of its rows' active-slot index (binary search
  * over the segments, then the slot among the active ones), then writes Vb_j for those rows. */
-static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ ld_mask_args m)
+static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ ld_args m)
 {
     const int j = blockIdx.y, t0 = blockIdx.x * LD_ROWS;
     __shared__ int act_s[LD_ROWS];
@@ -170,11 +166,8 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     }
     if (!n_act) return 0;
 
-    ld_gather_args g;
-    ld_mask_args m;
-    memset(&g, 0, sizeof g);
-    memset(&m, 0, sizeof m);
-    int R[3] = {0, 0, 0}, sum_rp = 0;
+    ld_args a;
+    memset(&a, 0, sizeof a);
     for (int j = 0; j < l.n_tgt; j++) {
         const int t = l.tgt[j];
         if ((unsigned)t >= LB_T_COUNT || l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
@@ -184,75 +177,72 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
             const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
             const int r = md.rank > 0 ? md.rank : 0;
             if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, "A not 16-byte aligned", err);
-            g.off[j][i] = m.off[j][i] = o;
-            g.a[j][i] = md.a;
-            g.b[j][i] = md.b;
-            m.scale[j][i] = md.scale;
+            a.off[j][i] = o;
+            a.a[j][i] = md.a;
+            a.b[j][i] = md.b;
+            a.scale[j][i] = md.scale;
             o += r;
         }
-        g.off[j][n_act] = m.off[j][n_act] = o;
-        R[j] = o;
-        const int rp = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
-        if (rp > LD_RMAX) return ld_skip(c, "the step's ranks add up to more than LD_RMAX", err);
-        g.Rp[j] = m.Rp[j] = rp;
-        g.base[j] = m.base[j] = sum_rp;
-        g.N[j] = l.n_out[j];
-        sum_rp += rp;
+        a.off[j][n_act] = o;
+        a.Rp[j] = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
+        if (a.Rp[j] > LD_RMAX) return ld_skip(c, "the step's ranks add up to more than LD_RMAX", err);
+        a.base[j] = a.ld_vf;
+        a.N[j] = l.n_out[j];
+        a.ld_vf += a.Rp[j];
     }
-    size_t bytes = ld_al((size_t)sum_rp * K * 2) + ld_al((size_t)T * sum_rp * 4);
-    for (int j = 0; j < l.n_tgt; j++) bytes += ld_al((size_t)l.n_out[j] * g.Rp[j] * 2) + ld_al((size_t)T * g.Rp[j] * 2);
-    if (bytes > ((size_t)512 << 20)) return ld_skip(c, "workspace over 512 MiB", err);
+    /* workspace: A_stack, Vf, then B_j and Vb_j per target, each 256-byte aligned */
+    size_t o_a = 0, o_vf = ld_al((size_t)a.ld_vf * K * 2), end = o_vf + ld_al((size_t)T * a.ld_vf * 4), o_b[3], o_vb[3];
+    for (int j = 0; j < l.n_tgt; j++) {
+        o_b[j] = end;
+        o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * a.Rp[j] * 2);
+        end = o_vb[j] + ld_al((size_t)T * a.Rp[j] * 2);
+    }
+    if (end > ((size_t)512 << 20)) return ld_skip(c, "workspace over 512 MiB", err);
     LB_TRY(lb_cu_check_buf(l.x, LB_BF16, (size_t)T * K, "x", err));
     LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
     LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
     for (int j = 0; j < l.n_tgt; j++) LB_TRY(lb_cu_check_buf(l.y[j], LB_BF16, (size_t)T * l.n_out[j], "y", err));
-    if (sum_rp == 0) { /* no active slot has a module for these targets: the term is 0 */
+    if (a.ld_vf == 0) { /* no active slot has a module for these targets: the term is 0 */
         if (l.set)
             for (int j = 0; j < l.n_tgt; j++) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
         return 1;
     }
     void *ws;
-    LB_TRY(lb_cu_ws(c, bytes, &ws, err));
-    char *p = (char *)ws;
-    g.A = (bf16 *)p;
-    p += ld_al((size_t)sum_rp * K * 2);
-    float *vf = (float *)p;
-    p += ld_al((size_t)T * sum_rp * 4);
+    LB_TRY(lb_cu_ws(c, end, &ws, err));
+    char *w = (char *)ws;
+    a.A = (bf16 *)(w + o_a);
+    a.vf = (float *)(w + o_vf);
     for (int j = 0; j < l.n_tgt; j++) {
-        g.B[j] = (bf16 *)p;
-        p += ld_al((size_t)l.n_out[j] * g.Rp[j] * 2);
-        m.vb[j] = (bf16 *)p;
-        p += ld_al((size_t)T * g.Rp[j] * 2);
+        a.B[j] = (bf16 *)(w + o_b[j]);
+        a.vb[j] = (bf16 *)(w + o_vb[j]);
     }
-    g.n_tgt = m.n_tgt = l.n_tgt;
-    g.n_act = m.n_act = n_act;
-    g.K = K;
-    for (int i = 0; i < n_act; i++) m.act_slot[i] = act[i];
-    m.T = T;
-    m.ld_vf = sum_rp;
-    m.n_seg = l.n_seg;
-    m.seg_start = (const int32_t *)l.seg_start->d;
-    m.seg_slot = (const int32_t *)l.seg_slot->d;
-    m.vf = vf;
+    a.n_tgt = l.n_tgt;
+    a.n_act = n_act;
+    a.K = K;
+    a.T = T;
+    a.n_seg = l.n_seg;
+    for (int i = 0; i < n_act; i++) a.act_slot[i] = act[i];
+    a.seg_start = (const int32_t *)l.seg_start->d;
+    a.seg_slot = (const int32_t *)l.seg_slot->d;
 
-    size_t most = 0;
+    size_t most = 0; /* the gather's largest part: A rows in 16-byte vectors or B elements */
     for (int j = 0; j < l.n_tgt; j++) {
-        size_t a_vec = (size_t)g.Rp[j] * (K / 8), b_el = (size_t)l.n_out[j] * g.Rp[j];
+        size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j];
         most = a_vec > most ? a_vec : most;
         most = b_el > most ? b_el : most;
     }
-    size_t gx = (most + 255) / 256, cap = (size_t)c->n_sm * 8;
-    k_ld_gather<<<dim3((unsigned)(gx < cap ? gx : cap), l.n_tgt, 2), 256, 0, c->stream>>>(g);
+    const unsigned gx = cdiv(most, 256), cap = (unsigned)c->n_sm * 8;
+    k_ld_gather<<<dim3(gx < cap ? gx : cap, l.n_tgt, 2), 256, 0, c->stream>>>(a);
     LB_CU_LAUNCH();
-    LB_TRY(lb_cublas_gemm(c, l.x->d, g.A, vf, LB_F32, T, K, sum_rp, 0, err));
-    k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(m);
+    LB_TRY(lb_cublas_gemm(c, l.x->d, a.A, a.vf, LB_F32, T, K, a.ld_vf, 0, err));
+    k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(a);
     LB_CU_LAUNCH();
     for (int j = 0; j < l.n_tgt; j++) {
-        if (R[j] == 0) { /* no active slot has this target: y unchanged, or 0 in set mode */
+        if (a.off[j][n_act] == 0) { /* no active slot has this target: y unchanged, or 0 in set mode */
             if (l.set) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
             continue;
         }
-        LB_TRY(lb_cublas_gemm(c, m.vb[j], g.B[j], l.y[j]->d, LB_BF16, T, g.Rp[j], l.n_out[j], !l.set, err));
+        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.Rp[j], a.N[j], !l.set, err));
     }
     return 1;
 }

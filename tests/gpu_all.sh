@@ -126,8 +126,8 @@ do_attn() { # the default kernels (v3 decode), then the v4 tensor-core decode fo
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
-    grep -h '^[a-z_]* *[a-z]' "$L/lora_seg.txt" | grep ' r=' | sed 's/^/seg   /' | tee -a "$S"
-    grep -h '^[a-z_]* *[a-z]' "$L/lora_dense.txt" | grep ' r=' | sed 's/^/dense /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
