@@ -17,8 +17,9 @@
 # what the links save is disk, and a first read from disk per distinct set (the page cache then
 # serves it, as it would serve 48 GB on a 128 GB machine after the first pass).
 #
-# Reports (table + OUT_DIR/w3.json): total and output tokens/s, peak GPU memory, adapter loads
-# and seconds spent loading (summary.json), the plan's predicted loads, and the fraction of the
+# Reports (table + OUT_DIR/w3.json): total and output tokens/s, peak GPU memory, adapter loads,
+# how many were made ahead (while a step ran on the GPU), host seconds in loads and the part of
+# them that stalled admission (summary.json), the plan's predicted loads, and the fraction of the
 # compute ceiling as in gpu_bench.sh (Llama-3-8B FLOPs per token; skipped for other models).
 set -uo pipefail
 BIN=$(readlink -f "${1:-.gpu/lorabatch}")
@@ -95,7 +96,8 @@ if os.path.exists(f"{out}/mem_w3.txt"): mem = [int(x) for x in open(f"{out}/mem_
 p, g, t = s["prompt_tokens"], s["generated_tokens"], s["seconds"]
 r = {"workload": "w3_many_adapters", "records": s["records"], "errors": s["errors"], "prompt_tokens": p, "generated_tokens": g,
      "seconds": t, "output_tok_s": g / t, "total_tok_s": (p + g) / t, "adapter_loads": s["adapter_loads"],
-     "adapter_load_seconds": s["adapter_load_seconds"], "peak_gpu_mem_mib": max(mem) if mem else None, "backend": s["backend"]}
+     "adapter_load_seconds": s["adapter_load_seconds"], "adapter_loads_ahead": s.get("adapter_loads_ahead", 0),
+     "adapter_load_seconds_ahead": s.get("adapter_load_seconds_ahead", 0.0), "peak_gpu_mem_mib": max(mem) if mem else None, "backend": s["backend"]}
 H, F, L, V, Q, KV = 4096, 14336, 32, 128256, 4096, 1024
 model_cfg = json.load(open([l[7:] for l in open(f"{w}/job.yaml") if l.startswith("model: ")][0].strip() + "/config.json"))
 if gemm and model_cfg.get("hidden_size") == H and model_cfg.get("num_hidden_layers") == L and model_cfg.get("intermediate_size") == F:
@@ -103,8 +105,9 @@ if gemm and model_cfg.get("hidden_size") == H and model_cfg.get("num_hidden_laye
     r["gemm_tflops"] = float(gemm)
     r["ceiling_fraction"] = (p + g) * ft / (t * float(gemm) * 1e12)
 json.dump(r, open(f"{out}/w3.json", "w"), indent=2)
-print(f"{'workload':18} {'records':>7} {'out tok/s':>10} {'total tok/s':>12} {'loads':>6} {'load s':>7} {'peak MiB':>9} {'ceiling':>8}")
+print(f"{'workload':18} {'records':>7} {'out tok/s':>10} {'total tok/s':>12} {'loads':>6} {'ahead':>6} {'load s':>7} {'stall s':>7} {'peak MiB':>9} {'ceiling':>8}")
 print(f"{r['workload']:18} {r['records']:7d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['adapter_loads']:6d} "
-      f"{r['adapter_load_seconds']:7.2f} {str(r['peak_gpu_mem_mib']):>9} "
+      f"{r['adapter_loads_ahead']:6d} {r['adapter_load_seconds']:7.2f} {r['adapter_load_seconds'] - r['adapter_load_seconds_ahead']:7.2f} "
+      f"{str(r['peak_gpu_mem_mib']):>9} "
       f"{(100 * r['ceiling_fraction']) if 'ceiling_fraction' in r else float('nan'):7.1f}%")
 PY

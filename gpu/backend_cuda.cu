@@ -375,8 +375,17 @@ static int cu_setup(struct lb_backend *be, const struct lb_backend_setup *s, str
     LB_CU(cudaMemcpy(c->d_mods, c->h_mods, (n_mod ? n_mod : 1) * sizeof *c->d_mods, cudaMemcpyHostToDevice));
     /* Upload ring, sized for one step's index buffers with room to spare: tokens, positions and
      * slot map of up to 64K tokens (768 KiB), the page list (4 bytes a page) and per-sequence
-     * arrays, per block; several steps fit before a block is reused. */
-    LB_TRY(up_init(c, ((size_t)4 << 20) + (size_t)4 * ((size_t)s->n_page + 4096), err));
+     * arrays, per block; several steps fit before a block is reused. With adapter slots, also
+     * large enough that the blocks other than the current one hold a whole slot (capped at
+     * 256 MiB a block): an adapter loaded while a step runs (the job pipeline loads the plan's
+     * next adapter then) is staged without waiting for that step's copies to finish. */
+    size_t blk = ((size_t)4 << 20) + (size_t)4 * ((size_t)s->n_page + 4096);
+    if (n_slot && R) {
+        size_t b = c->slot_stride_elem * 2 / (LB_CU_UP_NBLK - 1) + ((size_t)1 << 20);
+        if (b > ((size_t)256 << 20)) b = (size_t)256 << 20;
+        if (b > blk) blk = b;
+    }
+    LB_TRY(up_init(c, blk, err));
     c->have_setup = 1;
     return 0;
 }

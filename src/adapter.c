@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "torchbin.h"
 #include "util.h"
@@ -103,6 +104,11 @@ void lb_adapter_free(struct lb_adapter *a)
     lb_st_free(&a->st);
     free(a->owned_data);
     memset(a, 0, sizeof *a);
+}
+
+void lb_adapter_prefetch(const struct lb_adapter *a)
+{
+    if (a && a->st.map && a->st.map_bytes) (void)madvise(a->st.map, a->st.map_bytes, MADV_WILLNEED);
 }
 
 /* 1 if any element is NaN or Inf (exponent all ones); memcpy loads, data may be unaligned. */

@@ -30,6 +30,9 @@ struct lb_adapter {
 int lb_adapter_open(struct lb_adapter *a, const char *name, const char *dir, const struct lb_model *m,
                     struct lb_err *err);
 void lb_adapter_free(struct lb_adapter *a);
+/* Asks the kernel to read the adapter's mapped file into the page cache in the background
+ * (madvise WILLNEED), so a later load copies from memory instead of waiting on the disk. */
+void lb_adapter_prefetch(const struct lb_adapter *a);
 static inline const struct lb_adapter_module *lb_adapter_mod(const struct lb_adapter *a, int layer, int t)
 {
     return &a->mods[layer * LB_T_COUNT + t];

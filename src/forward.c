@@ -294,11 +294,14 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, err))) return rc;
     }
     l = c->n_layer;
+    if (st->n_out) {
+        RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, r->norm, r->h, T, H, eps}});
+        RUN({.kind = LB_OP_GATHER, .u.gather = {r->h, r->out_rows, r->hl, st->n_out, H}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, st->n_out, H, c->n_vocab, 0}});
+        RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, st->n_out, c->n_vocab}});
+    }
+    if (r->on_queued && (rc = r->on_queued(r->on_queued_ctx, err))) return rc;
     if (!st->n_out) return 0;
-    RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, r->norm, r->h, T, H, eps}});
-    RUN({.kind = LB_OP_GATHER, .u.gather = {r->h, r->out_rows, r->hl, st->n_out, H}});
-    RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, st->n_out, H, c->n_vocab, 0}});
-    RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, st->n_out, c->n_vocab}});
     if ((rc = B->download(be, r->tok_out, 0, tok_out, LB_I32, (size_t)st->n_out, err))) return rc;
     if (logits_out && (rc = B->download(be, r->logits, 0, logits_out, LB_F32, (size_t)st->n_out * c->n_vocab, err))) return rc;
     return 0;

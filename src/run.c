@@ -178,8 +178,11 @@ struct session {
     int32_t *slot_adapter;          /* [n_slot] adapter in each slot, -1 empty */
     int *adapter_slot;              /* [n_adapter] */
     int n_slot;
-    int64_t n_loads;
-    double stall_s;
+    int64_t n_loads, n_loads_ahead;
+    double stall_s, ahead_s;        /* host seconds in loads at admission / ahead (load_ahead) */
+    const struct lb_plan *plan;     /* borrowed, during the main loop */
+    int64_t run_i;                  /* the plan run being admitted */
+    int64_t load_i;                 /* plan.loads before this one are done or passed */
     /* totals and timing */
     int64_t n_records_total, n_done, n_err, tok_p, tok_g, n_done_at_start, tok_at_start;
     double t_start, t_last_ckpt, t_last_log;
@@ -694,7 +697,7 @@ static int open_backend(struct session *s, struct lb_err *err)
     return rc;
 }
 
-static int load_adapter(struct session *s, int a, int slot, struct lb_err *err)
+static int load_adapter(struct session *s, int a, int slot, int ahead, struct lb_err *err)
 {
     double t0 = lb_now_s();
     int rc = lb_runner_load_adapter(&s->r, slot, &s->ads[a], err);
@@ -703,17 +706,48 @@ static int load_adapter(struct session *s, int a, int slot, struct lb_err *err)
     s->slot_adapter[slot] = a;
     s->adapter_slot[a] = slot;
     s->n_loads++;
-    s->stall_s += lb_now_s() - t0;
+    if (ahead) {
+        s->n_loads_ahead++;
+        s->ahead_s += lb_now_s() - t0;
+    } else s->stall_s += lb_now_s() - t0;
+    return 0;
+}
+
+/* The runner's on_queued hook: while the GPU runs a step, load the plan's next adapter into its
+ * slot as soon as the plan allows (plan.h, run_prefetch: the slot's previous occupant has no
+ * runs left to admit) and none of the occupant's sequences is left in the engine. The copy is
+ * queued behind the step, so the step still reads the old occupant; the host-side staging
+ * (reading the file, converting into pinned memory) overlaps the step instead of stalling
+ * admission later. One load per step bounds the host time added to a step. The load after it is
+ * announced to the kernel (page-cache readahead of its file). Loads the plan has passed are left
+ * to the admission path, which loads any adapter a run needs that is not in its slot. */
+static int load_ahead(void *ctx, struct lb_err *err)
+{
+    struct session *s = ctx;
+    const struct lb_plan *p = s->plan;
+    while (p && s->load_i < p->n_loads) {
+        const struct lb_plan_load *ld = &p->loads[s->load_i];
+        if (ld->run_need < s->run_i || s->adapter_slot[ld->adapter] == ld->slot) { s->load_i++; continue; }
+        if (ld->run_prefetch > s->run_i) return 0;
+        int occ = s->slot_adapter[ld->slot];
+        if (occ >= 0 && (occ != ld->evicts || lb_engine_slot_in_use(&s->e, ld->slot))) return 0;
+        int rc = load_adapter(s, ld->adapter, ld->slot, 1, err);
+        if (rc) return rc;
+        s->load_i++;
+        if (s->load_i < p->n_loads) lb_adapter_prefetch(&s->ads[p->loads[s->load_i].adapter]);
+        return 0;
+    }
     return 0;
 }
 
 static int write_summary(struct session *s, struct lb_err *err)
 {
     double dt = (double)(s->elapsed_prev_ms) / 1000.0 + (lb_now_s() - s->t_start);
-    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
+    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:I,s:f,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
                           "records", (json_int_t)s->n_done, "errors", (json_int_t)s->n_err, "prompt_tokens", (json_int_t)s->tok_p,
                           "generated_tokens", (json_int_t)s->tok_g, "seconds", dt, "generated_tokens_per_s", dt > 0 ? (double)s->tok_g / dt : 0.0,
-                          "adapter_loads", (json_int_t)s->n_loads, "adapter_load_seconds", s->stall_s, "backend", s->be_open ? s->be.ops->name : "none");
+                          "adapter_loads", (json_int_t)s->n_loads, "adapter_load_seconds", s->stall_s + s->ahead_s,
+                          "adapter_loads_ahead", (json_int_t)s->n_loads_ahead, "adapter_load_seconds_ahead", s->ahead_s, "backend", s->be_open ? s->be.ops->name : "none");
     char *name = s->o.part_n > 1 ? lb_strfmt("summary.part-%d-of-%d.json", s->o.part_i, s->o.part_n) : strdup("summary.json");
     char *path = lb_path_join(s->job.out_dir, name);
     int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_SORT_KEYS) ? lb_err_set(err, LB_E_IO, "cannot write %s", path) : 0;
@@ -931,22 +965,27 @@ static int run_job(struct session *s, struct lb_err *err)
     s->is_tty = isatty(2);
     if ((rc = stop_requested(err))) goto out;
     /* main loop: admit in plan order, step, drain, checkpoint */
-    int64_t run_i = 0, rec_i = -1;
+    int64_t rec_i = -1;
+    s->run_i = 0;
+    s->load_i = 0;
+    s->plan = &plan;
+    s->r.on_queued = load_ahead;
+    s->r.on_queued_ctx = s;
     int stalled = 0;
     for (;;) {
         /* admit while the engine's queue has room */
-        while (run_i < plan.n_runs && s->n_fl < s->cap_fl) {
-            const struct lb_plan_run *pr = &plan.runs[run_i];
+        while (s->run_i < plan.n_runs && s->n_fl < s->cap_fl) {
+            const struct lb_plan_run *pr = &plan.runs[s->run_i];
             struct unit *u = &s->units[pr->unit];
             if (rec_i < 0) rec_i = pr->rec_begin;
-            if (rec_i >= pr->rec_end) { run_i++; rec_i = -1; continue; }
+            if (rec_i >= pr->rec_end) { s->run_i++; rec_i = -1; continue; }
             if (!u->opened && (rc = open_unit(s, u, err))) goto out;
             int slot = -1;
             if (pr->adapter >= 0) {
                 slot = pr->slot;
                 if (s->adapter_slot[pr->adapter] != slot) {
                     if (s->slot_adapter[slot] >= 0 && lb_engine_slot_in_use(&s->e, slot)) { stalled = 1; break; }
-                    if ((rc = load_adapter(s, pr->adapter, slot, err))) goto out;
+                    if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) goto out;
                 }
             }
             stalled = 0;
@@ -959,7 +998,7 @@ static int run_job(struct session *s, struct lb_err *err)
             if (rc < 0) goto out;
             rec_i++;
         }
-        if (lb_engine_idle(&s->e) && !(run_i < plan.n_runs)) break;
+        if (lb_engine_idle(&s->e) && !(s->run_i < plan.n_runs)) break;
         if (!lb_engine_idle(&s->e)) {
             if ((rc = lb_engine_step(&s->e, err))) {
                 /* a device error mid-run: the records finished before it are whole; commit
@@ -1003,6 +1042,8 @@ static int run_job(struct session *s, struct lb_err *err)
         fprintf(stderr, "lorabatch: done: %lld records (%lld errors), %lld generated tokens, outputs in %s\n", (long long)s->n_done,
                 (long long)s->n_err, (long long)s->tok_g, s->job.out_dir);
 out:
+    s->plan = NULL;
+    s->r.on_queued = NULL;
     lb_plan_free(&plan);
     return rc;
 }
