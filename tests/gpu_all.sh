@@ -18,8 +18,12 @@
 #   attn     attention kernel timings (lora_bench --attn-only), default (v3 decode) and LB_CUDA_ATTN=4
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
-#            W3_RESERVE seconds, default 240, for w3)
-#   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh)
+#            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
+#   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its seconds
+#   quick    a quarter of workloads 2 and 1 (256 requests), then workload 1 under each opt-in path
+#            (QUICK_VARIANTS, default: dense LoRA, LoRA-first on every step, v4 decode attention,
+#            GEMM tuning; QUICK_W2_VARIANTS for the base model): an A/B in ~20 s a run (not in the
+#            default list)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default list)
@@ -137,6 +141,7 @@ do_bench() {
     local l reserve=0
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
+    case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
     W1_VARIANTS=${W1_VARIANTS-"old_order:LB_LORA_SET_MIN_TOK=-1 gemm_tune:LB_CUDA_GEMM_TUNE=1 s512:MAX_SEQS=512"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
@@ -144,9 +149,18 @@ do_bench() {
 }
 do_w3() {
     local l
-    l=$(left)
-    step gpu_bench_w3.txt $((l - 5)) bench/gpu_bench_w3.sh $B "$L/bench/w3"
+    l=$(($(left) - 5))
+    [ -n "${W3_LIMIT:-}" ] && [ "$W3_LIMIT" -lt "$l" ] && l=$W3_LIMIT
+    step gpu_bench_w3.txt $l bench/gpu_bench_w3.sh $B "$L/bench/w3"
     tail -4 "$L/gpu_bench_w3.txt" | tee -a "$S"
+}
+do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 256 requests)
+    local l
+    l=$(left)
+    QUICK=1 PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
+        W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 setall:LB_LORA_SET_MIN_TOK=1 attn4:LB_CUDA_ATTN=4 tune:LB_CUDA_GEMM_TUNE=1"} \
+        step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick"
+    grep -E '^w[12]_|^(workload|w[12]_[a-z0-9_]+) +[0-9]' "$L/gpu_bench_quick.txt" | tail -14 | sed 's/^/quick /' | tee -a "$S"
 }
 do_sanitize() {
     local tool
@@ -159,8 +173,8 @@ do_sanitize() {
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | lora | ncu | bench | w3 | sanitize) "do_$st" ;;
-        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn lora ncu bench w3 sanitize)"; fail=1 ;;
+        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | lora | ncu | bench | w3 | quick | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn lora ncu bench w3 quick sanitize)"; fail=1 ;;
     esac
 done
 exit $fail
