@@ -26,10 +26,10 @@
  *                         stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
  *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
  *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
- *   k_attn_decode_tc      (v4, default for D = 64, 128 and G <= 16) single-row sequences on tensor
- *                         cores: the kv head's query heads are the rows of one mma tile, K/V tiles
- *                         three cp.async stages deep (see the kernel's comment); LB_CUDA_ATTN=3
- *                         keeps k_attn_decode.
+ *   k_attn_decode_tc      (v4, opt-in with LB_CUDA_ATTN=4 until measured; D = 64, 128 and G <= 16)
+ *                         single-row sequences on tensor cores: the kv head's query heads are the
+ *                         rows of one mma tile, K/V tiles three cp.async stages deep (see the
+ *                         kernel's comment); otherwise k_attn_decode runs.
  * v3 on H100 (tests/ops/NOTES.md, run 4): decode 256 x 640 401 us (1.67 TB/s), 256 x 2048
  * 1213 us (1.77 TB/s); prefill 16 x 512 478 us (72 TFLOP/s).
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
