@@ -713,29 +713,70 @@ static int load_adapter(struct session *s, int a, int slot, int ahead, struct lb
     return 0;
 }
 
-/* The runner's on_queued hook: while the GPU runs a step, load the plan's next adapter into its
- * slot as soon as the plan allows (plan.h, run_prefetch: the slot's previous occupant has no
- * runs left to admit) and none of the occupant's sequences is left in the engine. The copy is
- * queued behind the step, so the step still reads the old occupant; the host-side staging
- * (reading the file, converting into pinned memory) overlaps the step instead of stalling
- * admission later. One load per step bounds the host time added to a step. The load after it is
- * announced to the kernel (page-cache readahead of its file). Loads the plan has passed are left
- * to the admission path, which loads any adapter a run needs that is not in its slot. */
+/* A plan load (plan.h, struct lb_plan_load) is still to be made: admission has not passed its
+ * first run and its adapter is not in its slot. */
+static int load_pending(const struct session *s, const struct lb_plan_load *ld)
+{
+    return ld->run_need >= s->run_i && s->adapter_slot[ld->adapter] != ld->slot;
+}
+
+/* It can be made now: the plan allows it (run_prefetch: the slot's previous occupant has no runs
+ * left to admit) and the slot is empty or holds that occupant with none of its sequences left in
+ * the engine. Loads into one slot thus happen in the plan's order. */
+static int load_ready(const struct session *s, const struct lb_plan_load *ld)
+{
+    if (ld->run_prefetch > s->run_i) return 0;
+    int occ = s->slot_adapter[ld->slot];
+    return occ < 0 || (occ == ld->evicts && !lb_engine_slot_in_use(&s->e, ld->slot));
+}
+
+/* The first pending load among the next LOAD_WINDOW ones (in the plan's order) that is ready, or
+ * NULL. Loads no longer pending at the front are passed for good. */
+#define LOAD_WINDOW 256
+static const struct lb_plan_load *ready_load(struct session *s)
+{
+    const struct lb_plan *p = s->plan;
+    if (!p) return NULL;
+    while (s->load_i < p->n_loads && !load_pending(s, &p->loads[s->load_i])) s->load_i++;
+    for (int64_t i = s->load_i; i < p->n_loads && i < s->load_i + LOAD_WINDOW; i++) {
+        const struct lb_plan_load *ld = &p->loads[i];
+        if (load_pending(s, ld) && load_ready(s, ld)) return ld;
+    }
+    return NULL;
+}
+
+/* The runner's on_queued hook: while the GPU runs a step, make the plan's ready loads (in its
+ * order), up to LOAD_AHEAD_BYTES of adapters a step (at least one). A copy is queued behind the
+ * step, so the step still reads a slot's old occupant; the host-side work of a load (reading the
+ * mapped file, converting into pinned memory) overlaps the step instead of leaving the GPU idle
+ * between steps. The bound keeps that host work within about a decode step (~25 ms of copying at
+ * host memory speed). The next ready load's file is announced to the kernel (page-cache
+ * readahead). */
+#define LOAD_AHEAD_BYTES ((size_t)256 << 20)
 static int load_ahead(void *ctx, struct lb_err *err)
 {
     struct session *s = ctx;
-    const struct lb_plan *p = s->plan;
-    while (p && s->load_i < p->n_loads) {
-        const struct lb_plan_load *ld = &p->loads[s->load_i];
-        if (ld->run_need < s->run_i || s->adapter_slot[ld->adapter] == ld->slot) { s->load_i++; continue; }
-        if (ld->run_prefetch > s->run_i) return 0;
-        int occ = s->slot_adapter[ld->slot];
-        if (occ >= 0 && (occ != ld->evicts || lb_engine_slot_in_use(&s->e, ld->slot))) return 0;
+    const struct lb_plan_load *ld;
+    size_t done = 0;
+    while (done < LOAD_AHEAD_BYTES && (ld = ready_load(s))) {
         int rc = load_adapter(s, ld->adapter, ld->slot, 1, err);
         if (rc) return rc;
-        s->load_i++;
-        if (s->load_i < p->n_loads) lb_adapter_prefetch(&s->ads[p->loads[s->load_i].adapter]);
-        return 0;
+        done += s->plan->adapters[ld->adapter].bytes > 0 ? s->plan->adapters[ld->adapter].bytes : 1;
+    }
+    if ((ld = ready_load(s))) lb_adapter_prefetch(&s->ads[ld->adapter]);
+    return 0;
+}
+
+/* Admission reached a run whose adapter is not loaded and whose slot is free: leave the load to
+ * the next step's load_ahead (1) when the engine has enough sequences queued to fill that step
+ * without the new ones and the load is ready among the plan's next ones; else load now (0). */
+static int defer_load(struct session *s, int adapter, int slot)
+{
+    if (s->e.n_wait == 0 || s->e.n_run + s->e.n_wait < s->job.max_seqs || !ready_load(s)) return 0;
+    const struct lb_plan *p = s->plan;
+    for (int64_t i = s->load_i; i < p->n_loads && i < s->load_i + LOAD_WINDOW; i++) {
+        const struct lb_plan_load *ld = &p->loads[i];
+        if (ld->adapter == adapter && ld->slot == slot) return load_pending(s, ld) && load_ready(s, ld);
     }
     return 0;
 }
@@ -743,11 +784,11 @@ static int load_ahead(void *ctx, struct lb_err *err)
 static int write_summary(struct session *s, struct lb_err *err)
 {
     double dt = (double)(s->elapsed_prev_ms) / 1000.0 + (lb_now_s() - s->t_start);
-    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:I,s:f,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
+    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:I,s:f,s:I,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
                           "records", (json_int_t)s->n_done, "errors", (json_int_t)s->n_err, "prompt_tokens", (json_int_t)s->tok_p,
                           "generated_tokens", (json_int_t)s->tok_g, "seconds", dt, "generated_tokens_per_s", dt > 0 ? (double)s->tok_g / dt : 0.0,
                           "adapter_loads", (json_int_t)s->n_loads, "adapter_load_seconds", s->stall_s + s->ahead_s,
-                          "adapter_loads_ahead", (json_int_t)s->n_loads_ahead, "adapter_load_seconds_ahead", s->ahead_s, "backend", s->be_open ? s->be.ops->name : "none");
+                          "adapter_loads_ahead", (json_int_t)s->n_loads_ahead, "adapter_load_seconds_ahead", s->ahead_s, "engine_steps", (json_int_t)s->e.n_steps, "backend", s->be_open ? s->be.ops->name : "none");
     char *name = s->o.part_n > 1 ? lb_strfmt("summary.part-%d-of-%d.json", s->o.part_i, s->o.part_n) : strdup("summary.json");
     char *path = lb_path_join(s->job.out_dir, name);
     int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_SORT_KEYS) ? lb_err_set(err, LB_E_IO, "cannot write %s", path) : 0;
@@ -985,6 +1026,7 @@ static int run_job(struct session *s, struct lb_err *err)
                 slot = pr->slot;
                 if (s->adapter_slot[pr->adapter] != slot) {
                     if (s->slot_adapter[slot] >= 0 && lb_engine_slot_in_use(&s->e, slot)) { stalled = 1; break; }
+                    if (defer_load(s, pr->adapter, slot)) { stalled = 0; break; }
                     if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) goto out;
                 }
             }
