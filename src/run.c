@@ -730,18 +730,26 @@ static int load_ready(const struct session *s, const struct lb_plan_load *ld)
     return occ < 0 || (occ == ld->evicts && !lb_engine_slot_in_use(&s->e, ld->slot));
 }
 
-/* The first pending load among the next LOAD_WINDOW ones (in the plan's order) that is ready, or
- * NULL. Loads no longer pending at the front are passed for good. */
+/* The plan's loads from s->load_i on; the ones no longer pending at the front are passed for
+ * good. NULL without a plan. */
 #define LOAD_WINDOW 256
-static const struct lb_plan_load *ready_load(struct session *s)
+static const struct lb_plan_load *pending_loads(struct session *s, int64_t *n)
 {
     const struct lb_plan *p = s->plan;
     if (!p) return NULL;
     while (s->load_i < p->n_loads && !load_pending(s, &p->loads[s->load_i])) s->load_i++;
-    for (int64_t i = s->load_i; i < p->n_loads && i < s->load_i + LOAD_WINDOW; i++) {
-        const struct lb_plan_load *ld = &p->loads[i];
-        if (load_pending(s, ld) && load_ready(s, ld)) return ld;
-    }
+    *n = p->n_loads - s->load_i < LOAD_WINDOW ? p->n_loads - s->load_i : LOAD_WINDOW;
+    return p->loads + s->load_i;
+}
+
+/* The first pending load among the next LOAD_WINDOW ones (in the plan's order) that is ready, or
+ * NULL. */
+static const struct lb_plan_load *ready_load(struct session *s)
+{
+    int64_t n = 0;
+    const struct lb_plan_load *ld = pending_loads(s, &n);
+    for (int64_t i = 0; i < n; i++)
+        if (load_pending(s, &ld[i]) && load_ready(s, &ld[i])) return &ld[i];
     return NULL;
 }
 
@@ -772,12 +780,11 @@ static int load_ahead(void *ctx, struct lb_err *err)
  * without the new ones and the load is ready among the plan's next ones; else load now (0). */
 static int defer_load(struct session *s, int adapter, int slot)
 {
-    if (s->e.n_wait == 0 || s->e.n_run + s->e.n_wait < s->job.max_seqs || !ready_load(s)) return 0;
-    const struct lb_plan *p = s->plan;
-    for (int64_t i = s->load_i; i < p->n_loads && i < s->load_i + LOAD_WINDOW; i++) {
-        const struct lb_plan_load *ld = &p->loads[i];
-        if (ld->adapter == adapter && ld->slot == slot) return load_pending(s, ld) && load_ready(s, ld);
-    }
+    if (s->e.n_wait == 0 || s->e.n_run + s->e.n_wait < s->job.max_seqs) return 0;
+    int64_t n = 0;
+    const struct lb_plan_load *ld = pending_loads(s, &n);
+    for (int64_t i = 0; i < n; i++)
+        if (ld[i].adapter == adapter && ld[i].slot == slot) return load_pending(s, &ld[i]) && load_ready(s, &ld[i]);
     return 0;
 }
 

@@ -13,11 +13,11 @@ check "it wrote w3.json: 200 records, no errors, 200 x 8 tokens generated (ignor
 import json, sys
 r = json.load(open('$T/w3/w3.json'))
 sys.exit(0 if r['records'] == 200 and r['errors'] == 0 and r['generated_tokens'] == 1600 and r['adapter_loads'] >= 24 else 1)"
-n_used=$(cat "$T"/w3/work/data/*.jsonl | wc -l)
 check "some loads were made ahead of need (while a step ran), the rest at admission" python3 -c "
 import json, sys
 r = json.load(open('$T/w3/w3.json'))
 sys.exit(0 if 0 < r['adapter_loads_ahead'] <= r['adapter_loads'] and 0 <= r['adapter_load_seconds_ahead'] <= r['adapter_load_seconds'] else 1)"
+n_used=$(cat "$T"/w3/work/data/*.jsonl | wc -l)
 check "200 records over the shards ($n_used)" [ "$n_used" = 200 ]
 check "24 adapter names, linked to the 5 distinct fixture adapters" [ "$(ls "$T/w3/work/loras" | wc -l)" = 24 ]
 finish
