@@ -14,8 +14,12 @@
  * synchronous. Ops are asynchronous; sync() waits for them and reports any deferred device error.
  * LB_CUDA_STATS=1 prints, at destroy, where the host's time went between and within steps.
  *
+ * Adapter modules are converted into pinned memory and copied without waiting for the GPU: on the
+ * compute stream, or with LB_CUDA_COPY_STREAM=1 on a copy stream beside the queued ops (see
+ * cu_lora_load).
+ *
  * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity),
- * copy-stream adapter prefetch, CUDA graphs (not worth it yet: tests/ops/NOTES.md, run 6).
+ * CUDA graphs (not worth it yet: tests/ops/NOTES.md, runs 6 and 7).
  *
  * Test: ./build.sh test, then on the device tests/gpu_run.sh (build/tests/test_ops). */
 #include <math.h>
@@ -78,11 +82,11 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The stream has just been synchronised: every queued copy has run, every block is free. */
-static void up_all_free(struct lb_cu *c)
+/* The ring's stream has just been synchronised: every queued copy has run, every block is free. */
+static void ring_all_free(struct lb_cu_ring *r)
 {
-    for (int i = 0; i < LB_CU_UP_NBLK; i++) c->up_pending[i] = 0;
-    c->up_off = 0;
+    for (int i = 0; i < LB_CU_UP_NBLK; i++) r->pending[i] = 0;
+    r->off = 0;
 }
 
 /* LB_CUDA_PROFILE: the op's key (kind, variant, step size) */
@@ -158,58 +162,84 @@ static void prof_print(struct lb_cu *c)
 static int stream_sync(struct lb_cu *c, struct lb_err *err)
 {
     LB_CU(cudaStreamSynchronize(c->stream));
-    up_all_free(c);
+    ring_all_free(&c->up);
     if (c->prof) prof_harvest(c);
     return 0;
 }
 
-/* Allocates the ring once, blk bytes per block (grow-only: a larger request reallocates after a
- * stream synchronisation, which happens at setup only). */
-static int up_init(struct lb_cu *c, size_t blk, struct lb_err *err)
+/* Allocates ring r once, blk bytes per block, its copies queued on `stream` (grow-only: a larger
+ * request reallocates after synchronising that stream, which happens at setup only). */
+static int ring_init(struct lb_cu *c, struct lb_cu_ring *r, cudaStream_t stream, size_t blk, struct lb_err *err)
 {
     blk = (blk + 4095) & ~(size_t)4095;
-    if (c->h_up && blk <= c->up_blk) return 0;
-    LB_TRY(stream_sync(c, err));
-    if (c->h_up) LB_CU(cudaFreeHost(c->h_up));
-    c->h_up = NULL;
-    c->up_blk = 0;
+    if (r->h && blk <= r->blk) return 0;
+    if (stream == c->stream) LB_TRY(stream_sync(c, err));
+    else LB_CU(cudaStreamSynchronize(stream));
+    if (r->h) LB_CU(cudaFreeHost(r->h));
+    r->h = NULL;
+    r->blk = 0;
+    r->stream = stream;
     for (int i = 0; i < LB_CU_UP_NBLK; i++)
-        if (!c->up_ev[i]) LB_CU(cudaEventCreateWithFlags(&c->up_ev[i], cudaEventDisableTiming));
-    cudaError_t e = cudaHostAlloc((void **)&c->h_up, blk * LB_CU_UP_NBLK, cudaHostAllocDefault);
+        if (!r->ev[i]) LB_CU(cudaEventCreateWithFlags(&r->ev[i], cudaEventDisableTiming));
+    cudaError_t e = cudaHostAlloc((void **)&r->h, blk * LB_CU_UP_NBLK, cudaHostAllocDefault);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        c->h_up = NULL;
+        r->h = NULL;
         return lb_err_set(err, LB_E_OOM, "cuda: pinned upload ring of %zu bytes: %s", blk * LB_CU_UP_NBLK,
                           cudaGetErrorName(e));
     }
-    c->up_blk = blk;
-    c->up_cur = 0;
-    up_all_free(c);
+    r->blk = blk;
+    r->cur = 0;
+    ring_all_free(r);
     return 0;
 }
 
-/* Reserves n bytes of the ring that no queued copy reads any more; NULL (and no error) when n
- * does not fit in a block. *p is set on success. */
-static int up_reserve(struct lb_cu *c, size_t n, void **p, struct lb_err *err)
+static void ring_free(struct lb_cu_ring *r)
+{
+    if (r->h) cudaFreeHost(r->h);
+    r->h = NULL;
+    for (int i = 0; i < LB_CU_UP_NBLK; i++)
+        if (r->ev[i]) cudaEventDestroy(r->ev[i]);
+}
+
+/* Reserves n bytes of ring r that no queued copy reads any more; NULL (and no error) when n does
+ * not fit in a block. *p is set on success. */
+static int ring_reserve(struct lb_cu *c, struct lb_cu_ring *r, size_t n, void **p, struct lb_err *err)
 {
     *p = NULL;
-    if (!c->h_up) LB_TRY(up_init(c, (size_t)4 << 20, err));
     n = (n + 255) & ~(size_t)255;
-    if (n > c->up_blk) return 0;
-    if (c->up_off + n > c->up_blk) {
+    if (n > r->blk) return 0;
+    if (r->off + n > r->blk) {
         /* close the current block: its event completes after every copy queued from it */
-        LB_CU(cudaEventRecord(c->up_ev[c->up_cur], c->stream));
-        c->up_pending[c->up_cur] = 1;
-        c->up_cur = (c->up_cur + 1) % LB_CU_UP_NBLK;
-        c->up_off = 0;
-        if (c->up_pending[c->up_cur]) {
+        LB_CU(cudaEventRecord(r->ev[r->cur], r->stream));
+        r->pending[r->cur] = 1;
+        r->cur = (r->cur + 1) % LB_CU_UP_NBLK;
+        r->off = 0;
+        if (r->pending[r->cur]) {
             c->st_blk_wait++;
-            LB_CU(cudaEventSynchronize(c->up_ev[c->up_cur]));
-            c->up_pending[c->up_cur] = 0;
+            LB_CU(cudaEventSynchronize(r->ev[r->cur]));
+            r->pending[r->cur] = 0;
         }
     }
-    *p = c->h_up + (size_t)c->up_cur * c->up_blk + c->up_off;
-    c->up_off += n;
+    *p = r->h + (size_t)r->cur * r->blk + r->off;
+    r->off += n;
+    return 0;
+}
+
+/* The upload ring of the compute stream (allocated at the first upload when setup has not). */
+static int up_reserve(struct lb_cu *c, size_t n, void **p, struct lb_err *err)
+{
+    if (!c->up.h) LB_TRY(ring_init(c, &c->up, c->stream, (size_t)4 << 20, err));
+    return ring_reserve(c, &c->up, n, p, err);
+}
+
+/* Ops queued from now on wait for the copies queued on the copy stream so far. */
+static int cs_join(struct lb_cu *c, struct lb_err *err)
+{
+    if (!c->cs_pending) return 0;
+    LB_CU(cudaEventRecord(c->cs_ev, c->cstream));
+    LB_CU(cudaStreamWaitEvent(c->stream, c->cs_ev, 0));
+    c->cs_pending = 0;
     return 0;
 }
 
@@ -272,6 +302,10 @@ static int cu_supports(struct lb_backend *be, const struct lb_op *op)
 
 static void free_state(struct lb_cu *c)
 {
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->cstream) cudaStreamSynchronize(c->cstream); /* no copy into the slots is left in flight */
+    c->cs_pending = 0;
+    ring_all_free(&c->ld);
     if (c->d_kcache) cudaFree(c->d_kcache);
     if (c->d_vcache) cudaFree(c->d_vcache);
     if (c->d_inv_freq) cudaFree(c->d_inv_freq);
@@ -379,13 +413,19 @@ static int cu_setup(struct lb_backend *be, const struct lb_backend_setup *s, str
      * large enough that the blocks other than the current one hold a whole slot (capped at
      * 256 MiB a block): an adapter loaded while a step runs (the job pipeline loads the plan's
      * next adapter then) is staged without waiting for that step's copies to finish. */
-    size_t blk = ((size_t)4 << 20) + (size_t)4 * ((size_t)s->n_page + 4096);
+    size_t blk = ((size_t)4 << 20) + (size_t)4 * ((size_t)s->n_page + 4096), slot_blk = 0;
     if (n_slot && R) {
-        size_t b = c->slot_stride_elem * 2 / (LB_CU_UP_NBLK - 1) + ((size_t)1 << 20);
-        if (b > ((size_t)256 << 20)) b = (size_t)256 << 20;
-        if (b > blk) blk = b;
+        slot_blk = c->slot_stride_elem * 2 / (LB_CU_UP_NBLK - 1) + ((size_t)1 << 20);
+        if (slot_blk > ((size_t)256 << 20)) slot_blk = (size_t)256 << 20;
     }
-    LB_TRY(up_init(c, blk, err));
+    if (slot_blk && c->copy_stream) { /* adapters go through their own ring on the copy stream */
+        if (!c->cstream) {
+            LB_CU(cudaStreamCreateWithFlags(&c->cstream, cudaStreamNonBlocking));
+            LB_CU(cudaEventCreateWithFlags(&c->cs_ev, cudaEventDisableTiming));
+        }
+        LB_TRY(ring_init(c, &c->ld, c->cstream, slot_blk, err));
+    } else if (slot_blk > blk) blk = slot_blk;
+    LB_TRY(ring_init(c, &c->up, c->stream, blk, err));
     c->have_setup = 1;
     return 0;
 }
@@ -578,6 +618,7 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
 {
     struct lb_cu *c = cu_of(be);
     int rc;
+    LB_TRY(cs_join(c, err));
     if (c->prof) {
         if (c->prof_n == c->prof_cap) {
             int nc = c->prof_cap ? 2 * c->prof_cap : 1024;
@@ -616,23 +657,59 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
 }
 
 /* ------------------------------------------------------------------ adapters */
-/* h_mods[mi .. mi+n) -> d_mods, queued on the compute stream (see cu_lora_load) */
-static int mods_upload(struct lb_cu *c, size_t mi, size_t n, struct lb_err *err)
+/* The stream and ring that adapter copies go through: the copy stream's when there is one. */
+static cudaStream_t ld_stream(const struct lb_cu *c) { return c->ld.h ? c->cstream : c->stream; }
+
+/* Reserves n bytes of pinned memory from which an adapter copy is queued on ld_stream(); when n
+ * does not fit a ring block, the staging buffer after synchronising that stream (and the compute
+ * stream: h_stage also serves its downloads). *sync is then set: the caller synchronises
+ * ld_stream() once the copy is queued. */
+static int ld_reserve(struct lb_cu *c, size_t n, void **p, int *sync, struct lb_err *err)
 {
-    size_t bytes = n * sizeof *c->h_mods;
-    void *h;
-    c->buf_gen++;
-    LB_TRY(up_reserve(c, bytes, &h, err));
-    if (h) {
-        memcpy(h, c->h_mods + mi, bytes);
-        LB_CU(cudaMemcpyAsync(c->d_mods + mi, h, bytes, cudaMemcpyHostToDevice, c->stream));
-    } else {
-        LB_CU(cudaMemcpyAsync(c->d_mods + mi, c->h_mods + mi, bytes, cudaMemcpyHostToDevice, c->stream));
-        LB_TRY(stream_sync(c, err));
+    *sync = 0;
+    if (c->ld.h) LB_TRY(ring_reserve(c, &c->ld, n, p, err));
+    else LB_TRY(up_reserve(c, n, p, err));
+    if (*p) return 0;
+    LB_TRY(stream_sync(c, err));
+    if (c->ld.h) LB_CU(cudaStreamSynchronize(c->cstream));
+    LB_TRY(stage(c, n, err));
+    *p = c->h_stage;
+    *sync = 1;
+    return 0;
+}
+
+/* Queues the copy of n bytes from pinned h (from ld_reserve) to device d. */
+static int ld_copy(struct lb_cu *c, void *d, const void *h, size_t n, int sync, struct lb_err *err)
+{
+    cudaStream_t st = ld_stream(c);
+    LB_CU(cudaMemcpyAsync(d, h, n, cudaMemcpyHostToDevice, st));
+    if (st == c->cstream) c->cs_pending = 1;
+    if (sync) {
+        if (st == c->stream) LB_TRY(stream_sync(c, err));
+        else LB_CU(cudaStreamSynchronize(st));
     }
     return 0;
 }
 
+/* h_mods[mi .. mi+n) -> d_mods (see cu_lora_load) */
+static int mods_upload(struct lb_cu *c, size_t mi, size_t n, struct lb_err *err)
+{
+    size_t bytes = n * sizeof *c->h_mods;
+    void *h;
+    int sync;
+    c->buf_gen++;
+    LB_TRY(ld_reserve(c, bytes, &h, &sync, err));
+    memcpy(h, c->h_mods + mi, bytes);
+    return ld_copy(c, c->d_mods + mi, h, bytes, sync, err);
+}
+
+/* Backend contract (backend.h): no op queued so far reads `slot`, and ops queued later must see
+ * the new module. Without a copy stream the copy is queued on the compute stream, which gives
+ * both. With one (LB_CUDA_COPY_STREAM=1) it runs beside the queued ops, and the next op waits for
+ * it (cs_join in cu_run), so a load made while a step runs (the job pipeline loads the plan's
+ * next adapters then) costs the step nothing on the GPU. Either way the host-side conversion
+ * into pinned memory happens here and the call does not wait for the GPU, unless a module is
+ * larger than a ring block. */
 static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_target t, const struct lb_lora_module *m,
                         struct lb_err *err)
 {
@@ -656,17 +733,9 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
         size_t na = (size_t)m->rank * m->n_in, nb = (size_t)m->n_out * m->rank;
         bf16 *base = c->d_slots + (size_t)slot * c->slot_stride_elem + (size_t)layer * c->layer_stride_elem +
                      c->mod_off_elem[t];
-        /* Through the pinned upload ring when the module fits a block: no synchronisation; the
-         * copy is queued on the compute stream, so the kernels queued before it (which may still
-         * read the slot's previous adapter) finish first, and those queued after see the new one.
-         * Larger modules go through the stage, after a synchronisation. */
         bf16 *h;
-        LB_TRY(up_reserve(c, (na + nb) * 2, (void **)&h, err));
-        if (!h) {
-            LB_TRY(stage(c, (na + nb) * 2, err));
-            LB_TRY(stream_sync(c, err)); /* stage no longer read by queued copies */
-            h = (bf16 *)c->h_stage;
-        }
+        int sync;
+        LB_TRY(ld_reserve(c, (na + nb) * 2, (void **)&h, &sync, err));
         const void *srcs[2] = {m->a, m->b};
         size_t ns[2] = {na, nb};
         for (int k = 0; k < 2; k++) {
@@ -678,7 +747,7 @@ static int cu_lora_load(struct lb_backend *be, int slot, int layer, enum lb_targ
                 for (size_t j = 0; j < ns[k]; j++) d[j] = __float2bfloat16_rn(__half2float(s[j]));
             }
         }
-        LB_CU(cudaMemcpyAsync(base, h, (na + nb) * 2, cudaMemcpyHostToDevice, c->stream));
+        LB_TRY(ld_copy(c, base, h, (na + nb) * 2, sync, err));
         md.a = base;
         md.b = base + na;
         md.rank = m->rank;
@@ -702,7 +771,8 @@ static int cu_lora_clear(struct lb_backend *be, int slot, struct lb_err *err)
 static int cu_sync(struct lb_backend *be, struct lb_err *err)
 {
     struct lb_cu *c = cu_of(be);
-    LB_TRY(stream_sync(c, err));
+    LB_TRY(cs_join(c, err));
+    LB_TRY(stream_sync(c, err)); /* after the join: the copy stream's work has run too */
     LB_CU(cudaGetLastError());
     return 0;
 }
@@ -713,6 +783,7 @@ static void cu_destroy(struct lb_backend *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->cstream) cudaStreamSynchronize(c->cstream);
     if (c->prof) {
         prof_harvest(c);
         prof_print(c);
@@ -740,9 +811,10 @@ static void cu_destroy(struct lb_backend *be)
     if (c->d_ws) cudaFree(c->d_ws);
     if (c->d_lora_tl) cudaFree(c->d_lora_tl);
     if (c->h_stage) cudaFreeHost(c->h_stage);
-    if (c->h_up) cudaFreeHost(c->h_up);
-    for (int i = 0; i < LB_CU_UP_NBLK; i++)
-        if (c->up_ev[i]) cudaEventDestroy(c->up_ev[i]);
+    ring_free(&c->up);
+    ring_free(&c->ld);
+    if (c->cs_ev) cudaEventDestroy(c->cs_ev);
+    if (c->cstream) cudaStreamDestroy(c->cstream);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
     be->impl = NULL;
@@ -796,6 +868,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");
         c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
+        ev = getenv("LB_CUDA_COPY_STREAM");
+        c->copy_stream = ev && atoi(ev) > 0; /* opt-in until measured on a GPU */
         ev = getenv("LB_CUDA_STATS");
         c->stats = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ELEM");

@@ -62,6 +62,18 @@ struct lb_cu_lora_mod {
 struct lb_cublas; /* dl_cublas.cu */
 
 #define LB_CU_PROF_KEYS (16 * 4 * 2) /* op kind x variant x (step <= 512 tokens, larger) */
+#define LB_CU_UP_NBLK 4
+/* A ring of pinned host blocks for asynchronous host-to-device copies queued on one stream. */
+struct lb_cu_ring {
+    char *h;             /* owned, pinned, LB_CU_UP_NBLK * blk bytes */
+    size_t blk;          /* bytes per block */
+    size_t off;          /* bytes used in the current block */
+    int cur;             /* current block */
+    cudaStream_t stream; /* the stream whose copies read the blocks */
+    cudaEvent_t ev[LB_CU_UP_NBLK];
+    int pending[LB_CU_UP_NBLK]; /* 1: ev[i] recorded and not yet known complete */
+};
+
 struct lb_cu {
     int device;
     int n_sm;
@@ -120,19 +132,23 @@ struct lb_cu {
     void *h_stage;
     size_t stage_bytes;
 
-    /* Upload ring (backend_cuda.cu, up_*): pinned host memory in LB_CU_UP_NBLK blocks, allocated
+    /* Upload ring (backend_cuda.cu, ring_*): pinned host memory in LB_CU_UP_NBLK blocks, allocated
      * once (at setup, or at the first upload), so that upload() copies the caller's data into it
      * and queues cudaMemcpyAsync without waiting for the GPU. Uploads fill the current block; when
-     * one does not fit, an event is recorded for the block (it completes once every copy queued
-     * from it has run) and the next block is taken after waiting on its own event. A stream
-     * synchronisation (download, sync, adapter load) frees every block at once. Uploads larger
-     * than a block take the synchronous path through h_stage. */
-    char *h_up;          /* owned, pinned, LB_CU_UP_NBLK * up_blk bytes */
-    size_t up_blk;       /* bytes per block */
-    size_t up_off;       /* bytes used in the current block */
-    int up_cur;          /* current block */
-    cudaEvent_t up_ev[4];
-    int up_pending[4];   /* 1: up_ev[i] recorded and not yet known complete */
+     * one does not fit, an event is recorded for the block on the ring's stream (it completes once
+     * every copy queued from it has run) and the next block is taken after waiting on its own
+     * event. A synchronisation of the compute stream (download, sync) frees every block of `up` at
+     * once. Uploads larger than a block take the synchronous path through h_stage. */
+    struct lb_cu_ring up;
+    /* LB_CUDA_COPY_STREAM=1: adapter modules and the slot table go through their own ring `ld` on
+     * the copy stream `cstream`, overlapping the ops already queued on the compute stream (the
+     * backend contract: lora_load/lora_clear touch only a slot that no queued op reads). The next
+     * op makes the compute stream wait for them (cs_join: event cs_ev). 0: both on `stream`. */
+    int copy_stream;
+    cudaStream_t cstream;
+    cudaEvent_t cs_ev;
+    int cs_pending; /* copies queued on cstream since the last join */
+    struct lb_cu_ring ld;
 
     /* LB_CUDA_STATS=1: host-side time split of the step loop, printed at destroy (stderr). A step
      * runs from its first ring upload to its first download; synchronous uploads (weights) end
@@ -152,7 +168,6 @@ struct lb_cu {
     double prof_ms[LB_CU_PROF_KEYS], prof_span_ms;
     long long prof_cnt[LB_CU_PROF_KEYS];
 };
-#define LB_CU_UP_NBLK 4
 
 static inline struct lb_cu *cu_of(struct lb_backend *be) { return (struct lb_cu *)be->impl; }
 

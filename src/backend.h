@@ -153,7 +153,10 @@ struct lb_backend_ops {
     int (*download)(struct lb_backend *be, const struct lb_buf *b, size_t off_elem, void *dst, enum lb_dtype dst_dt,
                     size_t n_elem, struct lb_err *err);
     int (*run)(struct lb_backend *be, const struct lb_op *op, struct lb_err *err);
-    /* Copy one module of an adapter into a slot (layer, target). Modules not given stay empty. */
+    /* Copy one module of an adapter into a slot (layer, target). Modules not given stay empty.
+     * lora_load and lora_clear touch only a slot that no op run since the last download or sync
+     * reads (the engine loads a slot only when none of its sequences is left), so a backend may
+     * copy concurrently with ops already queued; ops run afterwards must see the new contents. */
     int (*lora_load)(struct lb_backend *be, int slot, int layer, enum lb_target t, const struct lb_lora_module *m,
                      struct lb_err *err);
     int (*lora_clear)(struct lb_backend *be, int slot, struct lb_err *err);

@@ -9,7 +9,8 @@
 #            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), and with LB_CUDA_LORA_DENSE=1 (every LoRA step
 #            through the dense cuBLAS path, strict: a step it cannot take fails the test; with the v4
-#            tensor-core decode attention, LB_CUDA_ATTN=4)
+#            tensor-core decode attention, LB_CUDA_ATTN=4, and adapter copies on the copy stream,
+#            LB_CUDA_COPY_STREAM=1)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
@@ -19,14 +20,16 @@
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
-#   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its seconds
+#   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
+#            seconds, W3_ENV (e.g. LB_CUDA_COPY_STREAM=1) sets the environment of its run
 #   quick    a quarter of workloads 2 and 1 (256 requests), then workload 1 under each opt-in path
 #            (QUICK_VARIANTS, default: dense LoRA, LoRA-first on every step, v4 decode attention,
 #            GEMM tuning; QUICK_W2_VARIANTS for the base model): an A/B in ~20 s a run (not in the
 #            default list)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
-#   ops_small the op tests' small set (a quick correctness pass before timing; not in the default list)
+#   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
+#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=1
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   ncu      Nsight Compute on one decode-attention launch of lora_bench --attn-only (speed of light,
 #            memory, warp stalls, occupancy; not in the default list)
@@ -68,6 +71,9 @@ do_ops() {
 do_ops_small() {
     LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
+    # the LoRA cases again with adapter copies on the copy stream (LB_CUDA_COPY_STREAM=1)
+    LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=1 tested step test_ops_cstream.log 40 .gpu/test_ops
+    grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/copy-stream /' | tee -a "$S"
 }
 do_ncu() {
     if ! command -v ncu >/dev/null 2>&1; then say "SKIP ncu: no ncu"; return; fi
@@ -87,7 +93,7 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
-    LB_CUDA_ATTN=4 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
+    LB_CUDA_ATTN=4 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_CUDA_COPY_STREAM=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
 }
 do_demo() {
@@ -151,7 +157,7 @@ do_w3() {
     local l
     l=$(($(left) - 5))
     [ -n "${W3_LIMIT:-}" ] && [ "$W3_LIMIT" -lt "$l" ] && l=$W3_LIMIT
-    step gpu_bench_w3.txt $l bench/gpu_bench_w3.sh $B "$L/bench/w3"
+    step gpu_bench_w3.txt $l env ${W3_ENV:-} bench/gpu_bench_w3.sh $B "$L/bench/w3"
     tail -4 "$L/gpu_bench_w3.txt" | tee -a "$S"
 }
 do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 256 requests)

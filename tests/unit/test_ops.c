@@ -567,33 +567,44 @@ static int make_layout(enum layout l, int T, int n_slot, int32_t *ss, int32_t *s
     return S;
 }
 
+/* Loads a random adapter into slot sl (layer `layer`, all 7 targets) on both backends; target t
+ * gets rank rank_of[t] (0 = module absent). */
+static int load_slot(const struct lb_backend_setup *s, int sl, int layer, const int *rank_of)
+{
+    int H = s->n_hidden, F = s->n_ff, QD = s->n_head * s->head_dim, KD = s->n_kv_head * s->head_dim;
+    int in[LB_T_COUNT] = {H, H, H, QD, H, H, F}, out[LB_T_COUNT] = {QD, KD, KD, H, F, F, H};
+    for (int t = 0; t < LB_T_COUNT; t++) {
+        int r = rank_of[t];
+        struct lb_lora_module m = {0};
+        m.rank = r;
+        m.scale = (float)(0.25 + rnd_u());
+        m.dtype = LB_BF16;
+        m.n_in = in[t];
+        m.n_out = out[t];
+        float *a = rnd_vec((size_t)(r ? r : 1) * in[t], 0.5f), *b = rnd_vec((size_t)out[t] * (r ? r : 1), 0.5f);
+        uint16_t *ab = to_bits(a, (size_t)(r ? r : 1) * in[t]), *bb = to_bits(b, (size_t)out[t] * (r ? r : 1));
+        m.a = ab;
+        m.b = bb;
+        int rc = cpu.ops->lora_load(&cpu, sl, layer, (enum lb_target)t, &m, &err);
+        if (rc >= 0) rc = gpu.ops->lora_load(&gpu, sl, layer, (enum lb_target)t, &m, &err);
+        free(a);
+        free(b);
+        free(ab);
+        free(bb);
+        if (rc < 0) return fail_err("lora_load");
+    }
+    return 0;
+}
+
 /* Loads random adapters into every slot (layer `layer`, all 7 targets) on both backends.
  * Slot s target t gets rank ranks[(s + t) % n_rank] (0 = module absent). */
 static int load_adapters(const struct lb_backend_setup *s, int layer, const int *ranks, int n_rank)
 {
-    int H = s->n_hidden, F = s->n_ff, QD = s->n_head * s->head_dim, KD = s->n_kv_head * s->head_dim;
-    int in[LB_T_COUNT] = {H, H, H, QD, H, H, F}, out[LB_T_COUNT] = {QD, KD, KD, H, F, F, H};
-    for (int sl = 0; sl < s->n_slot; sl++)
-        for (int t = 0; t < LB_T_COUNT; t++) {
-            int r = ranks[(sl + t) % n_rank];
-            struct lb_lora_module m = {0};
-            m.rank = r;
-            m.scale = (float)(0.25 + rnd_u());
-            m.dtype = LB_BF16;
-            m.n_in = in[t];
-            m.n_out = out[t];
-            float *a = rnd_vec((size_t)(r ? r : 1) * in[t], 0.5f), *b = rnd_vec((size_t)out[t] * (r ? r : 1), 0.5f);
-            uint16_t *ab = to_bits(a, (size_t)(r ? r : 1) * in[t]), *bb = to_bits(b, (size_t)out[t] * (r ? r : 1));
-            m.a = ab;
-            m.b = bb;
-            int rc = cpu.ops->lora_load(&cpu, sl, layer, (enum lb_target)t, &m, &err);
-            if (rc >= 0) rc = gpu.ops->lora_load(&gpu, sl, layer, (enum lb_target)t, &m, &err);
-            free(a);
-            free(b);
-            free(ab);
-            free(bb);
-            if (rc < 0) return fail_err("lora_load");
-        }
+    for (int sl = 0; sl < s->n_slot; sl++) {
+        int rank_of[LB_T_COUNT];
+        for (int t = 0; t < LB_T_COUNT; t++) rank_of[t] = ranks[(sl + t) % n_rank];
+        if (load_slot(s, sl, layer, rank_of)) return -1;
+    }
     return 0;
 }
 
@@ -1414,6 +1425,87 @@ static void test_dtypes(void)
     }
 }
 
+/* ================================================================== adapter loads beside queued ops
+ * The job pipeline loads the plan's next adapter while a step's ops are queued, into a slot that
+ * no queued op reads (the contract in backend.h). Here each group loads a fresh adapter into slot
+ * k and queues a LoRA op (gate+up) reading slot k, without waiting, before it loads slot k+1; the
+ * outputs are compared only at the group's end. With LB_CUDA_COPY_STREAM=1 the copies run on the
+ * copy stream beside the queued ops: an op that ran before its slot's copy had landed, or a copy
+ * that landed in another slot, shows as a mismatch with the CPU. */
+static void test_lora_load_queued(void)
+{
+    NEED_GPU("lora");
+    struct lb_backend_setup s = base_setup();
+    s.n_hidden = 1024;
+    s.n_head = 16;
+    s.n_kv_head = 4;
+    s.head_dim = 64;
+    s.n_ff = 2816;
+    s.n_slot = 3;
+    s.max_rank = 64;
+    if (setup_both(&s)) return;
+    enum { T = 96 };
+    int H = s.n_hidden, F = s.n_ff, groups = small ? 2 : 6;
+    for (int g = 0; g < groups; g++) {
+        struct pair px[3], pss[3], psl[3], py[3][2];
+        int32_t ss[3][2], sl[3];
+        for (int k = 0; k < s.n_slot; k++) {
+            int rank_of[LB_T_COUNT];
+            for (int t = 0; t < LB_T_COUNT; t++) rank_of[t] = 8 + 28 * ((g + k + t) % 3); /* 8, 36, 64 */
+            if (load_slot(&s, k, 0, rank_of)) return;
+            ss[k][0] = 0;
+            ss[k][1] = T;
+            sl[k] = k;
+            float *x = rnd_vec((size_t)T * H, 1.0f), *y0 = rnd_vec((size_t)T * F, 0.5f),
+                  *y1 = rnd_vec((size_t)T * F, 0.5f);
+            if (pair_f(&px[k], (size_t)T * H, x, ACT) || pair_i(&pss[k], 2, ss[k]) || pair_i(&psl[k], 1, &sl[k]) ||
+                pair_f(&py[k][0], (size_t)T * F, y0, ACT) || pair_f(&py[k][1], (size_t)T * F, y1, ACT))
+                return;
+            free(x);
+            free(y0);
+            free(y1);
+            struct lb_op oc = {.kind = LB_OP_LORA}, og;
+            oc.u.lora.layer = 0;
+            oc.u.lora.n_tgt = 2;
+            oc.u.lora.tgt[0] = LB_T_GATE;
+            oc.u.lora.tgt[1] = LB_T_UP;
+            oc.u.lora.n_tok = T;
+            oc.u.lora.n_in = H;
+            oc.u.lora.n_out[0] = oc.u.lora.n_out[1] = F;
+            oc.u.lora.n_seg = 1;
+            og = oc;
+            oc.u.lora.x = px[k].c;
+            og.u.lora.x = px[k].g;
+            oc.u.lora.seg_start = pss[k].c;
+            og.u.lora.seg_start = pss[k].g;
+            oc.u.lora.seg_slot = psl[k].c;
+            og.u.lora.seg_slot = psl[k].g;
+            og.u.lora.h_seg_start = ss[k];
+            og.u.lora.h_seg_slot = &sl[k];
+            for (int j = 0; j < 2; j++) {
+                oc.u.lora.y[j] = py[k][j].c;
+                og.u.lora.y[j] = py[k][j].g;
+            }
+            stats[stat_row[LB_OP_LORA]].cases++;
+            /* queued, not waited for: the next slot's load follows at once */
+            if (cpu.ops->run(&cpu, &oc, &err) < 0 || gpu.ops->run(&gpu, &og, &err) < 0) {
+                fail_err("lora run");
+                return;
+            }
+        }
+        for (int k = 0; k < s.n_slot; k++) {
+            char what[96];
+            snprintf(what, sizeof what, "lora load beside queued ops: group %d slot %d", g, k);
+            for (int j = 0; j < 2; j++) note_fail(LB_OP_LORA, compare(LB_OP_LORA, &py[k][j], 1e-4, what));
+            pair_free(&px[k]);
+            pair_free(&pss[k]);
+            pair_free(&psl[k]);
+            pair_free(&py[k][0]);
+            pair_free(&py[k][1]);
+        }
+    }
+}
+
 /* ================================================================== uploads: reuse without waiting
  * Uploads are asynchronous on the CUDA backend (a pinned ring, copies queued on the stream): the
  * caller's host memory is reusable as soon as upload returns, and ring blocks are reused only
@@ -1577,6 +1669,7 @@ int main(void)
     T_RUN(test_lora_set);
     T_RUN(test_lora_v1);
     T_RUN(test_lora_step);
+    T_RUN(test_lora_load_queued);
     T_RUN(test_lora_step_v2);
     T_RUN(test_rope);
     T_RUN(test_attn);
