@@ -31,6 +31,9 @@
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
 #            list), then its LoRA cases with LB_CUDA_COPY_STREAM=1
 #   ops_attn every attention case under every attention variant (not in the default list)
+#   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
+#            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
+#            steps after it (not in the default list)
 #   ncu      Nsight Compute on one decode-attention launch of lora_bench --attn-only (speed of light,
 #            memory, warp stalls, occupancy; not in the default list)
 # The device machines have no zstd program: the scripts read outputs with `lorabatch cat`.
@@ -163,10 +166,30 @@ do_w3() {
 do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 256 requests)
     local l
     l=$(left)
-    QUICK=1 PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
+    PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
         W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 setall:LB_LORA_SET_MIN_TOK=1 attn4:LB_CUDA_ATTN=4 tune:LB_CUDA_GEMM_TUNE=1"} \
-        step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick"
+        step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick" quick
     grep -E '^w[12]_|^(workload|w[12]_[a-z0-9_]+) +[0-9]' "$L/gpu_bench_quick.txt" | tail -14 | sed 's/^/quick /' | tee -a "$S"
+}
+do_pick() { # the fixture goldens under each opt-in alone (PICK: "name:VAR=VAL[,VAR=VAL] ..."); the
+    # settings of those that pass are exported for the steps after (the benchmarks then run with them)
+    # "name:TEST_ENV:EXPORT_ENV" tests under TEST_ENV and exports EXPORT_ENV when it passes
+    local v name rest envs exp
+    for v in ${PICK:-}; do
+        name=${v%%:*}
+        rest=${v#*:}
+        envs=${rest%%:*}
+        exp=${rest#*:}
+        envs=${envs//,/ }
+        exp=${exp//,/ }
+        if step "golden_$name.log" 60 env $envs LB_GOLDEN_DEVICE=cuda .gpu/test_golden; then
+            export $exp
+            say "pick $name: golden passes; exported $exp"
+        else
+            say "pick $name: golden FAILS; not used"
+        fi
+        grep -E 'greedy|^RESULT|check failed' "$L/golden_$name.log" | head -12 | sed "s/^/$name /" | tee -a "$S"
+    done
 }
 do_sanitize() {
     local tool
@@ -179,8 +202,8 @@ do_sanitize() {
 STEPS=${*:-ops golden demo fault elem attn bench w3}
 for st in $STEPS; do
     case $st in
-        ops | ops_small | ops_attn | golden | demo | fault | elem | attn | lora | ncu | bench | w3 | quick | sanitize) "do_$st" ;;
-        *) say "unknown step $st (ops ops_small ops_attn golden demo fault elem attn lora ncu bench w3 quick sanitize)"; fail=1 ;;
+        ops | ops_small | ops_attn | golden | pick | demo | fault | elem | attn | lora | ncu | bench | w3 | quick | sanitize) "do_$st" ;;
+        *) say "unknown step $st (ops ops_small ops_attn golden pick demo fault elem attn lora ncu bench w3 quick sanitize)"; fail=1 ;;
     esac
 done
 exit $fail
