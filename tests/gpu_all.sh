@@ -62,7 +62,7 @@ step() { # name limit cmd...
     return $rc
 }
 tested() { "$@" || fail=1; } # a test step: its failure fails the call
-finish() { tar czf "$O/all.tgz" -C "$L" . 2>/dev/null; say "total $(($(date +%s) - T0))s"; }
+finish() { tar czf "$O/all.tgz" --exclude=./bench/w3/work --exclude="*.safetensors" -C "$L" . 2>/dev/null; say "total $(($(date +%s) - T0))s"; }
 trap finish EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$S"
 export LB_FIXTURES=$ROOT/tests/golden/fixtures
