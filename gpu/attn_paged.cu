@@ -21,12 +21,13 @@
  *                         tiles of 64 gathered through the page table (see the kernel's comment);
  *                         k_attn_paged then skips those sequences. D % 16 == 0 and D <= 128;
  *                         otherwise, or with LB_CUDA_ATTN=1, every token takes k_attn_paged.
- *   k_attn_decode         (v3, default) single-row (decode) sequences when the tensor-core path
- *                         applies: a grid over sequences, K/V tiles of 64 keys by cp.async, two
- *                         stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
+ *   k_attn_decode         (v3, LB_CUDA_ATTN=3) single-row (decode) sequences when the tensor-core
+ *                         path applies: a grid over sequences, K/V tiles of 64 keys by cp.async,
+ *                         two stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
  *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
  *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
- *   k_attn_decode_tc      (v4, opt-in with LB_CUDA_ATTN=4 until measured; D = 64, 128 and G <= 16)
+ *   k_attn_decode_tc      (v4, default since run 8: workload 1 +12% over v3 on the H100; D = 64,
+ *                         128 and G <= 16)
  *                         single-row sequences on tensor cores: the kv head's query heads are the
  *                         rows of one mma tile, K/V tiles three cp.async stages deep (see the
  *                         kernel's comment); otherwise k_attn_decode runs.

@@ -60,6 +60,7 @@ struct lb_runner {
      * load) overlaps the step on an asynchronous backend. A nonzero return fails the step. */
     int (*on_queued)(void *ctx, struct lb_err *err);
     void *on_queued_ctx;
+    int queued_tok; /* tokens of the step on_queued is called for */
 };
 
 int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,

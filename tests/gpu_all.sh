@@ -16,15 +16,16 @@
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
 #            more than 5% on all three is used by the steps after it
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
-#   attn     attention kernel timings (lora_bench --attn-only), default (v3 decode) and LB_CUDA_ATTN=4
+#   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
+#            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_COPY_STREAM=1) sets the environment of its run
 #   quick    a quarter of workloads 2 and 1 (256 requests), then workload 1 under each opt-in path
-#            (QUICK_VARIANTS, default: dense LoRA, LoRA-first on every step, v4 decode attention,
-#            GEMM tuning; QUICK_W2_VARIANTS for the base model): an A/B in ~20 s a run (not in the
+#            (QUICK_VARIANTS, default: dense LoRA, vectorised element-wise kernels, the v3 decode
+#            attention, GEMM tuning; QUICK_W2_VARIANTS for the base model): an A/B in ~20 s a run (not in the
 #            default list)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
@@ -130,10 +131,10 @@ PY
         say "element-wise v2 not faster on all three: the steps after this keep the scalar kernels"
     fi
 }
-do_attn() { # the default kernels (v3 decode), then the v4 tensor-core decode for the A/B
-    step attn.txt 30 .gpu/lora_bench --attn-only
+do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
+    step attn.txt 30 env LB_CUDA_ATTN=3 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn.txt" | sed 's/^/v3 /' | tee -a "$S"
-    step attn_v4.txt 30 env LB_CUDA_ATTN=4 .gpu/lora_bench --attn-only
+    step attn_v4.txt 30 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn_v4.txt" | sed 's/^/v4 /' | tee -a "$S"
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
@@ -167,7 +168,7 @@ do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 
     local l
     l=$(left)
     PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
-        W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 setall:LB_LORA_SET_MIN_TOK=1 attn4:LB_CUDA_ATTN=4 tune:LB_CUDA_GEMM_TUNE=1"} \
+        W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 elem2:LB_CUDA_ELEM=2 attn3:LB_CUDA_ATTN=3 tune:LB_CUDA_GEMM_TUNE=1"} \
         step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick" quick
     grep -E '^w[12]_|^(workload|w[12]_[a-z0-9_]+) +[0-9]' "$L/gpu_bench_quick.txt" | tail -14 | sed 's/^/quick /' | tee -a "$S"
 }

@@ -1127,7 +1127,7 @@ static void test_attn_v3(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, opt-in). */
+/* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, the default). */
 static void test_attn_v4(void)
 {
     NEED_GPU("attn");
