@@ -17,6 +17,7 @@
 extern "C" {
 #include "backend.h"
 #include "err.h"
+#include "util.h"
 }
 
 typedef __nv_bfloat16 bf16;
@@ -145,6 +146,7 @@ struct lb_cu {
      * backend contract: lora_load/lora_clear touch only a slot that no queued op reads). The next
      * op makes the compute stream wait for them (cs_join: event cs_ev). 0: both on `stream`. */
     int copy_stream;
+    int copy_threads; /* host threads staging an adapter module (LB_CUDA_COPY_THREADS, default 4) */
     cudaStream_t cstream;
     cudaEvent_t cs_ev;
     int cs_pending; /* copies queued on cstream since the last join */

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,4 +93,36 @@ void *lb_xmalloc(size_t n)
     void *p = calloc(1, n ? n : 1);
     if (!p) { fprintf(stderr, "lorabatch: out of memory (%zu bytes)\n", n); abort(); }
     return p;
+}
+
+struct par_cp { char *d; const char *s; size_t n; };
+
+static void *par_cp_main(void *arg)
+{
+    struct par_cp *j = arg;
+    if (j->n) memcpy(j->d, j->s, j->n);
+    return NULL;
+}
+
+void lb_par_memcpy(void *dst, const void *src, size_t n, int n_thread)
+{
+    if (n_thread > 8) n_thread = 8;
+    if (n_thread <= 1 || n < LB_PAR_MEMCPY_MIN) {
+        if (n) memcpy(dst, src, n);
+        return;
+    }
+    pthread_t th[8];
+    struct par_cp job[8];
+    int started[8] = {0};
+    size_t chunk = ((n + (size_t)n_thread - 1) / (size_t)n_thread + 63) & ~(size_t)63; /* 64-byte parts covering n */
+    for (int i = 0; i < n_thread; i++) {
+        size_t b = (size_t)i * chunk < n ? (size_t)i * chunk : n, e = b + chunk < n ? b + chunk : n;
+        job[i] = (struct par_cp){(char *)dst + b, (const char *)src + b, e - b};
+        if (i > 0) started[i] = pthread_create(&th[i], NULL, par_cp_main, &job[i]) == 0;
+    }
+    par_cp_main(&job[0]);
+    for (int i = 1; i < n_thread; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else par_cp_main(&job[i]);
+    }
 }

@@ -18,5 +18,10 @@ char *lb_path_join(const char *a, const char *b);
 int lb_mul_ok(size_t a, size_t b, size_t *out);
 double lb_now_s(void);
 void *lb_xmalloc(size_t n); /* aborts on OOM: only for small fixed-size metadata */
+/* memcpy split over up to n_thread threads (at most 8; one core copies ~6 GB/s, which bounds
+ * staging an adapter into pinned memory). Copies under LB_PAR_MEMCPY_MIN bytes, and any part a
+ * thread could not be started for, run on the calling thread. Regions must not overlap. */
+#define LB_PAR_MEMCPY_MIN ((size_t)1 << 20)
+void lb_par_memcpy(void *dst, const void *src, size_t n, int n_thread);
 
 #endif
