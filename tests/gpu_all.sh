@@ -7,10 +7,9 @@
 #   ops      every op on CUDA against the CPU backend (tests/unit/test_ops.c), in full
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
-#            projection on every step it applies to), and with LB_CUDA_LORA_DENSE=1 (every LoRA step
-#            through the dense cuBLAS path, strict: a step it cannot take fails the test; with the v4
-#            tensor-core decode attention, LB_CUDA_ATTN=4, and adapter copies on the copy stream,
-#            LB_CUDA_COPY_STREAM=1)
+#            projection on every step it applies to), with LB_CUDA_COPY_STREAM=1 (adapter copies on
+#            the copy stream) and with LB_CUDA_LORA_DENSE=1 (every LoRA step through the dense
+#            cuBLAS path, strict: a step it cannot take fails the test; fails on qwen2, see NOTES)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
@@ -97,7 +96,10 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
-    LB_CUDA_ATTN=4 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_CUDA_COPY_STREAM=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
+    LB_CUDA_COPY_STREAM=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_cstream.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_cstream.log" | head -20 | sed 's/^/copy-stream /' | tee -a "$S"
+    # the dense LoRA path (opt-in): failed on qwen2 in runs 8 and 9 (tests/ops/NOTES.md)
+    LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
 }
 do_demo() {
