@@ -97,7 +97,12 @@ p, g, t = s["prompt_tokens"], s["generated_tokens"], s["seconds"]
 r = {"workload": "w3_many_adapters", "records": s["records"], "errors": s["errors"], "prompt_tokens": p, "generated_tokens": g,
      "seconds": t, "output_tok_s": g / t, "total_tok_s": (p + g) / t, "adapter_loads": s["adapter_loads"],
      "adapter_load_seconds": s["adapter_load_seconds"], "adapter_loads_ahead": s.get("adapter_loads_ahead", 0),
-     "adapter_load_seconds_ahead": s.get("adapter_load_seconds_ahead", 0.0), "peak_gpu_mem_mib": max(mem) if mem else None, "backend": s["backend"]}
+     "adapter_load_seconds_ahead": s.get("adapter_load_seconds_ahead", 0.0), "peak_gpu_mem_mib": max(mem) if mem else None, "backend": s["backend"],
+     "engine_steps": s.get("engine_steps")}
+# the planner's estimate, for comparison with the engine's steps (lorabatch plan, lengths as estimated)
+import re
+m = re.search(r"estimated engine steps: (\d+), mean batch fill ([\d.]+)%", open(f"{out}/plan.txt").read()) if os.path.exists(f"{out}/plan.txt") else None
+if m: r["plan_estimated_steps"], r["plan_mean_fill_pct"] = int(m[1]), float(m[2])
 H, F, L, V, Q, KV = 4096, 14336, 32, 128256, 4096, 1024
 model_cfg = json.load(open([l[7:] for l in open(f"{w}/job.yaml") if l.startswith("model: ")][0].strip() + "/config.json"))
 if gemm and model_cfg.get("hidden_size") == H and model_cfg.get("num_hidden_layers") == L and model_cfg.get("intermediate_size") == F:
@@ -105,6 +110,8 @@ if gemm and model_cfg.get("hidden_size") == H and model_cfg.get("num_hidden_laye
     r["gemm_tflops"] = float(gemm)
     r["ceiling_fraction"] = (p + g) * ft / (t * float(gemm) * 1e12)
 json.dump(r, open(f"{out}/w3.json", "w"), indent=2)
+print(f"engine steps {r['engine_steps']}; planner's estimate {r.get('plan_estimated_steps')} steps at "
+      f"{r.get('plan_mean_fill_pct')}% mean batch fill")
 print(f"{'workload':18} {'records':>7} {'out tok/s':>10} {'total tok/s':>12} {'loads':>6} {'ahead':>6} {'load s':>7} {'stall s':>7} {'peak MiB':>9} {'ceiling':>8}")
 print(f"{r['workload']:18} {r['records']:7d} {r['output_tok_s']:10.0f} {r['total_tok_s']:12.0f} {r['adapter_loads']:6d} "
       f"{r['adapter_loads_ahead']:6d} {r['adapter_load_seconds']:7.2f} {r['adapter_load_seconds'] - r['adapter_load_seconds_ahead']:7.2f} "
