@@ -300,8 +300,7 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, st->n_out, H, c->n_vocab, 0}});
         RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, st->n_out, c->n_vocab}});
     }
-    r->queued_tok = T;
-    if (r->on_queued && (rc = r->on_queued(r->on_queued_ctx, err))) return rc;
+    if (r->on_queued && (rc = r->on_queued(r->on_queued_ctx, T, err))) return rc;
     if (!st->n_out) return 0;
     if ((rc = B->download(be, r->tok_out, 0, tok_out, LB_I32, (size_t)st->n_out, err))) return rc;
     if (logits_out && (rc = B->download(be, r->logits, 0, logits_out, LB_F32, (size_t)st->n_out * c->n_vocab, err))) return rc;

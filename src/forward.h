@@ -57,10 +57,10 @@ struct lb_runner {
     int lora_set_min_tok; /* see lora_set_first in forward.c; -1 when the backend has no set mode */
     /* Optional: called once a step's work is queued on the backend and before the host waits
      * for its tokens, so host work done here (the job pipeline stages the plan's next adapter
-     * load) overlaps the step on an asynchronous backend. A nonzero return fails the step. */
-    int (*on_queued)(void *ctx, struct lb_err *err);
+     * load) overlaps the step on an asynchronous backend; n_tok: the step's tokens. A nonzero
+     * return fails the step. */
+    int (*on_queued)(void *ctx, int n_tok, struct lb_err *err);
     void *on_queued_ctx;
-    int queued_tok; /* tokens of the step on_queued is called for */
 };
 
 int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_model *m, const struct lb_runner_opts *o,

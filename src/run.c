@@ -764,12 +764,12 @@ static const struct lb_plan_load *ready_load(struct session *s)
  * (page-cache readahead). */
 #define LOAD_AHEAD_BYTES ((size_t)256 << 20)
 #define LOAD_AHEAD_TOK 2048
-static int load_ahead(void *ctx, struct lb_err *err)
+static int load_ahead(void *ctx, int n_tok, struct lb_err *err)
 {
     struct session *s = ctx;
     const struct lb_plan_load *ld;
     size_t done = 0, bound = LOAD_AHEAD_BYTES;
-    if (s->r.queued_tok > LOAD_AHEAD_TOK) bound *= (size_t)(s->r.queued_tok / LOAD_AHEAD_TOK);
+    if (n_tok > LOAD_AHEAD_TOK) bound *= (size_t)(n_tok / LOAD_AHEAD_TOK);
     while (done < bound && (ld = ready_load(s))) {
         int rc = load_adapter(s, ld->adapter, ld->slot, 1, err);
         if (rc) return rc;
@@ -789,7 +789,7 @@ static int load_ahead(void *ctx, struct lb_err *err)
  * 51 of 196 loads were made ahead and admission stalled 4.8 s of the 63.9 s.) */
 static int defer_load(struct session *s, int adapter, int slot)
 {
-    if (s->e.n_run + s->e.n_wait == 0) return 0;
+    if (lb_engine_idle(&s->e)) return 0;
     int64_t n = 0;
     const struct lb_plan_load *ld = pending_loads(s, &n);
     for (int64_t i = 0; i < n; i++)

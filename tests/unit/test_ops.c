@@ -608,19 +608,26 @@ static int load_adapters(const struct lb_backend_setup *s, int layer, const int 
     return 0;
 }
 
+/* The LoRA tests' model shape: base_setup() with these dimensions and slots. */
+static struct lb_backend_setup lora_setup(int H, int NH, int NKV, int D, int F, int n_slot, int max_rank)
+{
+    struct lb_backend_setup s = base_setup();
+    s.n_hidden = H;
+    s.n_head = NH;
+    s.n_kv_head = NKV;
+    s.head_dim = D;
+    s.n_ff = F;
+    s.n_slot = n_slot;
+    s.max_rank = max_rank;
+    return s;
+}
+
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
 
 static void test_lora(void)
 {
     NEED_GPU("lora");
-    struct lb_backend_setup s = base_setup();
-    s.n_hidden = 512;
-    s.n_head = 8;
-    s.n_kv_head = 2;
-    s.head_dim = 64; /* QD 512, KD 128 */
-    s.n_ff = 1024;
-    s.n_slot = 6;
-    s.max_rank = 128;
+    struct lb_backend_setup s = lora_setup(512, 8, 2, 64, 1024, 6, 128); /* QD 512, KD 128 */
     if (setup_both(&s)) return;
     static const int rank_sets[][6] = {{16, 16, 16, 16, 16, 16}, {1, 8, 3, 64, 128, 0}, {128, 32, 5, 17, 2, 96}};
     const int Ts[] = {1, 3, 7, 133, 300};
@@ -766,14 +773,7 @@ static void test_lora_set(void)
 static void test_lora_step(void)
 {
     NEED_GPU("lora");
-    struct lb_backend_setup s = base_setup();
-    s.n_hidden = 512;
-    s.n_head = 8;
-    s.n_kv_head = 2;
-    s.head_dim = 64;
-    s.n_ff = 1024;
-    s.n_slot = 6;
-    s.max_rank = 64;
+    struct lb_backend_setup s = lora_setup(512, 8, 2, 64, 1024, 6, 64);
     if (setup_both(&s)) return;
     static const int ranks[6] = {16, 8, 64, 16, 3, 32};
     if (load_adapters(&s, 0, ranks, 6) || load_adapters(&s, 1, ranks + 1, 5)) return;
@@ -1435,14 +1435,7 @@ static void test_dtypes(void)
 static void test_lora_load_queued(void)
 {
     NEED_GPU("lora");
-    struct lb_backend_setup s = base_setup();
-    s.n_hidden = 1024;
-    s.n_head = 16;
-    s.n_kv_head = 4;
-    s.head_dim = 64;
-    s.n_ff = 2816;
-    s.n_slot = 3;
-    s.max_rank = 64;
+    struct lb_backend_setup s = lora_setup(1024, 16, 4, 64, 2816, 3, 64);
     if (setup_both(&s)) return;
     enum { T = 96 };
     int H = s.n_hidden, F = s.n_ff, groups = small ? 2 : 6;
