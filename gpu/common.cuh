@@ -93,7 +93,6 @@ struct lb_cu {
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
-    int lora_wide_min; /* LB_CUDA_LORA_WIDE=N: steps of >= N tokens use 64-token LoRA tiles (0: never) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
                          * measured on a device; default 0, sequences fastest as measured in run 4) */
@@ -123,7 +122,7 @@ struct lb_cu {
     void *d_lora_tl;
     size_t lora_tl_bytes;
     const void *lc_start, *lc_slot;
-    int lc_nseg, lc_ntok, lc_tm, lc_valid;
+    int lc_nseg, lc_ntok, lc_valid;
     unsigned long long lc_gen;
 
     /* Grow-only scratch for op workspaces (LoRA partials, attention splits, sampling). */

@@ -46,7 +46,6 @@ struct lora_tile {
 
 /* One block of 1024 threads. Each thread takes a contiguous run of segments, counts its tiles,
  * a block-wide exclusive scan gives its first tile index, then it writes them. */
-template <int TM>
 static __global__ void __launch_bounds__(1024) k_lora_tiles(const int32_t *seg_start, const int32_t *seg_slot,
                                                             int n_seg, lora_tile *tiles, int *n_tiles)
 {
@@ -57,7 +56,7 @@ static __global__ void __launch_bounds__(1024) k_lora_tiles(const int32_t *seg_s
     int cnt = 0;
     for (int s = s0; s < s1; s++) {
         int len = seg_start[s + 1] - seg_start[s];
-        if (seg_slot[s] >= 0 && len > 0) cnt += (len + TM - 1) / TM;
+        if (seg_slot[s] >= 0 && len > 0) cnt += (len + LORA_TM - 1) / LORA_TM;
     }
     /* inclusive scan within the warp, then over warp totals */
     int lane = tid % 32, w = tid / 32, inc = cnt;
@@ -80,11 +79,11 @@ static __global__ void __launch_bounds__(1024) k_lora_tiles(const int32_t *seg_s
     for (int s = s0; s < s1; s++) {
         int a = seg_start[s], len = seg_start[s + 1] - a;
         if (seg_slot[s] < 0 || len <= 0) continue;
-        for (int t0 = a; t0 < a + len; t0 += TM) {
+        for (int t0 = a; t0 < a + len; t0 += LORA_TM) {
             lora_tile tl;
             tl.seg = s;
             tl.t0 = t0;
-            tl.tn = min(TM, a + len - t0);
+            tl.tn = min(LORA_TM, a + len - t0);
             tl.slot = seg_slot[s];
             tiles[at++] = tl;
         }
@@ -280,92 +279,6 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
     }
 }
 
-/* Wide tiles (LB_CUDA_LORA_WIDE=N: steps of >= N tokens, i.e. prefill). With 16-token tiles an
- * 8192-token step launches ~500 shrink and ~29,000 expand blocks per target, each a short chain
- * of dependent global round trips (module table, v planes, B) around very little arithmetic: on
- * the H100 the prefill LoRA ran at 0.5-1.0 TB/s (bench/results/lora_bench_v3_h100.txt), latency-
- * bound. 64-token tiles give each block 4x the work for the same chain, and A / B are read once
- * per 64 tokens instead of per 16. The arithmetic is the same as the 16-token kernels (bf16
- * tensor-core shrink into fp32 v, fp32 expand, one rounding of y), only the summation order of
- * the shrink differs (each warp runs the whole K range for its own 16 tokens; the 16-token
- * kernel's 4 warps split the K steps and sum their partial tiles). */
-#define LORAW_TM 64
-
-static size_t loraw_smem_bytes(int max_rank)
-{
-    size_t rp = (size_t)((max_rank + 15) & ~15);
-    size_t in = (LORAW_TM + rp) * LORA2_LD * sizeof(bf16), out = LORAW_TM * rp * sizeof(float);
-    return in > out ? in : out;
-}
-
-/* grid (targets, tiles, splits) as k_lora_shrink_tc; 4 warps, warp w owns the tile's tokens
- * 16w .. 16w+15 (x rows in xs) and all RP/16 rank blocks; A's K slice is shared by the 4 warps. */
-static __global__ void __launch_bounds__(128) k_lora_shrink_tcw(lora_args a, const bf16 *x)
-{
-    using namespace nvcuda;
-    extern __shared__ __align__(128) unsigned char sm_raw[];
-    bf16 *xs = (bf16 *)sm_raw;             /* [LORAW_TM][LORA2_LD] */
-    bf16 *as = xs + LORAW_TM * LORA2_LD;   /* [RP][LORA2_LD] */
-    float *outs = (float *)sm_raw;         /* [LORAW_TM][RP], reused after the K loop */
-    if ((int)blockIdx.y >= *a.n_tiles) return;
-    const lora_tile tl = a.tiles[blockIdx.y];
-    const int j = blockIdx.x, split = blockIdx.z;
-    if (tl.slot >= a.n_slot) return;
-    const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
-    const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
-    const int R = md.rank;
-    if (R <= 0) return;
-    const int RP = (R + 15) & ~15, nrb = RP / 16;
-    const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
-    const int warp = threadIdx.x / 32;
-    const bool busy = warp * 16 < tl.tn; /* warp-uniform */
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
-#pragma unroll
-    for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
-
-    for (int k0 = kb; k0 < ke; k0 += LORA2_KC) {
-        const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
-        const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
-        for (int i = threadIdx.x; i < LORAW_TM * nv; i += blockDim.x) {
-            const int t = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * a.n_in + k0 + c);
-            *(uint4 *)(xs + t * LORA2_LD + c) = v;
-        }
-        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
-            const int r = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * a.n_in + k0 + c);
-            *(uint4 *)(as + r * LORA2_LD + c) = v;
-        }
-        __syncthreads();
-        if (busy)
-            for (int ks = 0; ks < kn16; ks += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-                wmma::load_matrix_sync(fa, xs + warp * 16 * LORA2_LD + ks, LORA2_LD);
-#pragma unroll
-                for (int i = 0; i < LORA_RMAX / 16; i++) {
-                    if (i < nrb) {
-                        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-                        wmma::load_matrix_sync(fb, as + i * 16 * LORA2_LD + ks, LORA2_LD);
-                        wmma::mma_sync(acc[i], fa, fb, acc[i]);
-                    }
-                }
-            }
-        __syncthreads();
-    }
-    if (busy)
-#pragma unroll
-        for (int i = 0; i < LORA_RMAX / 16; i++)
-            if (i < nrb) wmma::store_matrix_sync(outs + warp * 16 * RP + i * 16, acc[i], RP, wmma::mem_row_major);
-    __syncthreads();
-    float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
-    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
-        const int t = i / R, r = i % R;
-        v[(size_t)(tl.t0 + t) * a.r_stride + r] = outs[t * RP + r];
-    }
-}
-
 /* v2 expand: as k_lora_expand, with B rows read 16 bytes at a time when R % 8 == 0. */
 template <typename T>
 static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
@@ -428,25 +341,19 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
  * 256 threads covers 256 columns x 16 tokens. The thread's y values are loaded into registers
  * before the block waits on the module table, the v planes and B, so that round trip overlaps
  * the y reads (v2 read y only after the barrier: a second dependent round trip per block). */
-/* Templated on the tile (TM tokens) and the block's columns (NC): the 256 threads are NC/2
- * column pairs x 512/NC token groups of LORA3_TH tokens each. <16, 256> is the default
- * (2 groups of 8 tokens); <64, 128> serves the wide tiles (4 groups of 16 tokens). */
 #define LORA3_NC 256
-#define LORAW_NC 128
-template <int TM, int NC>
+#define LORA3_TH (LORA_TM / 2) /* tokens per thread */
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
-    constexpr int CP = NC / 2, LORA3_TH = TM / (256 / CP); /* column pairs; tokens per thread */
-    static_assert(256 % CP == 0 && TM % (256 / CP) == 0, "tile / column split");
-    __shared__ __align__(16) float v_s[TM][LORA_RMAX];
+    __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
     if ((int)blockIdx.x >= *a.n_tiles) return;
     const lora_tile tl = a.tiles[blockIdx.x];
     const int j = blockIdx.z;
     const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
-    if ((int)blockIdx.y * NC >= N || tl.slot >= a.n_slot) return;
+    if ((int)blockIdx.y * LORA3_NC >= N || tl.slot >= a.n_slot) return;
     bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
-    const int th = threadIdx.x / CP;                           /* token group */
-    const int n = blockIdx.y * NC + (threadIdx.x % CP) * 2;
+    const int th = threadIdx.x / 128;                          /* token half */
+    const int n = blockIdx.y * LORA3_NC + (threadIdx.x % 128) * 2;
     const int tb = th * LORA3_TH;                              /* first token (in the tile) of this thread */
     const int tn = max(0, min(LORA3_TH, tl.tn - tb));          /* tokens of this thread */
     const bool col_ok = n < N;                                 /* N even: n + 1 < N too */
@@ -540,10 +447,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int n_even = 1;
     for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
     const int use_v3 = work && tc && c->lora_variant >= 3 && c->lora_expand >= 3 && n_even;
-    /* wide (64-token) tiles on large steps: k_lora_shrink_tcw + k_lora_expand_v3<64, 128> */
-    const int wide = use_v3 && c->lora_wide_min > 0 && l.n_tok >= c->lora_wide_min;
-    const int tm = wide ? LORAW_TM : LORA_TM;
-    if (wide) n_tile_max = (T + LORAW_TM - 1) / LORAW_TM + (size_t)l.n_seg;
     if (l.set && !use_v3) /* y = the LoRA term: zeros first (k_lora_expand_v3 writes every row itself) */
         for (int j = 0; j < l.n_tgt; j++) {
             LB_TRY(lb_cu_check_buf(l.y[j], l.x ? (int)l.x->dt : -1, T * l.n_out[j], "y", err));
@@ -601,7 +504,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
          * reuse it while the buffers, sizes and c->buf_gen (bumped by every upload/alloc/free)
          * are unchanged. Saves one launch per op. */
         int hit = c->lc_valid && c->lc_start == l.seg_start->d && c->lc_slot == l.seg_slot->d &&
-                  c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_tm == tm && c->lc_gen == c->buf_gen;
+                  c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_gen == c->buf_gen;
         if (!hit) {
             c->lc_valid = 0;
             if (256 + tiles_bytes > c->lora_tl_bytes) {
@@ -617,17 +520,11 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                 }
                 c->lora_tl_bytes = want;
             }
-            if (wide)
-                k_lora_tiles<LORAW_TM><<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
-                                                                  l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
-                                                                  (int *)c->d_lora_tl);
-            else
-                k_lora_tiles<LORA_TM><<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
-                                                                 l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
-                                                                 (int *)c->d_lora_tl);
+            k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                    l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
+                                                    (int *)c->d_lora_tl);
             LB_CU_LAUNCH();
             c->lc_valid = 1;
-            c->lc_tm = tm;
             c->lc_start = l.seg_start->d;
             c->lc_slot = l.seg_slot->d;
             c->lc_nseg = l.n_seg;
@@ -644,27 +541,18 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         a.n_tiles = d_count;
         a.tiles = (lora_tile *)((char *)ws + 256);
         a.v = (float *)((char *)ws + 256 + tiles_bytes);
-        k_lora_tiles<LORA_TM><<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
-                                                         l.n_seg, (lora_tile *)a.tiles, d_count);
+        k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
+                                                l.n_seg, (lora_tile *)a.tiles, d_count);
         LB_CU_LAUNCH();
     }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
-    if (wide) {
-        size_t sm = loraw_smem_bytes(c->s.max_rank);
-        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tcw, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        k_lora_shrink_tcw<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
-        LB_CU_LAUNCH();
-        k_lora_expand_v3<LORAW_TM, LORAW_NC><<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORAW_NC), l.n_tgt), 256, 0, c->stream>>>(a);
-        LB_CU_LAUNCH();
-        return 0;
-    }
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (use_v3) {
-            k_lora_expand_v3<LORA_TM, LORA3_NC><<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
+            k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }

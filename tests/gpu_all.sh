@@ -14,8 +14,7 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
 #            more than 5% on all three is used by the steps after it
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (16-token tiles, then
-#            64-token tiles: LB_CUDA_LORA_WIDE=1) vs the dense cuBLAS path
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
@@ -30,7 +29,7 @@
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=1 and with LB_CUDA_LORA_WIDE=1
+#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=1
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -78,9 +77,6 @@ do_ops_small() {
     # the LoRA cases again with adapter copies on the copy stream (LB_CUDA_COPY_STREAM=1)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=1 tested step test_ops_cstream.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/copy-stream /' | tee -a "$S"
-    # and with 64-token tiles on every step (LB_CUDA_LORA_WIDE=1: k_lora_shrink_tcw, k_lora_expand_v3<64,128>)
-    LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_WIDE=1 tested step test_ops_wide.log 40 .gpu/test_ops
-    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_wide.log" | head -10 | sed 's/^/wide /' | tee -a "$S"
 }
 do_ncu() {
     if ! command -v ncu >/dev/null 2>&1; then say "SKIP ncu: no ncu"; return; fi
@@ -146,10 +142,8 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
-    step lora_wide.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_WIDE=1 .gpu/lora_bench --lora-only
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
     grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_wide.txt" | sed 's/^/wide  /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
