@@ -5,9 +5,9 @@
  *   k_gather_rows: out[i,:] = x[idx[i],:] (one block per row; idx out of range writes zeros).
  * All grid-stride; memory-bound by design (one read of each input, one write).
  *
- *   k_swiglu_v2 (LB_CUDA_ELEM=2, bf16): 8 elements per thread through 16-byte accesses.
+ *   k_swiglu_v2 (default; LB_CUDA_ELEM=1 selects the scalar kernel; bf16): 8 elements per thread through 16-byte accesses.
  *
- * Test: build/tests/test_ops (swiglu, add, gather cases; test_elem_v2 runs them on the v2 kernels). */
+ * Test: build/tests/test_ops (swiglu, add, gather cases; the default runs them on the v2 kernels, test_elem_v1 on the scalar ones). */
 #include "common.cuh"
 
 template <typename T>
@@ -19,7 +19,7 @@ static __global__ void k_swiglu(const T *gate, const T *up, T *out, size_t n)
     }
 }
 
-/* v2 (LB_CUDA_ELEM=2; bf16, n % 8 == 0): 8 elements per thread and iteration through 16-byte
+/* v2 (default, LB_CUDA_ELEM=1 turns it off; bf16, n % 8 == 0): 8 elements per thread and iteration through 16-byte
  * loads and stores, so 8x the bytes are in flight per thread. Same arithmetic. */
 static __global__ void k_swiglu_v2(const uint4 *gate, const uint4 *up, uint4 *out, size_t n8)
 {

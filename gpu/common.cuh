@@ -86,7 +86,7 @@ struct lb_cu {
      * with the tensor-core decode (k_attn_decode_tc) where its shapes apply (opt-in: written and
      * compiled but not yet run on a GPU). */
     int lora_variant, attn_variant;
-    int elem_variant; /* LB_CUDA_ELEM=2: 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); 1: scalar */
+    int elem_variant; /* 2 (default): 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); LB_CUDA_ELEM=1: scalar */
     int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: steps of >= N tokens take the dense cuBLAS LoRA path
                          * (lora_dense.cu); default 0 (never) until measured on a GPU; 1024 is the
                          * intended setting */

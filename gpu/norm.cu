@@ -9,10 +9,10 @@
  * and k_rmsnorm_block (one 256-thread block per row, n > 1024: the hidden state). Both keep
  * the row in registers/shared memory between the sum and the scale, so x and res are read once.
  *
- * k_rmsnorm_v2 (LB_CUDA_ELEM=2, hidden-size rows in bf16): 16-byte loads, every load of a row
+ * k_rmsnorm_v2 (default; LB_CUDA_ELEM=1 selects the scalar kernel; hidden-size rows in bf16): 16-byte loads, every load of a row
  * issued before any is used (the scalar kernels wait on memory once per 256 elements).
  *
- * Test: build/tests/test_ops (rmsnorm cases; test_elem_v2 runs them on the v2 kernels). */
+ * Test: build/tests/test_ops (rmsnorm cases; the default runs them on the v2 kernels, test_elem_v1 on the scalar ones). */
 #include "common.cuh"
 
 #define NORM_WARP_MAX 1024
@@ -88,7 +88,7 @@ static __global__ void k_rmsnorm_block(const T *x, T *res, const W *w, T *out, i
     for (int i = threadIdx.x; i < n; i += blockDim.x) stf(&o[i], row_s[i] * inv * ldf(&w[i]));
 }
 
-/* v2 (LB_CUDA_ELEM=2; bf16, n % 8 == 0, n <= 8 * 4 * 1024): one block per row, each thread
+/* v2 (default, LB_CUDA_ELEM=1 turns it off; bf16, n % 8 == 0, n <= 8 * 4 * 1024): one block per row, each thread
  * owning up to 4 chunks of 8 elements, all of its x/res loads (16 bytes each) issued before any is
  * used, so a row costs one memory round trip per pass instead of one per 256 elements. Same
  * arithmetic as k_rmsnorm_block: res rounded to bf16 first, sums in fp32. */

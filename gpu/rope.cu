@@ -7,7 +7,7 @@
  * accurate sincosf (angles reach 1e5 rad at long positions; fast intrinsics lose digits there).
  *
  * Kernel: k_rope, one thread per (row, i) pair, grid-stride over T*(NH+NKV)*D/2; k_rope_v2
- * (LB_CUDA_ELEM=2, bf16, D % 16 == 0), one thread per 8 pairs through 16-byte accesses.
+ * (default; LB_CUDA_ELEM=1 selects the scalar kernel; bf16, D % 16 == 0), one thread per 8 pairs through 16-byte accesses.
  *
  * Test: build/tests/test_ops (rope cases). */
 #include "common.cuh"
@@ -32,7 +32,7 @@ static __global__ void k_rope(T *q, T *k, const int32_t *pos, const float *inv_f
     }
 }
 
-/* v2 (LB_CUDA_ELEM=2; bf16, D % 16 == 0): one thread per (row, 8 consecutive i of the first
+/* v2 (default, LB_CUDA_ELEM=1 turns it off; bf16, D % 16 == 0): one thread per (row, 8 consecutive i of the first
  * half): two 16-byte loads (x[i..i+7], x[i+D/2..]), two 16-byte stores. Same arithmetic. */
 static __global__ void k_rope_v2(bf16 *q, bf16 *k, const int32_t *pos, const float *inv_freq, int n_tok, int NH, int NKV,
                                  int D)

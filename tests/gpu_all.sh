@@ -12,8 +12,8 @@
 #            cuBLAS path, strict: a step it cannot take fails the test; fails on qwen2, see NOTES)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
-#   elem     element-wise kernels, scalar vs LB_CUDA_ELEM=2 (lora_bench --elem-only); the faster by
-#            more than 5% on all three is used by the steps after it
+#   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
+#            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
@@ -117,8 +117,8 @@ do_fault() {
     grep -E '^RESULT|^FAIL|^info' "$L/device_fault.txt" | tee -a "$S"
 }
 do_elem() {
-    step elem1.txt 30 .gpu/lora_bench --elem-only
-    step elem2.txt 30 env LB_CUDA_ELEM=2 .gpu/lora_bench --elem-only
+    step elem1.txt 30 env LB_CUDA_ELEM=1 .gpu/lora_bench --elem-only
+    step elem2.txt 30 .gpu/lora_bench --elem-only
     grep -h '^elem' "$L/elem1.txt" | sed 's/^/v1 /' | tee -a "$S"
     grep -h '^elem' "$L/elem2.txt" | sed 's/^/v2 /' | tee -a "$S"
     if python3 - "$L/elem1.txt" "$L/elem2.txt" <<'PY'
@@ -127,10 +127,10 @@ t = [[float(m[1]) for m in re.finditer(r"^elem .*?([\d.]+) us", open(f).read(), 
 sys.exit(0 if len(t[0]) == 3 and len(t[1]) == 3 and all(b < 0.95 * a for a, b in zip(*t)) else 1)
 PY
     then
-        export LB_CUDA_ELEM=2
-        say "element-wise v2 faster on all three: the steps after this run with LB_CUDA_ELEM=2"
+        say "element-wise v2 (default) faster on all three"
     else
-        say "element-wise v2 not faster on all three: the steps after this keep the scalar kernels"
+        export LB_CUDA_ELEM=1
+        say "element-wise v2 not faster on all three: the steps after this run with LB_CUDA_ELEM=1"
     fi
 }
 do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
@@ -170,7 +170,7 @@ do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 
     local l
     l=$(left)
     PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
-        W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 elem2:LB_CUDA_ELEM=2 attn3:LB_CUDA_ATTN=3 tune:LB_CUDA_GEMM_TUNE=1"} \
+        W1_VARIANTS=${QUICK_VARIANTS-"dense:LB_CUDA_LORA_DENSE=1024 elem1:LB_CUDA_ELEM=1 attn3:LB_CUDA_ATTN=3 tune:LB_CUDA_GEMM_TUNE=1"} \
         step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick" quick
     grep -E '^w[12]_|^(workload|w[12]_[a-z0-9_]+) +[0-9]' "$L/gpu_bench_quick.txt" | tail -14 | sed 's/^/quick /' | tee -a "$S"
 }

@@ -1315,11 +1315,12 @@ static void test_lora_dense(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The element-wise v2 kernels (LB_CUDA_ELEM=2: 16-byte RMSNorm, SwiGLU, RoPE) on the same cases */
-static void test_elem_v2(void)
+/* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
+ * and RoPE) on the same cases */
+static void test_elem_v1(void)
 {
     static void (*const fns[])(void) = {test_rmsnorm, test_swiglu, test_rope};
-    with_env("LB_CUDA_ELEM", "2", fns, 3);
+    with_env("LB_CUDA_ELEM", "1", fns, 3);
 }
 
 /* The matmul cases with LB_CUDA_GEMM_TUNE=1 (each new shape picks the fastest of cuBLASLt's
@@ -1675,7 +1676,7 @@ int main(void)
     T_RUN(test_add);
     T_RUN(test_gather);
     T_RUN(test_sample);
-    T_RUN(test_elem_v2);
+    T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
