@@ -6,21 +6,29 @@
  * the step's active adapters are packed side by side and both products go through cuBLASLt:
  *
  *   gather   A_stack [sum_j Rp_j, K] = the A of every active slot for every target, rows stacked
- *            (target j at row base_j, slot i at base_j + off_j[i]); B_j [N_j, Rp_j] = the slots'
- *            B side by side (slot i in columns off_j[i] .. off_j[i+1]); Rp_j = R_j rounded up to
- *            LD_PAD with zero rows/columns (fewer distinct GEMM shapes, aligned leading dims).
+ *            (target j at row base_j, slot i at base_j + off_j[i]); B_j = the slots' B side by
+ *            side (slot i in columns off_j[i] .. off_j[i+1]), stored twice, [N_j, 2 Rp_j] (see
+ *            the mask); Rp_j = R_j rounded up to LD_PAD with zero rows/columns (fewer distinct
+ *            GEMM shapes, aligned leading dims).
  *   shrink   Vf [T, sum Rp] (f32) = x A_stack^T, one GEMM for the op's 1-3 targets (x read once).
- *   mask     Vb_j [T, Rp_j] (bf16) = Vf's columns of token t's own slot times that module's scale,
- *            zero elsewhere (base rows: all zero). One rounding of the scaled v to bf16, as PEFT
- *            does when it runs lora_B(lora_A(x)) * scale in bf16.
- *   expand   y_j (+)= Vb_j B_j^T (set mode: y_j = ...), one GEMM per target.
+ *   mask     Vb_j [T, 2 Rp_j] (bf16): w = Vf's columns of token t's own slot times that module's
+ *            scale (zero elsewhere; base rows: all zero), split in two bf16 halves, hi = bf16(w)
+ *            in columns 0 .. Rp_j and lo = bf16(w - hi) in Rp_j .. 2 Rp_j, so that hi + lo
+ *            carries w to ~16 bits and the expand sees the fp32 v of the segmented kernels.
+ *            (Runs 8 and 9 rounded w once to bf16: one fixture golden, qwen2/qv_rslora_r4,
+ *            diverged at a reference margin above the rule's. The rounding error of the rank-r
+ *            vector moves every output of the module coherently.)
+ *   expand   y_j (+)= [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T (set mode: y_j = ...), one GEMM
+ *            per target with K = 2 Rp_j; fp32 accumulation, one rounding of y.
  *
  * The shrink computes every active slot's columns for every token (n_act times the useful
- * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate. Predicted
- * (not yet measured: no GPU was lent to the session that wrote this) for 16 adapters of rank 16 on
- * an 8192-token Llama-3-8B step: ~0.6 ms per layer against the segmented kernels' 1.7 ms. Base
+ * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate. Measured
+ * on the H100 before the hi/lo split (run 10, bench/results/lora_bench_run10_dense_h100.txt, 16
+ * adapters of rank 16, an 8192-token Llama-3-8B step): 1.21 ms per layer against the segmented
+ * kernels' 2.01 ms; on decode steps (T = 256-512) it is slower than the segmented kernels. Base
  * rows (Vb = 0) get y + 0 = y exactly. Used when the step has at least LB_CUDA_LORA_DENSE tokens
- * (default 0: never, until measured; 1024 is the intended setting), the op carries the host copies of the segments, x is bf16 with K % 8 == 0,
+ * (default 0: never, until its golden passes; 1024 is the intended setting), the op carries the
+ * host copies of the segments, x is bf16 with K % 8 == 0,
  * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LD_RMAX; otherwise
  * the segmented path runs (LB_CUDA_LORA_DENSE_STRICT=1 makes that an error, for tests).
  *
@@ -44,9 +52,9 @@ struct ld_args {
     const bf16 *a[3][LD_MAX_ACT], *b[3][LD_MAX_ACT];
     const int32_t *seg_start, *seg_slot;
     bf16 *A;     /* [ld_vf][K] */
-    bf16 *B[3];  /* [N_j][Rp_j] */
+    bf16 *B[3];  /* [N_j][2 Rp_j] */
     float *vf;   /* [T][ld_vf] */
-    bf16 *vb[3]; /* [T][Rp_j] */
+    bf16 *vb[3]; /* [T][2 Rp_j]: hi, lo */
 };
 
 /* grid (x blocks, n_tgt, 2): z = 0 fills target j's rows of A_stack (16-byte copies), z = 1 its B_j. */
@@ -78,7 +86,7 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
         }
     } else {
         const size_t n = (size_t)g.N[j] * Rp;
-        bf16 *dst = g.B[j];
+        bf16 *dst = g.B[j]; /* [N][2 Rp]: B_j, then B_j again (it multiplies the lo half of Vb) */
         for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
             const int row = (int)(e / Rp), col = (int)(e % Rp);
             bf16 v = __float2bfloat16_rn(0.0f);
@@ -88,7 +96,8 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
                 const int r = off_s[i + 1] - off_s[i];
                 v = p_s[i][(size_t)row * r + (col - off_s[i])];
             }
-            dst[e] = v;
+            dst[(size_t)row * 2 * Rp + col] = v;
+            dst[(size_t)row * 2 * Rp + Rp + col] = v;
         }
     }
 }
@@ -125,12 +134,14 @@ static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ 
     const int Rp = m.Rp[j];
     const int rows = min(LD_ROWS, m.T - t0);
     const float *vf = m.vf + (size_t)t0 * m.ld_vf + m.base[j];
-    bf16 *vb = m.vb[j] + (size_t)t0 * Rp;
+    bf16 *vb = m.vb[j] + (size_t)t0 * 2 * Rp;
     for (int e = threadIdx.x; e < rows * Rp; e += blockDim.x) {
         const int r = e / Rp, col = e % Rp, a = act_s[r];
         float v = 0.0f;
         if (a >= 0 && col >= off_s[a] && col < off_s[a + 1]) v = vf[(size_t)r * m.ld_vf + col] * sc_s[a];
-        vb[e] = __float2bfloat16_rn(v);
+        const bf16 hi = __float2bfloat16_rn(v);
+        vb[(size_t)r * 2 * Rp + col] = hi;
+        vb[(size_t)r * 2 * Rp + Rp + col] = __float2bfloat16_rn(v - __bfloat162float(hi));
     }
 }
 
@@ -194,8 +205,8 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     size_t o_a = 0, o_vf = ld_al((size_t)a.ld_vf * K * 2), end = o_vf + ld_al((size_t)T * a.ld_vf * 4), o_b[3], o_vb[3];
     for (int j = 0; j < l.n_tgt; j++) {
         o_b[j] = end;
-        o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * a.Rp[j] * 2);
-        end = o_vb[j] + ld_al((size_t)T * a.Rp[j] * 2);
+        o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * 2 * a.Rp[j] * 2);
+        end = o_vb[j] + ld_al((size_t)T * 2 * a.Rp[j] * 2);
     }
     if (end > ((size_t)512 << 20)) return ld_skip(c, "workspace over 512 MiB", err);
     LB_TRY(lb_cu_check_buf(l.x, LB_BF16, (size_t)T * K, "x", err));
@@ -242,7 +253,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
             if (l.set) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
             continue;
         }
-        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.Rp[j], a.N[j], !l.set, err));
+        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, 2 * a.Rp[j], a.N[j], !l.set, err));
     }
     return 1;
 }
