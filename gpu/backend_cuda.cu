@@ -865,6 +865,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_strict = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
+        ev = getenv("LB_CUDA_LORA_SPLIT");
+        c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");

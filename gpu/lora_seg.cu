@@ -483,7 +483,9 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.set = l.set && use_v3;
 
     /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
-    size_t want = (size_t)c->n_sm * (tc ? 8 : 2), base = n_tile_max * l.n_tgt;
+    /* LB_CUDA_LORA_SPLIT=N: aim at N shrink blocks per SM instead (fewer K splits: fewer v planes
+     * for the expand to sum, at the cost of a thinner shrink grid; an experiment for decode) */
+    size_t want = (size_t)c->n_sm * (tc ? (c->lora_split_blocks > 0 ? c->lora_split_blocks : 8) : 2), base = n_tile_max * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     int max_split = (int)(K / 256) > 0 ? (int)(K / 256) : 1;

@@ -14,7 +14,8 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path,
+#            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
@@ -142,6 +143,11 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
+    # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
+    for sp in ${LORA_SPLITS:-}; do
+        step "lora_split$sp.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_SPLIT=$sp .gpu/lora_bench --lora-only
+        grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
+    done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
     grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense /' | tee -a "$S"
 }
