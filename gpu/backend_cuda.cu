@@ -863,6 +863,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_min = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
         ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
         c->lora_dense_strict = ev && atoi(ev) > 0;
+        ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
+        c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_SPLIT");

@@ -90,6 +90,8 @@ struct lb_cu {
     int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: steps of >= N tokens take the dense cuBLAS LoRA path
                          * (lora_dense.cu); default 0 (never) until measured on a GPU; 1024 is the
                          * intended setting */
+    int lora_dense_check;  /* LB_CUDA_LORA_DENSE_CHECK=1: every dense LoRA op is compared with the
+                            * segmented kernels on a copy of y; differences are printed (debug) */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */

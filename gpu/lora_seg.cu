@@ -32,6 +32,9 @@
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */
+#include <math.h>
+#include <stdio.h>
+
 #include <mma.h>
 
 #include "common.cuh"
@@ -429,6 +432,77 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     }
 }
 
+static float bf16_host(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* LB_CUDA_LORA_DENSE_CHECK=1 (debug, with LB_CUDA_LORA_DENSE=N): runs the op on the dense path
+ * into y and on the segmented kernels into a copy of y's input, then compares the two on the host
+ * and prints every op whose results differ by more than 2 bf16 steps of the largest |y| (or that
+ * the dense path did not take). Slow: it synchronises on every LoRA op. Written to find why the
+ * dense path fails one fixture golden (qwen2/qv_rslora_r4) while its op tests pass. */
+static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    if (l.n_tgt < 1 || l.n_tgt > 3 || !l.n_tok) {
+        const int keep = c->lora_dense_check;
+        c->lora_dense_check = 0;
+        int rc = lb_cuda_lora(c, op, err);
+        c->lora_dense_check = keep;
+        return rc;
+    }
+    struct lb_buf yc[3];
+    struct lb_op op2 = *op;
+    size_t n[3];
+    for (int j = 0; j < l.n_tgt; j++) {
+        n[j] = (size_t)l.n_tok * l.n_out[j];
+        yc[j] = *l.y[j];
+        yc[j].d = NULL;
+        if (l.y[j]->dt != LB_BF16) return lb_err_set(err, LB_E_INTERNAL, "dense check: y not bf16");
+        LB_CU(cudaMalloc(&yc[j].d, n[j] * 2));
+        LB_CU(cudaMemcpyAsync(yc[j].d, l.y[j]->d, n[j] * 2, cudaMemcpyDeviceToDevice, c->stream));
+        op2.u.lora.y[j] = &yc[j];
+    }
+    const int keep_check = c->lora_dense_check, keep_strict = c->lora_dense_strict, keep_min = c->lora_dense_min;
+    c->lora_dense_check = 0;
+    c->lora_dense_strict = 0;
+    int taken = lb_cuda_lora_dense(c, op, err);
+    c->lora_dense_min = 0;
+    int rc = taken < 0 ? taken : lb_cuda_lora(c, taken ? &op2 : op, err); /* not taken: y gets the segmented result */
+    c->lora_dense_min = keep_min;
+    c->lora_dense_check = keep_check;
+    c->lora_dense_strict = keep_strict;
+    if (rc == 0) {
+        LB_CU(cudaStreamSynchronize(c->stream));
+        for (int j = 0; j < l.n_tgt && taken; j++) {
+            uint16_t *hd = (uint16_t *)malloc(n[j] * 2), *hs = (uint16_t *)malloc(n[j] * 2);
+            if (hd && hs && cudaMemcpy(hd, l.y[j]->d, n[j] * 2, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                cudaMemcpy(hs, yc[j].d, n[j] * 2, cudaMemcpyDeviceToHost) == cudaSuccess) {
+                double mx = 0, md = 0;
+                size_t n_diff = 0, at = 0;
+                for (size_t e = 0; e < n[j]; e++) {
+                    double a = bf16_host(hd[e]), b = bf16_host(hs[e]);
+                    if (fabs(b) > mx) mx = fabs(b);
+                    if (hd[e] != hs[e]) n_diff++;
+                    if (fabs(a - b) > md) { md = fabs(a - b); at = e; }
+                }
+                if (md > 2 * mx / 128)
+                    fprintf(stderr, "dense-check: layer %d target %s T=%d n_seg=%d set=%d: %zu of %zu differ, max |dense - seg| %.4g at token %zu col %zu (dense %.5g seg %.5g), max |y| %.4g\n",
+                            l.layer, lb_target_name((enum lb_target)l.tgt[j]), l.n_tok, l.n_seg, l.set, n_diff, n[j], md,
+                            at / l.n_out[j], at % l.n_out[j], bf16_host(hd[at]), bf16_host(hs[at]), mx);
+            }
+            free(hd);
+            free(hs);
+        }
+    }
+    for (int j = 0; j < l.n_tgt; j++) cudaFree(yc[j].d);
+    return rc;
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -437,6 +511,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
     size_t T = l.n_tok, K = l.n_in;
+    if (c->lora_dense_check && c->lora_dense_min > 0) return lora_dense_check(c, op, err);
     { /* large steps: the dense cuBLAS path (lora_dense.cu) when it applies */
         int rc = lb_cuda_lora_dense(c, op, err);
         if (rc) return rc < 0 ? rc : 0;
