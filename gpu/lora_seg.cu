@@ -482,18 +482,27 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
             uint16_t *hd = (uint16_t *)malloc(n[j] * 2), *hs = (uint16_t *)malloc(n[j] * 2);
             if (hd && hs && cudaMemcpy(hd, l.y[j]->d, n[j] * 2, cudaMemcpyDeviceToHost) == cudaSuccess &&
                 cudaMemcpy(hs, yc[j].d, n[j] * 2, cudaMemcpyDeviceToHost) == cudaSuccess) {
-                double mx = 0, md = 0;
-                size_t n_diff = 0, at = 0;
+                double mx = 0, md = 0, worst_ulp = 0;
+                size_t n_diff = 0, n_far = 0, at = 0;
                 for (size_t e = 0; e < n[j]; e++) {
                     double a = bf16_host(hd[e]), b = bf16_host(hs[e]);
                     if (fabs(b) > mx) mx = fabs(b);
                     if (hd[e] != hs[e]) n_diff++;
-                    if (fabs(a - b) > md) { md = fabs(a - b); at = e; }
+                    /* one bf16 step at this magnitude: 2^(e - 8) for big = m 2^e, m in [0.5, 1) */
+                    double big = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+                    int ex = 0;
+                    frexp(big > 0 ? big : 1e-30, &ex);
+                    double ulp = ldexp(1.0, ex - 8), u = fabs(a - b) / ulp;
+                    if (u > 1.01) n_far++;
+                    if (u > worst_ulp) { worst_ulp = u; md = fabs(a - b); at = e; }
                 }
-                if (md > 2 * mx / 128)
-                    fprintf(stderr, "dense-check: layer %d target %s T=%d n_seg=%d set=%d: %zu of %zu differ, max |dense - seg| %.4g at token %zu col %zu (dense %.5g seg %.5g), max |y| %.4g\n",
-                            l.layer, lb_target_name((enum lb_target)l.tgt[j]), l.n_tok, l.n_seg, l.set, n_diff, n[j], md,
-                            at / l.n_out[j], at % l.n_out[j], bf16_host(hd[at]), bf16_host(hs[at]), mx);
+                if (n_far)
+                    fprintf(stderr, "dense-check: layer %d target %s T=%d n_seg=%d set=%d: %zu of %zu differ, %zu by more than one bf16 step, worst %.1f steps: token %zu col %zu dense %.6g seg %.6g (diff %.3g), max |y| %.4g\n",
+                            l.layer, lb_target_name((enum lb_target)l.tgt[j]), l.n_tok, l.n_seg, l.set, n_diff, n[j], n_far,
+                            worst_ulp, at / l.n_out[j], at % l.n_out[j], bf16_host(hd[at]), bf16_host(hs[at]), md, mx);
+                else if (n_diff)
+                    fprintf(stderr, "dense-check: layer %d target %s T=%d: %zu of %zu differ by one bf16 step\n", l.layer,
+                            lb_target_name((enum lb_target)l.tgt[j]), l.n_tok, n_diff, n[j]);
             }
             free(hd);
             free(hs);
