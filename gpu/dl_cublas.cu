@@ -205,16 +205,6 @@ static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_
     int n_res = 0;
     cublasStatus_t st = b->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                                 &b->ws_bytes, sizeof b->ws_bytes);
-    /* Split-K only with its partial sums reduced in fp32 (or no split): the in-place and
-     * output-type schemes add the K slices' partial products in the output type, so a bf16 y
-     * is rounded at the magnitude of each partial product. With beta = 1 (the dense LoRA expand
-     * adds a large term into a small y) that cost up to hundreds of bf16 steps on small
-     * outputs: H100 run 12, LB_CUDA_LORA_DENSE_CHECK on the qwen2 fixture, where the dense
-     * path's y showed coarse multiples of 2^-8 next to the segmented kernels' fp32 sums. */
-    const uint32_t red_mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    if (st == CUBLAS_STATUS_SUCCESS)
-        st = b->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red_mask,
-                                                     sizeof red_mask);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = b->cublasLtMatmulAlgoGetHeuristic(b->h, p->op, p->la, p->lb, p->lc, p->lc, pref, b->tune ? LB_TUNE_N : 1, res,
                                                &n_res);
