@@ -14,7 +14,7 @@
  * H100 only for o/qkv; noted in the results).
  *
  * Build: bench/build.sh (links against build/obj). Run on the device: ./lora_bench [--json FILE] [--attn-only | --elem-only | --lora-only]
- * (LB_CUDA_ELEM=2: the vectorised element-wise kernels) */
+ * (LB_CUDA_ELEM=1: the scalar element-wise kernels; the default is the vectorised v2) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,12 +27,12 @@
 static struct lb_backend be;
 static struct lb_err err;
 static FILE *json;
-/* the kernel variant an LB_CUDA_* switch selects; unset: the backend's default (lora 3, attn 4, elem 1) */
+/* the kernel variant an LB_CUDA_* switch selects; unset: the backend's default (lora 3, attn 4, elem 2) */
 static const char *variant(const char *env)
 {
     const char *v = getenv(env);
     if (v && *v) return v;
-    return !strcmp(env, "LB_CUDA_ATTN") ? "4" : !strcmp(env, "LB_CUDA_ELEM") ? "1" : "3";
+    return !strcmp(env, "LB_CUDA_ATTN") ? "4" : !strcmp(env, "LB_CUDA_ELEM") ? "2" : "3";
 }
 
 static double now_s(void)
@@ -191,6 +191,9 @@ static void bench_lora(const char *layout, int T, int n_seg, const int32_t *ss, 
         lo.u.lora.n_seg = n_seg;
         lo.u.lora.h_seg_start = ss; /* as forward.c passes them (the dense path plans from them) */
         lo.u.lora.h_seg_slot = sl;
+        /* LB_BENCH_LORA_SET=1: the op in set mode (y = the LoRA term, as on large prefill steps
+         * where LoRA runs before its projection); the dense path takes only such ops */
+        lo.u.lora.set = getenv("LB_BENCH_LORA_SET") && atoi(getenv("LB_BENCH_LORA_SET")) > 0;
         int reps = T >= 4096 ? 10 : 50;
         double bm, bmin, lm, lmin;
         time_ops(mm, gr->n_tgt, reps, &bm, &bmin);

@@ -15,17 +15,18 @@
  *            scale (zero elsewhere; base rows: all zero), split in two bf16 halves, hi = bf16(w)
  *            in columns 0 .. Rp_j and lo = bf16(w - hi) in Rp_j .. 2 Rp_j, so that hi + lo
  *            carries w to ~16 bits and the expand sees the fp32 v of the segmented kernels.
- *            (Runs 8 and 9 rounded w once to bf16: one fixture golden, qwen2/qv_rslora_r4,
- *            diverged at a reference margin above the rule's. The rounding error of the rank-r
- *            vector moves every output of the module coherently.)
- *   expand   y_j (+)= [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T (set mode: y_j = ...), one GEMM
- *            per target with K = 2 Rp_j; fp32 accumulation, one rounding of y.
+ *            (Added after runs 8 and 9, where one fixture golden, qwen2/qv_rslora_r4, diverged;
+ *            it did not change that failure, whose cause was the beta = 1 epilogue, below. Kept:
+ *            it costs ~10% of the path's time and removes a rounding the segmented kernels lack.)
+ *   expand   y_j = [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T, one GEMM per target with
+ *            K = 2 Rp_j; fp32 accumulation, one rounding of y. Set mode only (see below).
  *
  * The shrink computes every active slot's columns for every token (n_act times the useful
  * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate. Measured
- * on the H100 before the hi/lo split (run 10, bench/results/lora_bench_run10_dense_h100.txt, 16
- * adapters of rank 16, an 8192-token Llama-3-8B step): 1.21 ms per layer against the segmented
- * kernels' 2.01 ms; on decode steps (T = 256-512) it is slower than the segmented kernels. Base
+ * on the H100 (lora_bench, which runs the ops in add mode; 16 adapters of rank 16, an
+ * 8192-token Llama-3-8B step): 1.21 ms per layer before the hi/lo split (run 10), 1.34 ms with it
+ * (run 11), against the segmented kernels' 1.97-2.01 ms; on decode steps (T = 256-512) it is
+ * slower than the segmented kernels. Base
  * rows (Vb = 0) get y + 0 = y exactly. Used when the step has at least LB_CUDA_LORA_DENSE tokens
  * (default 0: never, until its golden passes; 1024 is the intended setting), the op carries the
  * host copies of the segments, x is bf16 with K % 8 == 0,
@@ -158,6 +159,17 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
 {
     const auto &l = op->u.lora;
     if (c->lora_dense_min <= 0 || l.n_tok < c->lora_dense_min || !l.n_seg || !c->d_slots) return 0;
+    /* Set mode only (y = the LoRA term; the projection then accumulates into it). Adding the term
+     * into an existing bf16 y through cuBLASLt's beta = 1 epilogue loses it to a bf16 rounding
+     * before the add: H100 run 13, LB_CUDA_LORA_DENSE_CHECK on the fixture goldens, dense y were
+     * multiples of 2^-8 where y and the term nearly cancel, up to hundreds of bf16 steps off the
+     * segmented kernels' fp32 sums; run 15, set-mode ops only: the two paths agree to a step or two
+     * (a few elements of ~1e-5 excepted). That rounding is what failed the qwen2 golden in runs
+     * 8-14. The segmented kernels add in fp32, so they take the ops that add into y (decode and
+     * steps with base rows); large prefill steps with every row under an adapter run set-first
+     * (LB_LORA_SET_MIN_TOK, src/forward.c), and those are the ones this path is for. NOT yet run
+     * on a GPU in this form (the session's device time ran out). */
+    if (!l.set) return 0;
     if (!l.h_seg_start || !l.h_seg_slot) return ld_skip(c, "no host copy of the segments", err);
     if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8) return ld_skip(c, "x not bf16 with K % 8 == 0", err);
     for (int j = 0; j < l.n_tgt; j++)

@@ -8,13 +8,14 @@
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=1 (adapter copies on
-#            the copy stream) and with LB_CUDA_LORA_DENSE=1 (every LoRA step through the dense
-#            cuBLAS path, strict: a step it cannot take fails the test; fails on qwen2, see NOTES)
+#            the copy stream) and with LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 (every set-mode
+#            LoRA op through the dense cuBLAS path, strict: an op it cannot take fails the test)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels vs the dense cuBLAS path,
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels, and in set mode
+#            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
@@ -99,8 +100,9 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
     LB_CUDA_COPY_STREAM=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_cstream.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_cstream.log" | head -20 | sed 's/^/copy-stream /' | tee -a "$S"
-    # the dense LoRA path (opt-in): failed on qwen2 in runs 8 and 9 (tests/ops/NOTES.md)
-    LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
+    # the dense LoRA path (opt-in, set mode only since run 15): LoRA before its projection on every
+    # step that allows it (LB_LORA_SET_MIN_TOK=1), those ops on the dense path (strict)
+    LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
 }
 do_demo() {
@@ -142,14 +144,16 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
-    step lora_dense.txt 40 env LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
+    step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
+    step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
     for sp in ${LORA_SPLITS:-}; do
         step "lora_split$sp.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_SPLIT=$sp .gpu/lora_bench --lora-only
         grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
     done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
