@@ -442,9 +442,10 @@ static float bf16_host(uint16_t h)
 
 /* LB_CUDA_LORA_DENSE_CHECK=1 (debug, with LB_CUDA_LORA_DENSE=N): runs the op on the dense path
  * into y and on the segmented kernels into a copy of y's input, then compares the two on the host
- * and prints every op whose results differ by more than 2 bf16 steps of the largest |y| (or that
- * the dense path did not take). Slow: it synchronises on every LoRA op. Written to find why the
- * dense path fails one fixture golden (qwen2/qv_rslora_r4) while its op tests pass. */
+ * and prints, per op, how many elements differ by more than one bf16 step of their own magnitude
+ * and the worst one (ops the dense path does not take run the segmented kernels alone). Slow: it
+ * synchronises on every LoRA op. It found why the dense path failed a fixture golden
+ * (qwen2/qv_rslora_r4; tests/ops/NOTES.md, runs 13 and 15). */
 static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -568,7 +569,8 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 
     /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
     /* LB_CUDA_LORA_SPLIT=N: aim at N shrink blocks per SM instead (fewer K splits: fewer v planes
-     * for the expand to sum, at the cost of a thinner shrink grid; an experiment for decode) */
+     * for the expand to sum, a thinner shrink grid). H100 run 11: 4 and 2 are slower on decode
+     * steps than the default 8 (lora_bench_run11_split*_h100.txt) */
     size_t want = (size_t)c->n_sm * (tc ? (c->lora_split_blocks > 0 ? c->lora_split_blocks : 8) : 2), base = n_tile_max * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
