@@ -857,6 +857,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
     if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda: device %d: %s", device, cudaGetErrorString(e));
     if (rc == 0) {
         c->n_sm = prop.multiProcessorCount;
+        c->cc_major = prop.major;
         const char *ev = getenv("LB_CUDA_LORA");
         c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         ev = getenv("LB_CUDA_LORA_DENSE");
@@ -869,6 +870,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
+        ev = getenv("LB_CUDA_LORA_FUSED");
+        c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");

@@ -78,6 +78,7 @@ struct lb_cu_ring {
 struct lb_cu {
     int device;
     int n_sm;
+    int cc_major; /* compute capability of the device (9: Hopper; thread-block clusters) */
     /* Kernel variants, read once at open from the environment (for A/B tests and fallbacks):
      * LB_CUDA_LORA=1 -> SIMT shrink (v1), 2 -> tensor-core shrink with the tile list built by every
      * op, default 3 -> as 2 with the tile list built once per step (cached, see lora_seg.cu);
@@ -96,6 +97,8 @@ struct lb_cu {
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
+    int lora_fused_max; /* LB_CUDA_LORA_FUSED=N: steps of <= N tokens run LoRA as one cluster kernel
+                         * (k_lora_fused, Hopper); default 0: never, until measured on a GPU */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
                          * measured on a device; default 0, sequences fastest as measured in run 4) */

@@ -14,7 +14,8 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels, and in set mode
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3, then the v4 cluster
+#            kernel on steps of <= 1024 tokens: LB_CUDA_LORA_FUSED=1024), and in set mode
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
@@ -31,7 +32,8 @@
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=1
+#            list), then its LoRA cases with LB_CUDA_LORA_FUSED (the cluster kernel) and with
+#            LB_CUDA_COPY_STREAM=1
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -76,6 +78,9 @@ do_ops() {
 do_ops_small() {
     LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
+    # the LoRA cases through the one-launch cluster kernel on every step (LB_CUDA_LORA_FUSED)
+    LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_FUSED=1000000 tested step test_ops_fused.log 40 .gpu/test_ops
+    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_fused.log" | head -10 | sed 's/^/fused /' | tee -a "$S"
     # the LoRA cases again with adapter copies on the copy stream (LB_CUDA_COPY_STREAM=1)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=1 tested step test_ops_cstream.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/copy-stream /' | tee -a "$S"
@@ -144,6 +149,7 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then every step on the dense one
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
+    step lora_fused.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_FUSED=1024 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
     step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
@@ -152,6 +158,7 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default paths, then 
         grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
     done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_fused.txt" | sed 's/^/fused /' | tee -a "$S"
     grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
     grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
 }
