@@ -215,26 +215,21 @@ static size_t lora2_smem_bytes(int max_rank)
     return (size_t)(16 + rp) * LORA2_LD * sizeof(bf16);
 }
 
-static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
+/* The partial v = x A^T of one 16-token tile over the K range [kb, ke), on tensor cores; shared by
+ * k_lora_shrink_tc (4 warps) and k_lora_fused (8 warps). Per LORA2_KC slice the block stages the
+ * tile's x rows and A's RP rows in shared memory (xs, as: 16 + RP rows of LORA2_LD), and its NW
+ * warps take every NW-th 16-wide K step. On return (after a barrier) sm holds red [NW][16][RP]
+ * fp32, each warp's partial sums; the caller adds them up in a fixed order. */
+template <int NW>
+static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const lora_tile &tl, int n_in,
+                                                          const struct lb_cu_lora_mod &md, int kb, int ke,
+                                                          unsigned char *sm)
 {
     using namespace nvcuda;
-    extern __shared__ __align__(128) unsigned char sm_raw[];
-    bf16 *xs = (bf16 *)sm_raw;       /* [16][LORA2_LD] */
-    bf16 *as = xs + 16 * LORA2_LD;   /* [RP][LORA2_LD] */
-    float *red = (float *)sm_raw;    /* [4][16][RP], reused after the K loop */
-    /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
-     * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
-    if ((int)blockIdx.y >= *a.n_tiles) return;
-    lora_tile tl = a.tiles[blockIdx.y];
-    int j = blockIdx.x, split = blockIdx.z;
-    if (tl.slot >= a.n_slot) return;
-    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
-    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
-    int R = md.rank;
-    if (R <= 0) return;
-    const int RP = (R + 15) & ~15, nrb = RP / 16;
-    const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
-    const int warp = threadIdx.x / 32;
+    const int R = md.rank, RP = (R + 15) & ~15, nrb = RP / 16, warp = threadIdx.x / 32;
+    bf16 *xs = (bf16 *)sm;          /* [16][LORA2_LD] */
+    bf16 *as = xs + 16 * LORA2_LD;  /* [RP][LORA2_LD] */
+    float *red = (float *)sm;       /* [NW][16][RP], reused after the K loop */
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
 #pragma unroll
     for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
@@ -243,19 +238,19 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
         const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
         const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
         for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
-            int t = i / nv, c = (i % nv) * 8;
+            const int t = i / nv, c = (i % nv) * 8;
             uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * a.n_in + k0 + c);
+            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * n_in + k0 + c);
             *(uint4 *)(xs + t * LORA2_LD + c) = v;
         }
         for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
-            int r = i / nv, c = (i % nv) * 8;
+            const int r = i / nv, c = (i % nv) * 8;
             uint4 v = make_uint4(0, 0, 0, 0);
-            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * a.n_in + k0 + c);
+            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * n_in + k0 + c);
             *(uint4 *)(as + r * LORA2_LD + c) = v;
         }
         __syncthreads();
-        for (int ks = warp * 16; ks < kn16; ks += 4 * 16) {
+        for (int ks = warp * 16; ks < kn16; ks += NW * 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
             wmma::load_matrix_sync(fa, xs + ks, LORA2_LD);
 #pragma unroll
@@ -274,6 +269,25 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
     for (int i = 0; i < LORA_RMAX / 16; i++)
         if (i < nrb) wmma::store_matrix_sync(red + warp * 16 * RP + i * 16, acc[i], RP, wmma::mem_row_major);
     __syncthreads();
+}
+
+static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
+{
+    extern __shared__ __align__(128) unsigned char sm_raw[];
+    const float *red = (const float *)sm_raw; /* [4][16][RP] after lora_tile_partials */
+    /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
+     * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
+    if ((int)blockIdx.y >= *a.n_tiles) return;
+    lora_tile tl = a.tiles[blockIdx.y];
+    int j = blockIdx.x, split = blockIdx.z;
+    if (tl.slot >= a.n_slot) return;
+    int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
+    struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
+    int R = md.rank;
+    if (R <= 0) return;
+    const int RP = (R + 15) & ~15;
+    const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
+    lora_tile_partials<4>(x, tl, a.n_in, md, kb, ke, sm_raw);
     float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
@@ -282,6 +296,7 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
         v[(size_t)(tl.t0 + t) * a.r_stride + r] = sum;
     }
 }
+
 
 /* v2 expand: as k_lora_expand, with B rows read 16 bytes at a time when R % 8 == 0. */
 template <typename T>
@@ -440,9 +455,9 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
  * global round trips (tile, module table, x/A, v planes, B, y) and the two launches run back to
  * back. k_lora_fused does the op in one launch with no v planes in global memory: a cluster of
  * LORAF_CL blocks per (tile, target). Block q of the cluster
- *   1. computes the partial v = x A^T of the tile over its K range (K / LORAF_CL), tensor cores
- *      (WMMA, as k_lora_shrink_tc), its 8 warps splitting the 16-wide K steps, summed in shared
- *      memory in a fixed order;
+ *   1. computes the partial v = x A^T of the tile over its K range (K / LORAF_CL) on tensor cores
+ *      (lora_tile_partials, as k_lora_shrink_tc), its 8 warps splitting the 16-wide K steps,
+ *      summed in shared memory in a fixed order;
  *   2. after cluster.sync(), reads the LORAF_CL partials from the cluster's shared memory (DSMEM),
  *      in rank order (deterministic), times the module's scale;
  *   3. expands its own 1/LORAF_CL of the output columns: y (+)= v B^T in fp32, one rounding of y
@@ -451,7 +466,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
  * partial sums differ). Grid (tiles, LORAF_CL, targets); bf16 x with K % 8 == 0, bf16 y with
  * every N even (the v3 conditions). */
 #define LORAF_CL 8
-#define LORAF_KC 256
 
 static __host__ __device__ size_t loraf_big_bytes(int rpm)
 {
@@ -468,7 +482,6 @@ static size_t loraf_smem_bytes(int max_rank)
 static __global__ void __launch_bounds__(256) k_lora_fused(lora_args a, const bf16 *x)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    using namespace nvcuda;
     namespace cg = cooperative_groups;
     extern __shared__ __align__(128) unsigned char sm_raw[];
     /* every block of a cluster has the same blockIdx.x (tile) and blockIdx.z (target), so the
@@ -494,54 +507,15 @@ static __global__ void __launch_bounds__(256) k_lora_fused(lora_args a, const bf
             }
         return;
     }
-    const int RP = (R + 15) & ~15, nrb = RP / 16, rpm = (a.r_stride + 15) & ~15;
-    bf16 *xs = (bf16 *)sm_raw;                                /* [16][LORA2_LD] */
-    bf16 *as = xs + 16 * LORA2_LD;                            /* [RP][LORA2_LD] */
-    float *red = (float *)sm_raw;                             /* [8][16][RP], after the K loop */
+    const int RP = (R + 15) & ~15, rpm = (a.r_stride + 15) & ~15;
+    const float *red = (const float *)sm_raw;                 /* [8][16][RP] after lora_tile_partials */
     float *vpart = (float *)(sm_raw + loraf_big_bytes(rpm));  /* [16][RP]: this block's partial v */
     float *vs = vpart + 16 * rpm;                             /* [16][RP]: the summed v times scale */
-    const int warp = threadIdx.x / 32;
 
     /* 1. partial v over this block's K range */
     const int kper = ((a.n_in + LORAF_CL - 1) / LORAF_CL + 63) & ~63;
     const int kb = min(a.n_in, q * kper), ke = min(a.n_in, kb + kper);
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
-#pragma unroll
-    for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
-    for (int k0 = kb; k0 < ke; k0 += LORAF_KC) {
-        const int kn = min(LORAF_KC, ke - k0); /* a multiple of 8 */
-        const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
-        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
-            const int t = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * a.n_in + k0 + c);
-            *(uint4 *)(xs + t * LORA2_LD + c) = v;
-        }
-        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
-            const int r = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * a.n_in + k0 + c);
-            *(uint4 *)(as + r * LORA2_LD + c) = v;
-        }
-        __syncthreads();
-        for (int ks = warp * 16; ks < kn16; ks += 8 * 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-            wmma::load_matrix_sync(fa, xs + ks, LORA2_LD);
-#pragma unroll
-            for (int i = 0; i < LORA_RMAX / 16; i++) {
-                if (i < nrb) {
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-                    wmma::load_matrix_sync(fb, as + i * 16 * LORA2_LD + ks, LORA2_LD);
-                    wmma::mma_sync(acc[i], fa, fb, acc[i]);
-                }
-            }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int i = 0; i < LORA_RMAX / 16; i++)
-        if (i < nrb) wmma::store_matrix_sync(red + warp * 16 * RP + i * 16, acc[i], RP, wmma::mem_row_major);
-    __syncthreads();
+    lora_tile_partials<8>(x, tl, a.n_in, md, kb, ke, sm_raw);
     for (int e = threadIdx.x; e < 16 * RP; e += blockDim.x) {
         float sum = 0.0f;
 #pragma unroll
@@ -813,7 +787,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     if (fused) {
         const size_t sm = loraf_smem_bytes(c->s.max_rank);
-        LB_CU(cudaFuncSetAttribute(k_lora_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3((unsigned)n_tile_max, LORAF_CL, l.n_tgt);
         cfg.blockDim = dim3(256);
