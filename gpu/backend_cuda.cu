@@ -304,7 +304,9 @@ static void free_state(struct lb_cu *c)
 {
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->cstream) cudaStreamSynchronize(c->cstream); /* no copy into the slots is left in flight */
+    if (c->ostream) cudaStreamSynchronize(c->ostream); /* nor a LoRA shrink reading them */
     c->cs_pending = 0;
+    c->ov_pending = 0;
     ring_all_free(&c->ld);
     if (c->d_kcache) cudaFree(c->d_kcache);
     if (c->d_vcache) cudaFree(c->d_vcache);
@@ -619,6 +621,8 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
     struct lb_cu *c = cu_of(be);
     int rc;
     LB_TRY(cs_join(c, err));
+    if (op->kind == LB_OP_LORA && op->u.lora.phase == 1) /* no GPU time of its own on this stream */
+        return lb_cuda_lora(c, op, err) < 0 ? lb_err_prefix(err, "cuda op %s", lb_op_name(op->kind)) : 0;
     if (c->prof) {
         if (c->prof_n == c->prof_cap) {
             int nc = c->prof_cap ? 2 * c->prof_cap : 1024;
@@ -785,6 +789,7 @@ static void cu_destroy(struct lb_backend *be)
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->cstream) cudaStreamSynchronize(c->cstream);
+    if (c->ostream) cudaStreamSynchronize(c->ostream);
     if (c->prof) {
         prof_harvest(c);
         prof_print(c);
@@ -816,6 +821,10 @@ static void cu_destroy(struct lb_backend *be)
     ring_free(&c->ld);
     if (c->cs_ev) cudaEventDestroy(c->cs_ev);
     if (c->cstream) cudaStreamDestroy(c->cstream);
+    if (c->d_lora_ov) cudaFree(c->d_lora_ov);
+    if (c->ov_x) cudaEventDestroy(c->ov_x);
+    if (c->ov_v) cudaEventDestroy(c->ov_v);
+    if (c->ostream) cudaStreamDestroy(c->ostream);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
     be->impl = NULL;
@@ -861,7 +870,9 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         const char *ev = getenv("LB_CUDA_LORA");
         c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         ev = getenv("LB_CUDA_LORA_DENSE");
-        c->lora_dense_min = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
+        /* default 1024: the dense path on set-mode ops of >= 1024 tokens (H100 run 16: workload 1
+         * +2.3% over the segmented kernels, LB_CUDA_LORA_DENSE=0; its strict golden passes) */
+        c->lora_dense_min = ev ? atoi(ev) : 1024;
         ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
         c->lora_dense_strict = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
@@ -872,12 +883,16 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_LORA_FUSED");
         c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
+        ev = getenv("LB_CUDA_LORA_OVERLAP");
+        c->lora_overlap = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 0; /* opt-in until measured */
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");
         c->attn_dec_order = ev && atoi(ev) == 1 ? 1 : 0;
         ev = getenv("LB_CUDA_COPY_STREAM");
-        c->copy_stream = ev && atoi(ev) > 0; /* opt-in until measured on a GPU */
+        /* default on (LB_CUDA_COPY_STREAM=0: copies on the compute stream): op tests and goldens
+         * pass with it in runs 10-16, workload 3 hid 251 of 252 loads with it (run 11) */
+        c->copy_stream = !ev || atoi(ev) > 0;
         ev = getenv("LB_CUDA_COPY_THREADS");
         c->copy_threads = ev ? atoi(ev) : 4; /* H100 run 9: one thread staged adapters at ~5.8 GB/s */
         ev = getenv("LB_CUDA_STATS");
