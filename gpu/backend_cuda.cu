@@ -882,7 +882,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_LORA_FUSED");
-        c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in until measured on a GPU */
+        c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in: measured slower (run 16) */
         ev = getenv("LB_CUDA_LORA_OVERLAP");
         c->lora_overlap = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 0; /* opt-in until measured */
         ev = getenv("LB_CUDA_ATTN_PREFILL");

@@ -98,7 +98,8 @@ struct lb_cu {
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
     int lora_fused_max; /* LB_CUDA_LORA_FUSED=N: steps of <= N tokens run LoRA as one cluster kernel
-                         * (k_lora_fused, Hopper); default 0: never, until measured on a GPU */
+                         * (k_lora_fused, Hopper); default 0: never (H100 run 16: correct,
+                         * workload 1 2.6% slower than the v3 pair; qkv decode 16 x 16 r16 28 us vs 20) */
     /* LB_CUDA_LORA_OVERLAP=1 (2: the side stream at high priority): an add-mode LoRA op's phase 1
      * (lb_op.u.lora.phase, issued by forward.c before the projection) launches the shrink on the
      * side stream `ostream` (after event ov_x on the compute stream) into its own v buffer, so it
@@ -161,7 +162,7 @@ struct lb_cu {
      * event. A synchronisation of the compute stream (download, sync) frees every block of `up` at
      * once. Uploads larger than a block take the synchronous path through h_stage. */
     struct lb_cu_ring up;
-    /* LB_CUDA_COPY_STREAM=1: adapter modules and the slot table go through their own ring `ld` on
+    /* LB_CUDA_COPY_STREAM (default 1): adapter modules and the slot table go through their own ring `ld` on
      * the copy stream `cstream`, overlapping the ops already queued on the compute stream (the
      * backend contract: lora_load/lora_clear touch only a slot that no queued op reads). The next
      * op makes the compute stream wait for them (cs_join: event cs_ev). 0: both on `stream`. */

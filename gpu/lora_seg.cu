@@ -29,6 +29,12 @@
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
+ * Overlap (LB_CUDA_LORA_OVERLAP=1, or 2 at high stream priority; v3 add-mode ops only): forward.c
+ * issues each add-mode LoRA op twice, phase 1 before the projection's GEMMs and phase 2 after;
+ * phase 1 launches the shrink on a side stream (after an event on the compute stream, into its
+ * own v buffer), so the latency-bound shrink runs beside GEMMs that leave SMs idle at decode sizes
+ * (a 512-token projection has a few dozen to ~130 output tiles); phase 2 waits for it and
+ * launches the expand. Results are the same as one-phase (same kernels, same planes).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */
