@@ -11,12 +11,16 @@
 # lorabatch runs through `lorabatch generate` (the same engine and runner as `run`).
 # Environment: MAX_SEQS (sequences per step, default 512), PEER=0 (skip the peer), PROFILE=1 (also
 # a quarter of workload 1 under LB_CUDA_PROFILE=1: GPU time per op kind), W1_VARIANTS / W2_VARIANTS
-# ("name:VAR=value ...": workload 1 / 2 again under each setting).
+# ("name:VAR=value ...": workload 1 / 2 again under each setting), SKIP_W2=1 (workload 1 and its
+# variants only: an A/B when device time is short).
 set -uo pipefail
 BIN=${1:-.gpu/lorabatch}
 OUT=${2:-bench/results}
 QUICK=${3:-}
 mkdir -p "$OUT"
+# the table is built from every w1_*/w2_* log in OUT: drop those of an earlier call on the same
+# machine (a warm device keeps /tmp), so that only this call's runs are reported
+rm -f "$OUT"/w[12]_*.log "$OUT"/w[12]_*.settings "$OUT"/out_w[12]_*.jsonl "$OUT"/mem_w[12]_*.txt
 M=/tmp/m8b
 NREQ=1024; NPEER=32
 [ -n "$QUICK" ] && { NREQ=256; NPEER=16; }
@@ -70,7 +74,7 @@ run_lb() { # name with_adapters
     kill $w 2>/dev/null
     tail -3 "$OUT/$name.log"
 }
-run_lb w2_base 0
+[ "${SKIP_W2:-0}" = 1 ] || run_lb w2_base 0
 run_lb w1_lora16 1
 if [ "${PROFILE:-0}" = 1 ]; then # GPU time per op (events around each op) on a quarter of workload 1
     NREQ=256 LB_CUDA_PROFILE=1 LB_CUDA_STATS=1 run_lb w1_profile 1

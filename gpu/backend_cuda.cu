@@ -881,6 +881,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
+        ev = getenv("LB_CUDA_LORA_PDL");
+        c->lora_pdl = ev && atoi(ev) > 0 && prop.major >= 9; /* opt-in until measured */
         ev = getenv("LB_CUDA_LORA_FUSED");
         c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in: measured slower (run 16) */
         ev = getenv("LB_CUDA_LORA_OVERLAP");

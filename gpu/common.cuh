@@ -97,6 +97,8 @@ struct lb_cu {
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
+    int lora_pdl; /* LB_CUDA_LORA_PDL=1 (Hopper): the v3 expand as a programmatic dependent launch of
+                   * its shrink (opt-in until measured) */
     int lora_fused_max; /* LB_CUDA_LORA_FUSED=N: steps of <= N tokens run LoRA as one cluster kernel
                          * (k_lora_fused, Hopper); default 0: never (H100 run 16: correct,
                          * workload 1 2.6% slower than the v3 pair; qkv decode 16 x 16 r16 28 us vs 20) */

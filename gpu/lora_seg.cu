@@ -112,6 +112,23 @@ struct lora_args {
     int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
 };
 
+/* Programmatic dependent launch (Hopper; LB_CUDA_LORA_PDL=1): the shrink lets the expand launch as
+ * soon as every shrink block has started (pdl_trigger), and the expand waits for the shrink's
+ * results only where it reads v (pdl_wait), after loading its tile, module and y. Both are no-ops
+ * when the expand was launched without the attribute, and on GPUs before sm_90. */
+static __device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <typename T>
 static __global__ void __launch_bounds__(256) k_lora_shrink(lora_args a, const T *x)
 {
@@ -281,6 +298,7 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
 {
     extern __shared__ __align__(128) unsigned char sm_raw[];
     const float *red = (const float *)sm_raw; /* [4][16][RP] after lora_tile_partials */
+    pdl_trigger();
     /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
      * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
     if ((int)blockIdx.y >= *a.n_tiles) return;
@@ -398,6 +416,7 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
             for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
         return;
     }
+    pdl_wait(); /* the shrink's v planes are complete and visible from here on */
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
         float sum = 0.0f;
@@ -668,6 +687,31 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
+/* k_lora_expand_v3 on the compute stream; pdl: as a programmatic dependent launch of the shrink
+ * queued just before it (Hopper), so its blocks start while the shrink finishes */
+static int expand_v3(struct lb_cu *c, const lora_args &a, unsigned n_tile_max, int n_out_max, int n_tgt, int pdl,
+                     struct lb_err *err)
+{
+    const dim3 grid(n_tile_max, cdiv(n_out_max, LORA3_NC), n_tgt);
+    if (!pdl) {
+        k_lora_expand_v3<<<grid, 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+        return 0;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(256);
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[1] = {};
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    LB_CU(cudaLaunchKernelEx(&cfg, k_lora_expand_v3, a));
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -845,9 +889,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     if (ov_hit) { /* phase 2 after the side stream's shrink (joined above): the expand only */
         a.v = (float *)c->d_lora_ov;
-        k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
-        LB_CU_LAUNCH();
-        return 0;
+        return expand_v3(c, a, (unsigned)n_tile_max, n_out_max, l.n_tgt, 0, err);
     }
     if (fused) {
         const size_t sm = loraf_smem_bytes(c->s.max_rank);
@@ -874,11 +916,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        if (use_v3) {
-            k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
-            LB_CU_LAUNCH();
-            return 0;
-        }
+        if (use_v3) return expand_v3(c, a, (unsigned)n_tile_max, n_out_max, l.n_tgt, c->lora_pdl, err);
         k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
         return 0;

@@ -15,8 +15,9 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3, then the v4 cluster
-#            kernel on every case: LB_CUDA_LORA_FUSED=1000000), and in set mode
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3, then v3 with the
+#            expand as a programmatic dependent launch, LB_CUDA_LORA_PDL=1; LORA_FUSED=1 adds the v4
+#            cluster kernel on every case: LB_CUDA_LORA_FUSED=1000000), and in set mode
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
@@ -152,10 +153,12 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
     step attn_v4.txt 30 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn_v4.txt" | sed 's/^/v4 /' | tee -a "$S"
 }
-do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, the v4 cluster kernel on
-    # every case (prefill included), then set mode on the v3 kernels and on the dense cuBLAS path
+do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, the v3 expand as a
+    # programmatic dependent launch (LB_CUDA_LORA_PDL=1), then set mode on the v3 kernels and on the
+    # dense cuBLAS path (LORA_FUSED=1: also the v4 cluster kernel on every case, slower in run 16)
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
-    step lora_fused.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_FUSED=1000000 .gpu/lora_bench --lora-only
+    step lora_pdl.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_PDL=1 .gpu/lora_bench --lora-only
+    [ "${LORA_FUSED:-0}" = 1 ] && step lora_fused.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_FUSED=1000000 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
     step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
@@ -164,7 +167,8 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
         grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
     done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_fused.txt" | sed 's/^/fused /' | tee -a "$S"
+    grep -h ' r=' "$L/lora_pdl.txt" | sed 's/^/pdl   /' | tee -a "$S"
+    [ -f "$L/lora_fused.txt" ] && grep -h ' r=' "$L/lora_fused.txt" | sed 's/^/fused /' | tee -a "$S"
     grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
     grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
 }

@@ -1392,6 +1392,15 @@ static void test_lora_overlap(void)
     lora_phases = 0;
 }
 
+/* The LoRA cases with the v3 expand as a programmatic dependent launch of its shrink
+ * (LB_CUDA_LORA_PDL=1; Hopper: on older GPUs the backend ignores it and these check v3 again) */
+static void test_lora_pdl(void)
+{
+    static void (*const fns[])(void) = {test_lora, test_lora_set, test_lora_step};
+    NEED_GPU("lora");
+    with_env("LB_CUDA_LORA_PDL", "1", fns, 3);
+}
+
 /* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
  * and RoPE) on the same cases */
 static void test_elem_v1(void)
@@ -1757,6 +1766,7 @@ int main(void)
     T_RUN(test_lora_dense);
     T_RUN(test_lora_fused);
     T_RUN(test_lora_overlap);
+    T_RUN(test_lora_pdl);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
