@@ -304,9 +304,7 @@ static void free_state(struct lb_cu *c)
 {
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->cstream) cudaStreamSynchronize(c->cstream); /* no copy into the slots is left in flight */
-    if (c->ostream) cudaStreamSynchronize(c->ostream); /* nor a LoRA shrink reading them */
     c->cs_pending = 0;
-    c->ov_pending = 0;
     ring_all_free(&c->ld);
     if (c->d_kcache) cudaFree(c->d_kcache);
     if (c->d_vcache) cudaFree(c->d_vcache);
@@ -621,8 +619,6 @@ static int cu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *
     struct lb_cu *c = cu_of(be);
     int rc;
     LB_TRY(cs_join(c, err));
-    if (op->kind == LB_OP_LORA && op->u.lora.phase == 1) /* no GPU time of its own on this stream */
-        return lb_cuda_lora(c, op, err) < 0 ? lb_err_prefix(err, "cuda op %s", lb_op_name(op->kind)) : 0;
     if (c->prof) {
         if (c->prof_n == c->prof_cap) {
             int nc = c->prof_cap ? 2 * c->prof_cap : 1024;
@@ -789,7 +785,6 @@ static void cu_destroy(struct lb_backend *be)
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->cstream) cudaStreamSynchronize(c->cstream);
-    if (c->ostream) cudaStreamSynchronize(c->ostream);
     if (c->prof) {
         prof_harvest(c);
         prof_print(c);
@@ -821,10 +816,6 @@ static void cu_destroy(struct lb_backend *be)
     ring_free(&c->ld);
     if (c->cs_ev) cudaEventDestroy(c->cs_ev);
     if (c->cstream) cudaStreamDestroy(c->cstream);
-    if (c->d_lora_ov) cudaFree(c->d_lora_ov);
-    if (c->ov_x) cudaEventDestroy(c->ov_x);
-    if (c->ov_v) cudaEventDestroy(c->ov_v);
-    if (c->ostream) cudaStreamDestroy(c->ostream);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
     be->impl = NULL;
@@ -882,11 +873,9 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_LORA_PDL");
-        c->lora_pdl = ev && atoi(ev) > 0 && prop.major >= 9; /* opt-in until measured */
+        c->lora_pdl = ev && atoi(ev) > 0 && prop.major >= 9; /* opt-in: neutral end to end (run 21) */
         ev = getenv("LB_CUDA_LORA_FUSED");
         c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in: measured slower (run 16) */
-        ev = getenv("LB_CUDA_LORA_OVERLAP");
-        c->lora_overlap = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 0; /* opt-in until measured */
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");

@@ -98,24 +98,11 @@ struct lb_cu {
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
     int lora_pdl; /* LB_CUDA_LORA_PDL=1 (Hopper): the v3 expand as a programmatic dependent launch of
-                   * its shrink (opt-in until measured) */
+                   * its shrink. Off: H100 runs 20-21, lora_bench decode r16 6% faster per layer, r64
+                   * up to 27% slower, workload 1 +0.2% (noise) */
     int lora_fused_max; /* LB_CUDA_LORA_FUSED=N: steps of <= N tokens run LoRA as one cluster kernel
                          * (k_lora_fused, Hopper); default 0: never (H100 run 16: correct,
                          * workload 1 2.6% slower than the v3 pair; qkv decode 16 x 16 r16 28 us vs 20) */
-    /* LB_CUDA_LORA_OVERLAP=1 (2: the side stream at high priority): an add-mode LoRA op's phase 1
-     * (lb_op.u.lora.phase, issued by forward.c before the projection) launches the shrink on the
-     * side stream `ostream` (after event ov_x on the compute stream) into its own v buffer, so it
-     * runs beside the projection's GEMMs; phase 2 makes the compute stream wait for it (ov_v) and
-     * launches the expand. 0 (default until measured): phase 1 does nothing. */
-    int lora_overlap;
-    cudaStream_t ostream;
-    cudaEvent_t ov_x, ov_v;
-    void *d_lora_ov;
-    size_t lora_ov_bytes;
-    int ov_pending;                    /* a phase-1 shrink not yet joined */
-    const void *ov_x_ptr;              /* its op's key: x, layer, targets, sizes, buf_gen */
-    int ov_layer, ov_ntgt, ov_tgt[3], ov_ntok, ov_nseg;
-    unsigned long long ov_gen;
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
                          * measured on a device; default 0, sequences fastest as measured in run 4) */

@@ -29,12 +29,6 @@
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
- * Overlap (LB_CUDA_LORA_OVERLAP=1, or 2 at high stream priority; v3 add-mode ops only): forward.c
- * issues each add-mode LoRA op twice, phase 1 before the projection's GEMMs and phase 2 after;
- * phase 1 launches the shrink on a side stream (after an event on the compute stream, into its
- * own v buffer), so the latency-bound shrink runs beside GEMMs that leave SMs idle at decode sizes
- * (a 512-token projection has a few dozen to ~130 output tiles); phase 2 waits for it and
- * launches the expand. Results are the same as one-phase (same kernels, same planes).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */
@@ -720,17 +714,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
     size_t T = l.n_tok, K = l.n_in;
-    /* two phases (LB_CUDA_LORA_OVERLAP): phase 1 launches only the shrink, on the side stream; any
-     * other LoRA op first joins a shrink still pending, and phase 2 of the same op uses it */
-    if (l.phase == 1 && (!c->lora_overlap || l.set || c->lora_dense_check)) return 0;
-    int ov_hit = 0;
-    if (c->ov_pending) {
-        LB_CU(cudaStreamWaitEvent(c->stream, c->ov_v, 0));
-        c->ov_pending = 0;
-        ov_hit = l.phase == 2 && l.x && c->ov_x_ptr == l.x->d && c->ov_layer == l.layer && c->ov_ntgt == l.n_tgt &&
-                 c->ov_ntok == l.n_tok && c->ov_nseg == l.n_seg && c->ov_gen == c->buf_gen && !l.set;
-        for (int j = 0; ov_hit && j < l.n_tgt; j++) ov_hit = c->ov_tgt[j] == (int)l.tgt[j];
-    }
     if (c->lora_dense_check && c->lora_dense_min > 0) return lora_dense_check(c, op, err);
     { /* large steps: the dense cuBLAS path (lora_dense.cu) when it applies */
         int rc = lb_cuda_lora_dense(c, op, err);
@@ -745,7 +728,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     /* v4: one cluster kernel on decode-sized steps (opt-in; Hopper) */
     const int fused = use_v3 && c->lora_fused_max > 0 && l.n_tok <= c->lora_fused_max && c->cc_major >= 9 &&
                       loraf_smem_bytes(c->s.max_rank) <= 200 * 1024;
-    if (l.phase == 1 && (!use_v3 || fused)) return 0; /* the overlap takes the v3 pair only */
     if (l.set && !use_v3) /* y = the LoRA term: zeros first (k_lora_expand_v3 writes every row itself) */
         for (int j = 0; j < l.n_tgt; j++) {
             LB_TRY(lb_cu_check_buf(l.y[j], l.x ? (int)l.x->dt : -1, T * l.n_out[j], "y", err));
@@ -846,50 +828,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
                                                 l.n_seg, (lora_tile *)a.tiles, d_count);
         LB_CU_LAUNCH();
-    }
-    if (l.phase == 1) { /* the shrink on the side stream, into its own v buffer */
-        if (!c->ostream) {
-            int lo = 0, hi = 0;
-            LB_CU(cudaDeviceGetStreamPriorityRange(&lo, &hi));
-            LB_CU(cudaStreamCreateWithPriority(&c->ostream, cudaStreamNonBlocking, c->lora_overlap == 2 ? hi : lo));
-            LB_CU(cudaEventCreateWithFlags(&c->ov_x, cudaEventDisableTiming));
-            LB_CU(cudaEventCreateWithFlags(&c->ov_v, cudaEventDisableTiming));
-        }
-        if (v_bytes > c->lora_ov_bytes) {
-            LB_CU(cudaStreamSynchronize(c->stream));
-            LB_CU(cudaStreamSynchronize(c->ostream));
-            if (c->d_lora_ov) LB_CU(cudaFree(c->d_lora_ov));
-            c->d_lora_ov = NULL;
-            c->lora_ov_bytes = 0;
-            size_t want = v_bytes + v_bytes / 4;
-            cudaError_t e = cudaMalloc(&c->d_lora_ov, want);
-            if (e != cudaSuccess) {
-                (void)cudaGetLastError();
-                return lb_err_set(err, LB_E_OOM, "cuda: LoRA overlap buffer of %zu bytes: %s", want, cudaGetErrorName(e));
-            }
-            c->lora_ov_bytes = want;
-        }
-        a.v = (float *)c->d_lora_ov;
-        size_t sm = lora2_smem_bytes(c->s.max_rank);
-        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        LB_CU(cudaEventRecord(c->ov_x, c->stream));
-        LB_CU(cudaStreamWaitEvent(c->ostream, c->ov_x, 0));
-        k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->ostream>>>(a, (const bf16 *)l.x->d);
-        LB_CU_LAUNCH();
-        LB_CU(cudaEventRecord(c->ov_v, c->ostream));
-        c->ov_pending = 1;
-        c->ov_x_ptr = l.x->d;
-        c->ov_layer = l.layer;
-        c->ov_ntgt = l.n_tgt;
-        for (int j = 0; j < l.n_tgt; j++) c->ov_tgt[j] = (int)l.tgt[j];
-        c->ov_ntok = l.n_tok;
-        c->ov_nseg = l.n_seg;
-        c->ov_gen = c->buf_gen;
-        return 0;
-    }
-    if (ov_hit) { /* phase 2 after the side stream's shrink (joined above): the expand only */
-        a.v = (float *)c->d_lora_ov;
-        return expand_v3(c, a, (unsigned)n_tile_max, n_out_max, l.n_tgt, 0, err);
     }
     if (fused) {
         const size_t sm = loraf_smem_bytes(c->s.max_rank);

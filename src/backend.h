@@ -85,12 +85,6 @@ struct lb_op {
             int set;                          /* 1: y_j = the LoRA term (overwritten, 0 where a module is
                                                * absent); only when every segment has a slot, and only
                                                * on a backend whose supports() accepts it */
-            int phase;                        /* 0: the whole op. 1: x is ready; the backend may start
-                                               * the part that reads only x (the shrink) and must not
-                                               * touch y (a backend may do nothing). 2: finish the op
-                                               * (after its phase 1 with the same fields; the ops run
-                                               * in between read x but write neither x nor the
-                                               * segments). Add mode only (set = 0). */
         } lora;
         struct { struct lb_buf *q, *k, *pos; int n_tok, n_head, n_kv_head, head_dim; } rope;
         struct { int layer; struct lb_buf *k, *v, *slot_map; int n_tok; } kv_write;

@@ -186,9 +186,6 @@ static int lora_set_first(const struct lb_runner *r, int T, int n_seg)
     return 1;
 }
 
-/* set: 1 LoRA-first (y = the term), 0 added into y in one op, -1 / -2 added into y in two
- * phases (lb_op.u.lora.phase 1 before the projection, so a backend can run the shrink beside the
- * projection's GEMMs, and phase 2 after it) */
 static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,
                 struct lb_buf *const *y, int T, int n_seg, int set, struct lb_err *err)
 {
@@ -206,8 +203,7 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     op.u.lora.n_seg = n_seg;
     op.u.lora.h_seg_start = r->h_seg_start;
     op.u.lora.h_seg_slot = r->h_seg_slot;
-    op.u.lora.set = set > 0;
-    op.u.lora.phase = set < 0 ? -set : 0;
+    op.u.lora.set = set;
     for (int j = 0; j < n_tgt; j++) {
         op.u.lora.tgt[j] = tgt[j];
         op.u.lora.y[j] = y[j];
@@ -267,11 +263,11 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
         static const enum lb_target qkv[3] = {LB_T_Q, LB_T_K, LB_T_V};
         struct lb_buf *yqkv[3] = {r->q, r->k, r->v};
-        if ((rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, set_first ? 1 : -1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, set_first}});
-        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, -2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, err))) return rc;
         if (c->qk_norm) {
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->q, NULL, L->q_norm, r->q, T * NH, D, eps}});
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->k, NULL, L->k_norm, r->k, T * NKV, D, eps}});
@@ -281,21 +277,21 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
                                             r->pos, 1.0f / sqrtf((float)D)}});
         static const enum lb_target o_t[1] = {LB_T_O};
-        if ((rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, set_first ? 1 : -1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, -2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, err))) return rc;
         RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->ffn_norm, r->h, T, H, eps}});
         static const enum lb_target gu[2] = {LB_T_GATE, LB_T_UP};
         struct lb_buf *ygu[2] = {r->g, r->u};
-        if ((rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, set_first ? 1 : -1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, set_first}});
-        if (!set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, -2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, err))) return rc;
         RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
         static const enum lb_target d_t[1] = {LB_T_DOWN};
-        if ((rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, set_first ? 1 : -1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, -2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, err))) return rc;
     }
     l = c->n_layer;
     if (st->n_out) {

@@ -623,44 +623,6 @@ static struct lb_backend_setup lora_setup(int H, int NH, int NKV, int D, int F, 
 }
 
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
-static int lora_phases; /* test_lora_overlap: the GPU side runs the op in two phases, as forward.c does */
-
-/* The GPU side of a LoRA case in two phases (lb_op.u.lora.phase), the way forward.c runs it in add
- * mode: phase 1 (the shrink may start on a side stream), then an op that writes y the way the
- * projection's GEMM does (y = 0 + a copy of y0, on the compute stream, while the shrink may still
- * run), then phase 2 (the expand adds into it). y0 (T x N[j] each) is what y holds before the op. */
-static int run_gpu_phased(const struct lb_op *og, float *const *y0, const int *N, struct lb_err *e)
-{
-    const int n_tgt = og->u.lora.n_tgt, T = og->u.lora.n_tok;
-    struct lb_buf *cp[3] = {0};
-    int rc = 0;
-    for (int j = 0; j < n_tgt && !rc; j++) {
-        size_t n = (size_t)T * N[j];
-        float *z = calloc(n ? n : 1, sizeof *z);
-        cp[j] = gpu.ops->alloc(&gpu, ACT, n ? n : 1, e);
-        if (!z || !cp[j]) rc = LB_E_OOM;
-        if (!rc) rc = gpu.ops->upload(&gpu, cp[j], 0, y0[j], LB_F32, n, e);
-        if (!rc) rc = gpu.ops->upload(&gpu, og->u.lora.y[j], 0, z, LB_F32, n, e);
-        free(z);
-    }
-    struct lb_op o1 = *og;
-    o1.u.lora.phase = 1;
-    if (!rc) rc = gpu.ops->run(&gpu, &o1, e);
-    for (int j = 0; j < n_tgt && !rc; j++) {
-        struct lb_op add = {.kind = LB_OP_ADD};
-        add.u.add.x = cp[j];
-        add.u.add.y = og->u.lora.y[j];
-        add.u.add.n = (int64_t)T * N[j];
-        rc = gpu.ops->run(&gpu, &add, e);
-    }
-    o1.u.lora.phase = 2;
-    if (!rc) rc = gpu.ops->run(&gpu, &o1, e);
-    if (!rc) rc = gpu.ops->sync(&gpu, e);
-    for (int j = 0; j < n_tgt; j++)
-        if (cp[j]) gpu.ops->buf_free(&gpu, cp[j]);
-    return rc;
-}
-
 
 static void test_lora(void)
 {
@@ -743,18 +705,7 @@ static void test_lora(void)
                     char what[160];
                     snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : "", rs, T,
                              layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
-                    int ran;
-                    if (lora_phases && !lora_set) {
-                        stats[stat_row[LB_OP_LORA]].cases++;
-                        ran = cpu.ops->run(&cpu, &oc, &err) < 0 ? -1 : 1;
-                        T_CHECK(ran > 0, "%s: cpu run: %s", what, err.msg);
-                        if (ran > 0 && run_gpu_phased(&og, y0, N, &err) < 0) {
-                            T_CHECK(0, "%s: cuda run in two phases: %s", what, err.msg);
-                            ran = -1;
-                        }
-                    } else
-                        ran = run_both(&oc, &og, what);
-                    if (ran > 0) {
+                    if (run_both(&oc, &og, what) > 0) {
                         int ok = 1;
                         for (int j = 0; j < n_tgt; j++) ok &= compare(LB_OP_LORA, &py[j], 1e-4, what);
                         /* rows of base segments (slot -1) must be untouched, bit for bit */
@@ -1375,23 +1326,6 @@ static void test_lora_fused(void)
     with_env("LB_CUDA_LORA_FUSED", "1000000", fns, 3);
 }
 
-/* The LoRA cases in add mode run the way forward.c runs them: phase 1 before the projection, an op
- * writing y, phase 2 (run_gpu_phased), on the default backend (phase 1 does nothing) and with
- * LB_CUDA_LORA_OVERLAP=1 and 2 (the shrink on a side stream beside the compute stream, at normal
- * and at high priority; gpu/lora_seg.cu). */
-static void test_lora_overlap(void)
-{
-    static void (*const fns[])(void) = {test_lora};
-    NEED_GPU("lora");
-    lora_phases = 1;
-    test_lora();
-    if (!getenv("LB_OPS_SELF")) { /* CPU against itself: the phases only */
-        with_env("LB_CUDA_LORA_OVERLAP", "1", fns, 1);
-        with_env("LB_CUDA_LORA_OVERLAP", "2", fns, 1);
-    }
-    lora_phases = 0;
-}
-
 /* The LoRA cases with the v3 expand as a programmatic dependent launch of its shrink
  * (LB_CUDA_LORA_PDL=1; Hopper: on older GPUs the backend ignores it and these check v3 again) */
 static void test_lora_pdl(void)
@@ -1765,7 +1699,6 @@ int main(void)
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
     T_RUN(test_lora_fused);
-    T_RUN(test_lora_overlap);
     T_RUN(test_lora_pdl);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
