@@ -101,7 +101,9 @@ struct lb_plan_input {
                                  * on bench/plan_sim.sh against 0, 10, 40, 50 and against
                                  * modelling the spread of lengths inside the planner: with
                                  * lengths +-90% around the estimate, 1000 Zipf adapters in 8
-                                 * slots replay at 99.6% fill (slack 0: 90.3%) */
+                                 * slots replay at 99.6% fill (slack 0: 90.3%). lorabatch run
+                                 * passes 0 when generation.ignore_eos makes every length exact
+                                 * (run.c, plan_slack) */
     struct lb_plan_mem mem;
 };
 
