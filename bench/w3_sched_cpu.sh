@@ -15,8 +15,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(mkdir -p "${1:-$ROOT/bench/results/w3_sched_cpu}" && readlink -f "${1:-$ROOT/bench/results/w3_sched_cpu}")
 PROMPT=${PROMPT:-512} GEN=${GEN:-256} SLOTS=${SLOTS:-32}
 F=$ROOT/tests/golden/fixtures/llama3
-M=$(mktemp -d /tmp/lb-w3sched.XXXXXX)
-trap 'rm -rf "$M"' EXIT
+TMP=$(mktemp -d /tmp/lb-w3sched.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+M=$TMP/model
+mkdir -p "$M"
 # the fixture model, with a context long enough for PROMPT + GEN (the outputs are not looked at)
 cp -r "$F/model/." "$M/"
 python3 - "$M/config.json" $((PROMPT + GEN + 64)) <<'PY'
@@ -29,10 +31,13 @@ PY
 SRC="$F/adapters/all7_r8 $F/adapters/layer1_r16 $F/adapters/qv_rslora_r4 $F/adapters/bin_r2"
 rows=()
 for slots in "$SLOTS" 256; do
-    d=$OUT/slots$slots
+    d=$TMP/slots$slots # the job's shards and outputs stay in the temporary folder
     M=$M DEVICE=cpu PROMPT=$PROMPT GEN=$GEN SLOTS=$slots MAX_SEQS=${MAX_SEQS:-512} ADAPTER_SRC="$SRC" \
-        bash "$ROOT/bench/gpu_bench_w3.sh" "$ROOT/build/lorabatch" "$d" > "$d.log" 2>&1 || { tail -5 "$d.log"; exit 1; }
-    rows+=("$d/w3.json")
+        bash "$ROOT/bench/gpu_bench_w3.sh" "$ROOT/build/lorabatch" "$d" > "$OUT/slots$slots.log" 2>&1 ||
+        { tail -5 "$OUT/slots$slots.log"; exit 1; }
+    cp "$d/w3.json" "$OUT/slots$slots.json"
+    cp "$d/plan.txt" "$OUT/plan_slots$slots.txt"
+    rows+=("$OUT/slots$slots.json")
 done
 python3 - "$OUT" "$PROMPT" "$GEN" "$SLOTS" "${rows[@]}" <<'PY'
 import json, sys
