@@ -860,9 +860,6 @@ done:
     return rc;
 }
 
-/* The planner's view of what is left: adapters (rank, bytes) and per unit the records not yet
- * committed, with token estimates (64 prompt tokens a record, max_tokens generated: only
- * batch fill, never correctness, depends on them). Returns the largest adapter rank. */
 /* The planner's drain slack (plan.h, drain_slack_pct): the guard for sequences that run longer
  * than estimated. With generation.ignore_eos every record generates exactly its max_tokens, so the
  * estimates are exact (but for records that set their own max_tokens or stop strings) and the
@@ -875,6 +872,9 @@ static int32_t plan_slack(const struct session *s)
     return s->job.gen.ignore_eos ? 0 : LB_PLAN_DRAIN_SLACK_DEFAULT;
 }
 
+/* The planner's view of what is left: adapters (rank, bytes) and per unit the records not yet
+ * committed, with token estimates (64 prompt tokens a record, max_tokens generated: only
+ * batch fill, never correctness, depends on them). Returns the largest adapter rank. */
 static int plan_inputs(const struct session *s, struct lb_plan_adapter **pa_out, struct lb_plan_unit **pu_out)
 {
     struct lb_plan_adapter *pa = calloc((size_t)s->job.n_adapter + 1, sizeof *pa);

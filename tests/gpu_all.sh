@@ -8,8 +8,9 @@
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=0 (adapter copies on
-#            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 (every set-mode
-#            LoRA op through the dense cuBLAS path, strict: an op it cannot take fails the test)
+#            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
+#            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
+#            op it cannot take fails the test)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
@@ -27,14 +28,14 @@
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_PDL=1) sets the environment of its run
 #   quick    a quarter of workloads 2 and 1 (256 requests), then workload 1 under each opt-in path
-#            (QUICK_VARIANTS, default: segmented LoRA only, the LoRA expand by PDL, scalar element-wise kernels, the v3 decode
-#            attention, GEMM tuning; QUICK_W2_VARIANTS for the base model): an A/B in ~20 s a run (not in the
-#            default list)
+#            (QUICK_VARIANTS, default: segmented LoRA only, the LoRA expand by PDL, scalar
+#            element-wise kernels, the v3 decode attention, GEMM tuning; QUICK_W2_VARIANTS for the
+#            base model): an A/B in ~20 s a run (not in the default list)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list; it includes test_lora_pdl, the v3 pair with LB_CUDA_LORA_PDL=1), then its LoRA cases with LB_CUDA_LORA_FUSED (the cluster kernel) and with
-#            LB_CUDA_COPY_STREAM=0
+#            list; it includes test_lora_pdl, the v3 pair with LB_CUDA_LORA_PDL=1), then its LoRA
+#            cases with LB_CUDA_LORA_FUSED (the cluster kernel) and with LB_CUDA_COPY_STREAM=0
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -106,8 +107,9 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
     LB_CUDA_COPY_STREAM=0 LB_GOLDEN_DEVICE=cuda tested step test_golden_cstream.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_cstream.log" | head -20 | sed 's/^/no-copy-stream /' | tee -a "$S"
-    # the dense LoRA path (set mode only; default on steps of >= 1024 tokens): LoRA before its projection on every
-    # step that allows it (LB_LORA_SET_MIN_TOK=1), those ops on the dense path (strict)
+    # the dense LoRA path (set mode only; the default on steps of >= 1024 tokens): LoRA before its
+    # projection on every step that allows it (LB_LORA_SET_MIN_TOK=1), those ops on the dense path
+    # (strict)
     LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
 }
