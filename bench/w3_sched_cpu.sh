@@ -6,9 +6,10 @@
 # a GPU (H100 run 17: 2617 steps; this script at the same settings before the change that
 # prompted it: 2587). Tokens per step, and so the GPU's tokens/s, follow from it.
 #   bench/w3_sched_cpu.sh [OUT_DIR]        (default bench/results/w3_sched_cpu)
-# Environment: PROMPT [512], GEN [256], SLOTS [32], N_REQ [4096], MAX_SEQS [512]; PROMPT=128
-# GEN=64 runs in ~15 s a pass instead of ~2 min. Two passes: SLOTS slots, then a slot for every
-# adapter (the bound the slot budget is measured against). Needs build/lorabatch (./build.sh).
+# Environment: PROMPT [512], GEN [256], SLOTS [32], N_REQ [4096], MAX_SEQS [512], KV_PAGES
+# [22469: the KV cache the H100 had for workload 3 in run 17, 16-token pages; 0: the CPU's own];
+# PROMPT=128 GEN=64 runs in ~20 s a pass instead of ~2 min. Two passes: SLOTS slots, then a slot
+# for every adapter (the bound the slot budget is measured against). Needs build/lorabatch.
 # Writes OUT_DIR/w3_sched.json and prints a table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +33,7 @@ SRC="$F/adapters/all7_r8 $F/adapters/layer1_r16 $F/adapters/qv_rslora_r4 $F/adap
 rows=()
 for slots in "$SLOTS" 256; do
     d=$TMP/slots$slots # the job's shards and outputs stay in the temporary folder
-    M=$M DEVICE=cpu PROMPT=$PROMPT GEN=$GEN SLOTS=$slots MAX_SEQS=${MAX_SEQS:-512} ADAPTER_SRC="$SRC" \
+    LB_KV_PAGES=${KV_PAGES:-22469} M=$M DEVICE=cpu PROMPT=$PROMPT GEN=$GEN SLOTS=$slots MAX_SEQS=${MAX_SEQS:-512} ADAPTER_SRC="$SRC" \
         bash "$ROOT/bench/gpu_bench_w3.sh" "$ROOT/build/lorabatch" "$d" > "$OUT/slots$slots.log" 2>&1 ||
         { tail -5 "$OUT/slots$slots.log"; exit 1; }
     cp "$d/w3.json" "$OUT/slots$slots.json"

@@ -864,9 +864,9 @@ done:
  * than estimated. With generation.ignore_eos every record generates exactly its max_tokens, so the
  * estimates are exact (but for records that set their own max_tokens or stop strings) and the
  * guard only keeps slots idle: on workload 3 (256 Zipf adapters, 32 slots, 4096 requests of 512
- * prompt and 256 generated tokens, 512 sequences) the engine takes 2331 steps with no slack
- * against 2587 with the default 25% (bench/w3_sched_cpu.sh, a tiny model on the CPU backend; the
- * H100 took 2617 steps at 25% in run 17). */
+ * prompt and 256 generated tokens, 512 sequences, the H100's KV cache) the engine takes 2337 steps
+ * with no slack against 2606 with the default 25% (bench/w3_sched_cpu.sh, a tiny model on the CPU
+ * backend; the H100 took 2617 steps at 25% in run 17). */
 static int32_t plan_slack(const struct session *s)
 {
     return s->job.gen.ignore_eos ? 0 : LB_PLAN_DRAIN_SLACK_DEFAULT;
@@ -1020,6 +1020,10 @@ static int run_job(struct session *s, struct lb_err *err)
         if (want > cap_pages) want = cap_pages;
     }
     if (want > INT32_MAX / ps) want = INT32_MAX / ps;
+    /* LB_KV_PAGES=N: at most N pages (at least one whole sequence), so a run on the CPU can have a
+     * GPU's cache (bench/w3_sched_cpu.sh) */
+    const char *kv_env = getenv("LB_KV_PAGES");
+    if (kv_env && atoll(kv_env) > 0 && atoll(kv_env) < want) want = atoll(kv_env) > ctx_pages + 1 ? atoll(kv_env) : ctx_pages + 1;
     struct lb_runner_opts ro = {s->job.max_batch_tokens, s->job.max_seqs, (int)want, ps, s->n_slot, max_rank};
     if ((rc = lb_runner_init(&s->r, &s->be, &s->m, &ro, err))) goto out;
     s->cap_fl = 2 * s->job.max_seqs;
