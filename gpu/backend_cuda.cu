@@ -857,7 +857,6 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
     if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda: device %d: %s", device, cudaGetErrorString(e));
     if (rc == 0) {
         c->n_sm = prop.multiProcessorCount;
-        c->cc_major = prop.major;
         const char *ev = getenv("LB_CUDA_LORA");
         c->lora_variant = ev && (atoi(ev) == 1 || atoi(ev) == 2) ? atoi(ev) : 3;
         ev = getenv("LB_CUDA_LORA_DENSE");
@@ -872,10 +871,6 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
-        ev = getenv("LB_CUDA_LORA_PDL");
-        c->lora_pdl = ev && atoi(ev) > 0 && prop.major >= 9; /* opt-in: neutral end to end (run 21) */
-        ev = getenv("LB_CUDA_LORA_FUSED");
-        c->lora_fused_max = ev ? atoi(ev) : 0; /* opt-in: measured slower (run 16) */
         ev = getenv("LB_CUDA_ATTN_PREFILL");
         c->attn_prefill = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_ATTN_DEC_ORDER");

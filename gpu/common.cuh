@@ -78,31 +78,22 @@ struct lb_cu_ring {
 struct lb_cu {
     int device;
     int n_sm;
-    int cc_major; /* compute capability of the device (9: Hopper; thread-block clusters) */
     /* Kernel variants, read once at open from the environment (for A/B tests and fallbacks):
      * LB_CUDA_LORA=1 -> SIMT shrink (v1), 2 -> tensor-core shrink with the tile list built by every
      * op, default 3 -> as 2 with the tile list built once per step (cached, see lora_seg.cu);
      * LB_CUDA_ATTN=1 -> SIMT attention for every token, 2 -> tensor-core prefill + SIMT decode,
-     * default 3 -> tensor-core prefill + cp.async-pipelined SIMT decode (k_attn_decode), 4 -> as 3
-     * with the tensor-core decode (k_attn_decode_tc) where its shapes apply (opt-in: written and
-     * compiled but not yet run on a GPU). */
+     * 3 -> tensor-core prefill + cp.async-pipelined SIMT decode (k_attn_decode), default 4 -> as 3
+     * with the tensor-core decode (k_attn_decode_tc) where its shapes apply. */
     int lora_variant, attn_variant;
     int elem_variant; /* 2 (default): 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); LB_CUDA_ELEM=1: scalar */
-    int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: steps of >= N tokens take the dense cuBLAS LoRA path
-                         * (lora_dense.cu); default 0 (never) until measured on a GPU; 1024 is the
-                         * intended setting */
+    int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: set-mode ops of steps of >= N tokens take the dense
+                         * cuBLAS LoRA path (lora_dense.cu); default 1024, 0: never */
     int lora_dense_check;  /* LB_CUDA_LORA_DENSE_CHECK=1: every dense LoRA op is compared with the
                             * segmented kernels on a copy of y; differences are printed (debug) */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
-    int lora_pdl; /* LB_CUDA_LORA_PDL=1 (Hopper): the v3 expand as a programmatic dependent launch of
-                   * its shrink. Off: H100 runs 20-21, lora_bench decode r16 6% faster per layer, r64
-                   * up to 27% slower, workload 1 +0.2% (noise) */
-    int lora_fused_max; /* LB_CUDA_LORA_FUSED=N: steps of <= N tokens run LoRA as one cluster kernel
-                         * (k_lora_fused, Hopper); default 0: never (H100 run 16: correct,
-                         * workload 1 2.6% slower than the v3 pair; qkv decode 16 x 16 r16 28 us vs 20) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
                          * measured on a device; default 0, sequences fastest as measured in run 4) */

@@ -35,7 +35,6 @@
 #include <math.h>
 #include <stdio.h>
 
-#include <cooperative_groups.h>
 #include <mma.h>
 
 #include "common.cuh"
@@ -105,23 +104,6 @@ struct lora_args {
     void *y[3];
     int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
 };
-
-/* Programmatic dependent launch (Hopper; LB_CUDA_LORA_PDL=1): the shrink lets the expand launch as
- * soon as every shrink block has started (pdl_trigger), and the expand waits for the shrink's
- * results only where it reads v (pdl_wait), after loading its tile, module and y. Both are no-ops
- * when the expand was launched without the attribute, and on GPUs before sm_90. */
-static __device__ __forceinline__ void pdl_trigger()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-static __device__ __forceinline__ void pdl_wait()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
 
 template <typename T>
 static __global__ void __launch_bounds__(256) k_lora_shrink(lora_args a, const T *x)
@@ -232,8 +214,8 @@ static size_t lora2_smem_bytes(int max_rank)
     return (size_t)(16 + rp) * LORA2_LD * sizeof(bf16);
 }
 
-/* The partial v = x A^T of one 16-token tile over the K range [kb, ke), on tensor cores; shared by
- * k_lora_shrink_tc (4 warps) and k_lora_fused (8 warps). Per LORA2_KC slice the block stages the
+/* The partial v = x A^T of one 16-token tile over the K range [kb, ke), on tensor cores, for
+ * k_lora_shrink_tc (NW = 4 warps). Per LORA2_KC slice the block stages the
  * tile's x rows and A's RP rows in shared memory (xs, as: 16 + RP rows of LORA2_LD), and its NW
  * warps take every NW-th 16-wide K step. On return (after a barrier) sm holds red [NW][16][RP]
  * fp32, each warp's partial sums; the caller adds them up in a fixed order. */
@@ -292,7 +274,6 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
 {
     extern __shared__ __align__(128) unsigned char sm_raw[];
     const float *red = (const float *)sm_raw; /* [4][16][RP] after lora_tile_partials */
-    pdl_trigger();
     /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
      * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
     if ((int)blockIdx.y >= *a.n_tiles) return;
@@ -314,7 +295,6 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
         v[(size_t)(tl.t0 + t) * a.r_stride + r] = sum;
     }
 }
-
 
 /* v2 expand: as k_lora_expand, with B rows read 16 bytes at a time when R % 8 == 0. */
 template <typename T>
@@ -410,7 +390,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
             for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
         return;
     }
-    pdl_wait(); /* the shrink's v planes are complete and visible from here on */
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
         float sum = 0.0f;
@@ -465,139 +444,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
             yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
         }
     }
-}
-
-/* v4, decode steps (LB_CUDA_LORA_FUSED=N: steps of <= N tokens; Hopper; opt-in, NOT yet run on
- * a GPU). Nsight Compute on the H100 (run 12, qkv, 16 adapters x 16 tokens, r16): the v3 pair is
- * latency-bound, k_lora_shrink_tc 14.5 us at 17% of DRAM bandwidth and k_lora_expand_v3 10.5 us at
- * 20%, against ~5 us for the op's bytes at HBM speed; each block waits on a chain of dependent
- * global round trips (tile, module table, x/A, v planes, B, y) and the two launches run back to
- * back. k_lora_fused does the op in one launch with no v planes in global memory: a cluster of
- * LORAF_CL blocks per (tile, target). Block q of the cluster
- *   1. computes the partial v = x A^T of the tile over its K range (K / LORAF_CL) on tensor cores
- *      (lora_tile_partials, as k_lora_shrink_tc), its 8 warps splitting the 16-wide K steps,
- *      summed in shared memory in a fixed order;
- *   2. after cluster.sync(), reads the LORAF_CL partials from the cluster's shared memory (DSMEM),
- *      in rank order (deterministic), times the module's scale;
- *   3. expands its own 1/LORAF_CL of the output columns: y (+)= v B^T in fp32, one rounding of y
- *      (set mode: y = the term), as k_lora_expand_v3.
- * The arithmetic is the same as v3's (bf16 products, fp32 sums; the K split and the order of the
- * partial sums differ). Grid (tiles, LORAF_CL, targets); bf16 x with K % 8 == 0, bf16 y with
- * every N even (the v3 conditions). */
-#define LORAF_CL 8
-
-static __host__ __device__ size_t loraf_big_bytes(int rpm)
-{
-    size_t stage = (size_t)(16 + rpm) * LORA2_LD * sizeof(bf16), red = (size_t)8 * 16 * rpm * sizeof(float);
-    return ((stage > red ? stage : red) + 127) & ~(size_t)127;
-}
-
-static size_t loraf_smem_bytes(int max_rank)
-{
-    const int rpm = (max_rank + 15) & ~15;
-    return loraf_big_bytes(rpm) + (size_t)2 * 16 * rpm * sizeof(float);
-}
-
-static __global__ void __launch_bounds__(256) k_lora_fused(lora_args a, const bf16 *x)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    extern __shared__ __align__(128) unsigned char sm_raw[];
-    /* every block of a cluster has the same blockIdx.x (tile) and blockIdx.z (target), so the
-     * early returns below are taken by the whole cluster or by none of it */
-    if ((int)blockIdx.x >= *a.n_tiles) return;
-    const lora_tile tl = a.tiles[blockIdx.x];
-    if (tl.slot >= a.n_slot) return;
-    cg::cluster_group cluster = cg::this_cluster();
-    const int q = (int)cluster.block_rank(); /* 0 .. LORAF_CL-1 */
-    const int j = blockIdx.z;
-    const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
-    const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
-    bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
-    const int nc = (((N + LORAF_CL - 1) / LORAF_CL) + 1) & ~1; /* columns per block, even */
-    const int n0 = min(N, q * nc), n1 = min(N, n0 + nc);
-    const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
-    const int R = md.rank;
-    if (R <= 0) { /* module absent: the term is 0 */
-        if (a.set)
-            for (int e = threadIdx.x; e < tl.tn * ((n1 - n0) / 2); e += blockDim.x) {
-                const int t = e / ((n1 - n0) / 2), c2 = n0 + 2 * (e % ((n1 - n0) / 2));
-                *(__nv_bfloat162 *)(y + (size_t)(tl.t0 + t) * N + c2) = __floats2bfloat162_rn(0.0f, 0.0f);
-            }
-        return;
-    }
-    const int RP = (R + 15) & ~15, rpm = (a.r_stride + 15) & ~15;
-    const float *red = (const float *)sm_raw;                 /* [8][16][RP] after lora_tile_partials */
-    float *vpart = (float *)(sm_raw + loraf_big_bytes(rpm));  /* [16][RP]: this block's partial v */
-    float *vs = vpart + 16 * rpm;                             /* [16][RP]: the summed v times scale */
-
-    /* 1. partial v over this block's K range */
-    const int kper = ((a.n_in + LORAF_CL - 1) / LORAF_CL + 63) & ~63;
-    const int kb = min(a.n_in, q * kper), ke = min(a.n_in, kb + kper);
-    lora_tile_partials<8>(x, tl, a.n_in, md, kb, ke, sm_raw);
-    for (int e = threadIdx.x; e < 16 * RP; e += blockDim.x) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int w = 0; w < 8; w++) sum += red[w * 16 * RP + e];
-        vpart[e] = sum;
-    }
-    /* 2. the cluster's partials, in rank order */
-    cluster.sync();
-    for (int e = threadIdx.x; e < 16 * RP; e += blockDim.x) {
-        float sum = 0.0f;
-        for (int r = 0; r < LORAF_CL; r++) sum += cluster.map_shared_rank(vpart, r)[e];
-        vs[e] = sum * md.scale;
-    }
-    cluster.sync(); /* no block leaves (its vpart is read by the others) before every block has read */
-
-    /* 3. this block's columns: a thread takes column pairs, all the tile's tokens */
-    const int np = (n1 - n0) / 2;
-    for (int p = threadIdx.x; p < np; p += blockDim.x) {
-        const int c2 = n0 + 2 * p;
-        float acc0[16], acc1[16];
-#pragma unroll
-        for (int t = 0; t < 16; t++) acc0[t] = acc1[t] = 0.0f;
-        const bf16 *b0 = md.b + (size_t)c2 * R, *b1 = b0 + R;
-        if ((R & 7) == 0) {
-#pragma unroll 1
-            for (int r0 = 0; r0 < R; r0 += 8) {
-                uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
-                const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f0 = __bfloat1622float2(h0[e]), f1 = __bfloat1622float2(h1[e]);
-#pragma unroll
-                    for (int t = 0; t < 16; t++) {
-                        const float va = vs[t * RP + r0 + 2 * e], vb = vs[t * RP + r0 + 2 * e + 1];
-                        acc0[t] += va * f0.x + vb * f0.y;
-                        acc1[t] += va * f1.x + vb * f1.y;
-                    }
-                }
-            }
-        } else {
-#pragma unroll 1
-            for (int r = 0; r < R; r++) {
-                const float f0 = __bfloat162float(b0[r]), f1 = __bfloat162float(b1[r]);
-#pragma unroll
-                for (int t = 0; t < 16; t++) {
-                    acc0[t] += vs[t * RP + r] * f0;
-                    acc1[t] += vs[t * RP + r] * f1;
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < 16; t++) {
-            if (t < tl.tn) {
-                __nv_bfloat162 *yp = (__nv_bfloat162 *)(y + (size_t)(tl.t0 + t) * N + c2);
-                if (a.set) *yp = __floats2bfloat162_rn(acc0[t], acc1[t]);
-                else {
-                    const float2 f = __bfloat1622float2(*yp);
-                    *yp = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
-                }
-            }
-        }
-    }
-#endif
 }
 
 static float bf16_host(uint16_t h)
@@ -681,31 +527,6 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
-/* k_lora_expand_v3 on the compute stream; pdl: as a programmatic dependent launch of the shrink
- * queued just before it (Hopper), so its blocks start while the shrink finishes */
-static int expand_v3(struct lb_cu *c, const lora_args &a, unsigned n_tile_max, int n_out_max, int n_tgt, int pdl,
-                     struct lb_err *err)
-{
-    const dim3 grid(n_tile_max, cdiv(n_out_max, LORA3_NC), n_tgt);
-    if (!pdl) {
-        k_lora_expand_v3<<<grid, 256, 0, c->stream>>>(a);
-        LB_CU_LAUNCH();
-        return 0;
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(256);
-    cfg.stream = c->stream;
-    cudaLaunchAttribute at[1] = {};
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    LB_CU(cudaLaunchKernelEx(&cfg, k_lora_expand_v3, a));
-    LB_CU_LAUNCH();
-    return 0;
-}
-
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -725,9 +546,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int n_even = 1;
     for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
     const int use_v3 = work && tc && c->lora_variant >= 3 && c->lora_expand >= 3 && n_even;
-    /* v4: one cluster kernel on decode-sized steps (opt-in; Hopper) */
-    const int fused = use_v3 && c->lora_fused_max > 0 && l.n_tok <= c->lora_fused_max && c->cc_major >= 9 &&
-                      loraf_smem_bytes(c->s.max_rank) <= 200 * 1024;
     if (l.set && !use_v3) /* y = the LoRA term: zeros first (k_lora_expand_v3 writes every row itself) */
         for (int j = 0; j < l.n_tgt; j++) {
             LB_TRY(lb_cu_check_buf(l.y[j], l.x ? (int)l.x->dt : -1, T * l.n_out[j], "y", err));
@@ -829,32 +647,17 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                                                 l.n_seg, (lora_tile *)a.tiles, d_count);
         LB_CU_LAUNCH();
     }
-    if (fused) {
-        const size_t sm = loraf_smem_bytes(c->s.max_rank);
-        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_fused, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3((unsigned)n_tile_max, LORAF_CL, l.n_tgt);
-        cfg.blockDim = dim3(256);
-        cfg.dynamicSmemBytes = sm;
-        cfg.stream = c->stream;
-        cudaLaunchAttribute at[1] = {};
-        at[0].id = cudaLaunchAttributeClusterDimension;
-        at[0].val.clusterDim.x = 1;
-        at[0].val.clusterDim.y = LORAF_CL;
-        at[0].val.clusterDim.z = 1;
-        cfg.attrs = at;
-        cfg.numAttrs = 1;
-        LB_CU(cudaLaunchKernelEx(&cfg, k_lora_fused, a, (const bf16 *)l.x->d));
-        LB_CU_LAUNCH();
-        return 0;
-    }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        if (use_v3) return expand_v3(c, a, (unsigned)n_tile_max, n_out_max, l.n_tgt, c->lora_pdl, err);
+        if (use_v3) {
+            k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+            return 0;
+        }
         k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
         LB_CU_LAUNCH();
         return 0;

@@ -1023,7 +1023,8 @@ static int run_job(struct session *s, struct lb_err *err)
     /* LB_KV_PAGES=N: at most N pages (at least one whole sequence), so a run on the CPU can have a
      * GPU's cache (bench/w3_sched_cpu.sh) */
     const char *kv_env = getenv("LB_KV_PAGES");
-    if (kv_env && atoll(kv_env) > 0 && atoll(kv_env) < want) want = atoll(kv_env) > ctx_pages + 1 ? atoll(kv_env) : ctx_pages + 1;
+    int64_t kv_cap = kv_env ? atoll(kv_env) : 0;
+    if (kv_cap > 0 && kv_cap < want) want = kv_cap > ctx_pages + 1 ? kv_cap : ctx_pages + 1;
     struct lb_runner_opts ro = {s->job.max_batch_tokens, s->job.max_seqs, (int)want, ps, s->n_slot, max_rank};
     if ((rc = lb_runner_init(&s->r, &s->be, &s->m, &ro, err))) goto out;
     s->cap_fl = 2 * s->job.max_seqs;

@@ -15,9 +15,7 @@
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
-#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3, then v3 with the
-#            expand as a programmatic dependent launch, LB_CUDA_LORA_PDL=1; LORA_FUSED=1 adds the v4
-#            cluster kernel on every case: LB_CUDA_LORA_FUSED=1000000), and in set mode
+#   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3), and in set mode
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
@@ -26,16 +24,14 @@
 #            old LoRA order, with LB_CUDA_GEMM_TUNE=1 and at max_seqs 512 (W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
-#            seconds, W3_ENV (e.g. LB_CUDA_LORA_PDL=1) sets the environment of its run
+#            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
 #   quick    a quarter of workloads 2 and 1 (256 requests), then workload 1 under each opt-in path
-#            (QUICK_VARIANTS, default: segmented LoRA only, the LoRA expand by PDL, scalar
-#            element-wise kernels, the v3 decode attention, GEMM tuning; QUICK_W2_VARIANTS for the
+#            (QUICK_VARIANTS, default: segmented LoRA only, scalar element-wise kernels, the v3 decode attention, GEMM tuning; QUICK_W2_VARIANTS for the
 #            base model): an A/B in ~20 s a run (not in the default list)
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list; it includes test_lora_pdl, the v3 pair with LB_CUDA_LORA_PDL=1), then its LoRA
-#            cases with LB_CUDA_LORA_FUSED (the cluster kernel) and with LB_CUDA_COPY_STREAM=0
+#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -80,9 +76,6 @@ do_ops() {
 do_ops_small() {
     LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
-    # the LoRA cases through the one-launch cluster kernel on every step (LB_CUDA_LORA_FUSED)
-    LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_FUSED=1000000 tested step test_ops_fused.log 40 .gpu/test_ops
-    grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_fused.log" | head -10 | sed 's/^/fused /' | tee -a "$S"
     # the LoRA cases again with adapter copies on the compute stream (LB_CUDA_COPY_STREAM=0)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=0 tested step test_ops_cstream.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/no-copy-stream /' | tee -a "$S"
@@ -150,12 +143,9 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
     step attn_v4.txt 30 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn_v4.txt" | sed 's/^/v4 /' | tee -a "$S"
 }
-do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, the v3 expand as a
-    # programmatic dependent launch (LB_CUDA_LORA_PDL=1), then set mode on the v3 kernels and on the
-    # dense cuBLAS path (LORA_FUSED=1: also the v4 cluster kernel on every case, slower in run 16)
+do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, then set mode on the
+    # v3 kernels and on the dense cuBLAS path
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
-    step lora_pdl.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_PDL=1 .gpu/lora_bench --lora-only
-    [ "${LORA_FUSED:-0}" = 1 ] && step lora_fused.txt 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_FUSED=1000000 .gpu/lora_bench --lora-only
     step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
     step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
@@ -164,8 +154,6 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
         grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
     done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_pdl.txt" | sed 's/^/pdl   /' | tee -a "$S"
-    [ -f "$L/lora_fused.txt" ] && grep -h ' r=' "$L/lora_fused.txt" | sed 's/^/fused /' | tee -a "$S"
     grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
     grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
 }
@@ -194,7 +182,7 @@ do_quick() { # the opt-in paths A/B'd on a quarter of workloads 2 and 1 (QUICK: 
     local l
     l=$(left)
     PEER=0 PROFILE=0 W2_VARIANTS=${QUICK_W2_VARIANTS:-} \
-        W1_VARIANTS=${QUICK_VARIANTS-"seg:LB_CUDA_LORA_DENSE=0 pdl:LB_CUDA_LORA_PDL=1 elem1:LB_CUDA_ELEM=1 attn3:LB_CUDA_ATTN=3 tune:LB_CUDA_GEMM_TUNE=1"} \
+        W1_VARIANTS=${QUICK_VARIANTS-"seg:LB_CUDA_LORA_DENSE=0 elem1:LB_CUDA_ELEM=1 attn3:LB_CUDA_ATTN=3 tune:LB_CUDA_GEMM_TUNE=1"} \
         step gpu_bench_quick.txt $((l - 5)) bench/gpu_bench.sh $B "$L/bench_quick" quick
     grep -E '^w[12]_|^(workload|w[12]_[a-z0-9_]+) +[0-9]' "$L/gpu_bench_quick.txt" | tail -14 | sed 's/^/quick /' | tee -a "$S"
 }

@@ -1316,25 +1316,6 @@ static void test_lora_dense(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The LoRA cases through the one-launch cluster kernel (LB_CUDA_LORA_FUSED=N: steps of <= N
- * tokens; k_lora_fused in gpu/lora_seg.cu). It needs a Hopper GPU (thread-block clusters); on
- * older GPUs the backend keeps the v3 kernels and these cases check those again. */
-static void test_lora_fused(void)
-{
-    static void (*const fns[])(void) = {test_lora, test_lora_set, test_lora_step};
-    NEED_GPU("lora");
-    with_env("LB_CUDA_LORA_FUSED", "1000000", fns, 3);
-}
-
-/* The LoRA cases with the v3 expand as a programmatic dependent launch of its shrink
- * (LB_CUDA_LORA_PDL=1; Hopper: on older GPUs the backend ignores it and these check v3 again) */
-static void test_lora_pdl(void)
-{
-    static void (*const fns[])(void) = {test_lora, test_lora_set, test_lora_step};
-    NEED_GPU("lora");
-    with_env("LB_CUDA_LORA_PDL", "1", fns, 3);
-}
-
 /* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
  * and RoPE) on the same cases */
 static void test_elem_v1(void)
@@ -1698,8 +1679,6 @@ int main(void)
     T_RUN(test_sample);
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
-    T_RUN(test_lora_fused);
-    T_RUN(test_lora_pdl);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
