@@ -93,6 +93,8 @@ struct lb_cu {
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
+    int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the shrink and B loaded
+                     * before the expand's barrier; 0: the loads of runs 1-22; 2: as 1, double-buffered */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
@@ -216,6 +218,19 @@ __device__ __forceinline__ float warp_max(float v)
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+/* 16-byte asynchronous copy global -> shared (sm_80+); pred false: nothing is read and the 16
+ * destination bytes are zero-filled (gmem must still be a valid address). The copies of a thread
+ * are all in flight until cp_async_wait: no register dependence serialises them. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred)
+{
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0; /* 0: no bytes read, the 16 destination bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* Dispatch on an activation-like dtype (f32 or bf16): runs `body` with T bound. */
 #define LB_DISPATCH_FB(dt, T, ...)                                                                         \

@@ -25,7 +25,11 @@
  * Variants: v3 (default): the tile list is built once per step and cached (k_lora_tiles runs on
  * the first op after an upload; the other ops of the step reuse it: two launches per op, not
  * three), k_lora_shrink_tc, and k_lora_expand_v3 (bf16x2 y, y loads issued before the barrier;
- * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
+ * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). Loads (LB_CUDA_LORA_ASYNC, see lora_stage): by
+ * default the shrink stages x and A with cp.async (all copies of a slice in flight; before, each
+ * thread's 16-byte loads ran one after another, 8 dependent round trips per slice at rank 16 and
+ * 20 at rank 64), and the expand loads the v planes all at once and B's first 32 ranks before
+ * its barrier; 0 restores the loads of runs 1-22, 2 double-buffers the shrink's slices. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
@@ -42,6 +46,7 @@
 #define LORA_TM 16   /* tokens per tile */
 #define LORA_KC 64   /* K step of the shrink */
 #define LORA_RMAX 128
+#define LORA_SPLIT_MAX 16 /* K splits of the shrink at most (v planes the expand sums) */
 
 struct lora_tile {
     int seg, t0, tn, slot;
@@ -103,6 +108,9 @@ struct lora_args {
     int n_tgt, tgt[3], n_out[3];
     void *y[3];
     int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
+    int async; /* LB_CUDA_LORA_ASYNC: 0 the shrink stages through registers and the v3 expand reads
+                * B after the barrier; 1 (default) cp.async staging, B's first ranks loaded before the
+                * barrier; 2 as 1 with the shrink's slices double-buffered */
 };
 
 template <typename T>
@@ -214,39 +222,86 @@ static size_t lora2_smem_bytes(int max_rank)
     return (size_t)(16 + rp) * LORA2_LD * sizeof(bf16);
 }
 
+/* Stages one K slice [k0, k0 + kn) of the tile's x rows and A's RP rows into shared memory (xs, as:
+ * 16 + RP rows of LORA2_LD; zero rows and columns past the tile, R and kn). async 0: 16-byte
+ * loads through registers; each thread's loads run one after the other (a load, its store to shared
+ * memory, the next load): 4 + RP/4 dependent DRAM round trips per 256-wide slice for 128 threads,
+ * which is what held the decode shrink at a fifth of the memory rate (run 12 ncu). async >= 1:
+ * cp.async, every copy of the slice in flight at once (one round trip); the caller commits and
+ * waits. */
+static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile &tl, int n_in, const bf16 *A, int R,
+                                                  int RP, int k0, int kn, bf16 *xs, bf16 *as, int async)
+{
+    const int nv = ((kn + 15) & ~15) / 8;
+    if (async) {
+        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
+            const int t = i / nv, c = (i % nv) * 8;
+            const bool ok = t < tl.tn && c < kn;
+            cp_async16(xs + t * LORA2_LD + c, ok ? x + (size_t)(tl.t0 + t) * n_in + k0 + c : x, ok);
+        }
+        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
+            const int r = i / nv, c = (i % nv) * 8;
+            const bool ok = r < R && c < kn;
+            cp_async16(as + r * LORA2_LD + c, ok ? A + (size_t)r * n_in + k0 + c : A, ok);
+        }
+        cp_async_commit();
+        return;
+    }
+    for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
+        const int t = i / nv, c = (i % nv) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * n_in + k0 + c);
+        *(uint4 *)(xs + t * LORA2_LD + c) = v;
+    }
+    for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
+        const int r = i / nv, c = (i % nv) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < R && c < kn) v = *(const uint4 *)(A + (size_t)r * n_in + k0 + c);
+        *(uint4 *)(as + r * LORA2_LD + c) = v;
+    }
+}
+
 /* The partial v = x A^T of one 16-token tile over the K range [kb, ke), on tensor cores, for
- * k_lora_shrink_tc (NW = 4 warps). Per LORA2_KC slice the block stages the
- * tile's x rows and A's RP rows in shared memory (xs, as: 16 + RP rows of LORA2_LD), and its NW
- * warps take every NW-th 16-wide K step. On return (after a barrier) sm holds red [NW][16][RP]
- * fp32, each warp's partial sums; the caller adds them up in a fixed order. */
+ * k_lora_shrink_tc (NW = 4 warps). Per LORA2_KC slice the block stages the tile's x rows and A's
+ * RP rows in shared memory (lora_stage), and its NW warps take every NW-th 16-wide K step.
+ * async 2: two stage buffers, the next slice's copies in flight while this one is multiplied
+ * (shared memory: 2 x lora2_smem_bytes). On return (after a barrier) sm holds red [NW][16][RP]
+ * fp32, each warp's partial sums; the caller adds them up in a fixed order. The order of the
+ * tensor-core products is the same for every async mode, so v is too. */
 template <int NW>
 static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const lora_tile &tl, int n_in,
                                                           const struct lb_cu_lora_mod &md, int kb, int ke,
-                                                          unsigned char *sm)
+                                                          unsigned char *sm, int async)
 {
     using namespace nvcuda;
     const int R = md.rank, RP = (R + 15) & ~15, nrb = RP / 16, warp = threadIdx.x / 32;
-    bf16 *xs = (bf16 *)sm;          /* [16][LORA2_LD] */
-    bf16 *as = xs + 16 * LORA2_LD;  /* [RP][LORA2_LD] */
+    const int stage_el = (16 + RP) * LORA2_LD; /* one stage: xs [16][LD] then as [RP][LD] */
     float *red = (float *)sm;       /* [NW][16][RP], reused after the K loop */
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
 #pragma unroll
     for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
 
-    for (int k0 = kb; k0 < ke; k0 += LORA2_KC) {
+    const int n_chunk = ke > kb ? (ke - kb + LORA2_KC - 1) / LORA2_KC : 0;
+    if (async == 2 && n_chunk > 0)
+        lora_stage(x, tl, n_in, md.a, R, RP, kb, min(LORA2_KC, ke - kb), (bf16 *)sm, (bf16 *)sm + 16 * LORA2_LD, 1);
+    for (int ci = 0; ci < n_chunk; ci++) {
+        const int k0 = kb + ci * LORA2_KC;
         const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
-        const int kn16 = (kn + 15) & ~15, nv = kn16 / 8;
-        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
-            const int t = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * n_in + k0 + c);
-            *(uint4 *)(xs + t * LORA2_LD + c) = v;
-        }
-        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
-            const int r = i / nv, c = (i % nv) * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (r < R && c < kn) v = *(const uint4 *)(md.a + (size_t)r * n_in + k0 + c);
-            *(uint4 *)(as + r * LORA2_LD + c) = v;
+        const int kn16 = (kn + 15) & ~15;
+        bf16 *xs = (bf16 *)sm + (async == 2 ? (ci & 1) * stage_el : 0);
+        bf16 *as = xs + 16 * LORA2_LD;
+        if (async == 2) {
+            if (ci + 1 < n_chunk) { /* the next slice into the other buffer (free since the last barrier) */
+                bf16 *xn = (bf16 *)sm + ((ci + 1) & 1) * stage_el;
+                const int k1 = k0 + LORA2_KC;
+                lora_stage(x, tl, n_in, md.a, R, RP, k1, min(LORA2_KC, ke - k1), xn, xn + 16 * LORA2_LD, 1);
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
+            }
+        } else {
+            lora_stage(x, tl, n_in, md.a, R, RP, k0, kn, xs, as, async);
+            if (async) cp_async_wait<0>();
         }
         __syncthreads();
         for (int ks = warp * 16; ks < kn16; ks += NW * 16) {
@@ -286,7 +341,7 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
     if (R <= 0) return;
     const int RP = (R + 15) & ~15;
     const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
-    lora_tile_partials<4>(x, tl, a.n_in, md, kb, ke, sm_raw);
+    lora_tile_partials<4>(x, tl, a.n_in, md, kb, ke, sm_raw, a.async);
     float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
@@ -360,6 +415,24 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
  * the y reads (v2 read y only after the barrier: a second dependent round trip per block). */
 #define LORA3_NC 256
 #define LORA3_TH (LORA_TM / 2) /* tokens per thread */
+#define LORA3_PF 4        /* 16-byte B words per column loaded before the barrier: ranks 0..31 */
+/* acc0/acc1[t] += v_s[tb + t][r0 .. r0 + 8) . (8 bf16 of B's rows n, n + 1) for the thread's tokens */
+static __device__ __forceinline__ void lora3_fma8(const uint4 &u0, const uint4 &u1, const float (*v_s)[LORA_RMAX], int tb,
+                                                  int r0, float *acc0, float *acc1)
+{
+    float f0[8], f1[8];
+    unpack8(u0, f0);
+    unpack8(u1, f1);
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++) {
+        float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
+        acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
+                   vb.z * f0[6] + vb.w * f0[7];
+        acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
+                   vb.z * f1[6] + vb.w * f1[7];
+    }
+}
+
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
     __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
@@ -390,11 +463,37 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
             for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
         return;
     }
+    /* B's first LORA3_PF x 8 ranks of this thread's two columns: loaded before the v planes and the
+     * barrier (B does not depend on v), so their round trip overlaps the v reads */
+    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
+    const int npf = a.async && (R & 7) == 0 && col_ok && tn > 0 ? min(R / 8, LORA3_PF) : 0;
+    uint4 pb0[LORA3_PF], pb1[LORA3_PF];
+#pragma unroll
+    for (int i = 0; i < LORA3_PF; i++)
+        if (i < npf) {
+            pb0[i] = *(const uint4 *)(b0 + 8 * i);
+            pb1[i] = *(const uint4 *)(b1 + 8 * i);
+        }
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
+        /* the planes summed in order (the same sum as a plain loop), every load issued up front:
+         * planes past n_split re-read the last one (an L1 hit) and add nothing */
+        const float *vp = a.v + ((size_t)j * a.n_tok + tl.t0 + t) * a.r_stride + r;
+        const size_t plane = (size_t)a.n_tgt * a.n_tok * a.r_stride;
         float sum = 0.0f;
-        for (int sp = 0; sp < a.n_split; sp++)
-            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        if (a.n_split <= 8) {
+            float pv[8];
+#pragma unroll
+            for (int sp = 0; sp < 8; sp++) pv[sp] = vp[min(sp, a.n_split - 1) * plane];
+#pragma unroll
+            for (int sp = 0; sp < 8; sp++) sum += sp < a.n_split ? pv[sp] : 0.0f;
+        } else {
+            float pv[LORA_SPLIT_MAX];
+#pragma unroll
+            for (int sp = 0; sp < LORA_SPLIT_MAX; sp++) pv[sp] = vp[min(sp, a.n_split - 1) * plane];
+#pragma unroll
+            for (int sp = 0; sp < LORA_SPLIT_MAX; sp++) sum += sp < a.n_split ? pv[sp] : 0.0f;
+        }
         v_s[t][r] = sum * md.scale;
     }
     __syncthreads();
@@ -402,30 +501,13 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     float acc0[LORA3_TH], acc1[LORA3_TH];
 #pragma unroll
     for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
-    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
     if ((R & 7) == 0) {
-#pragma unroll 1
-        for (int r0 = 0; r0 < R; r0 += 8) {
-            uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
-            float f0[8], f1[8];
-            const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
-                f0[2 * e] = x0.x;
-                f0[2 * e + 1] = x0.y;
-                f1[2 * e] = x1.x;
-                f1[2 * e + 1] = x1.y;
-            }
-#pragma unroll
-            for (int t = 0; t < LORA3_TH; t++) {
-                float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
-                acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
-                           vb.z * f0[6] + vb.w * f0[7];
-                acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
-                           vb.z * f1[6] + vb.w * f1[7];
-            }
-        }
+        for (int i = 0; i < LORA3_PF; i++)
+            if (i < npf) lora3_fma8(pb0[i], pb1[i], v_s, tb, 8 * i, acc0, acc1);
+#pragma unroll 2
+        for (int r0 = 8 * npf; r0 < R; r0 += 8)
+            lora3_fma8(*(const uint4 *)(b0 + r0), *(const uint4 *)(b1 + r0), v_s, tb, r0, acc0, acc1);
     } else {
 #pragma unroll 1
         for (int r = 0; r < R; r++) {
@@ -580,6 +662,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.n_tgt = l.n_tgt;
     a.r_stride = c->s.max_rank;
     a.set = l.set && use_v3;
+    a.async = c->lora_async;
 
     /* v2: about 4 blocks per SM (half the tile bound is typically empty); v1: 2 */
     /* LB_CUDA_LORA_SPLIT=N: aim at N shrink blocks per SM instead (fewer K splits: fewer v planes
@@ -590,7 +673,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     int max_split = (int)(K / 256) > 0 ? (int)(K / 256) : 1;
     if (n_split > max_split) n_split = max_split;
-    if (n_split > 16) n_split = 16;
+    if (n_split > LORA_SPLIT_MAX) n_split = LORA_SPLIT_MAX;
     int k_chunk = (int)((K + n_split - 1) / n_split);
     k_chunk = (k_chunk + LORA_KC - 1) / LORA_KC * LORA_KC;
     n_split = (int)((K + k_chunk - 1) / k_chunk);
@@ -649,7 +732,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
-        size_t sm = lora2_smem_bytes(c->s.max_rank);
+        size_t sm = lora2_smem_bytes(c->s.max_rank) * (a.async == 2 ? 2 : 1);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();

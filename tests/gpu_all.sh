@@ -17,7 +17,8 @@
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3), and in set mode
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
-#            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2")
+#            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
+#            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0 2"); LORA_SET=0 skips set mode
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
@@ -31,7 +32,7 @@
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0
+#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0 and LB_CUDA_LORA_ASYNC=0 and 2
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -79,6 +80,11 @@ do_ops_small() {
     # the LoRA cases again with adapter copies on the compute stream (LB_CUDA_COPY_STREAM=0)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=0 tested step test_ops_cstream.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/no-copy-stream /' | tee -a "$S"
+    # and under the other staging modes of the segmented LoRA kernels (LB_CUDA_LORA_ASYNC, default 1)
+    for m in 0 2; do
+        LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_ASYNC=$m tested step test_ops_async$m.log 40 .gpu/test_ops
+        grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_async$m.log" | head -10 | sed "s/^/lora-async-$m /" | tee -a "$S"
+    done
 }
 do_ncu() {
     if ! command -v ncu >/dev/null 2>&1; then say "SKIP ncu: no ncu"; return; fi
@@ -146,16 +152,23 @@ do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, then set mode on the
     # v3 kernels and on the dense cuBLAS path
     step lora_seg.txt 40 env LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
-    step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
-    step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
+    if [ "${LORA_SET:-1}" != 0 ]; then # LORA_SET=0: skip the set-mode timings
+        step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
+        step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
+    fi
+    # the segmented kernels under other staging modes: LORA_ASYNCS="0 2" (LB_CUDA_LORA_ASYNC)
+    for m in ${LORA_ASYNCS:-}; do
+        step "lora_async$m.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_ASYNC=$m .gpu/lora_bench --lora-only
+        grep -h ' r=' "$L/lora_async$m.txt" | sed "s/^/async$m /" | tee -a "$S"
+    done
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
     for sp in ${LORA_SPLITS:-}; do
         step "lora_split$sp.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_SPLIT=$sp .gpu/lora_bench --lora-only
         grep -h ' r=' "$L/lora_split$sp.txt" | sed "s/^/split$sp /" | tee -a "$S"
     done
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
-    grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
+    [ -f "$L/lora_seg_set.txt" ] && grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
+    [ -f "$L/lora_dense.txt" ] && grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
