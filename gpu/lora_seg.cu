@@ -28,8 +28,9 @@
  * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). Loads (LB_CUDA_LORA_ASYNC, see lora_stage): by
  * default the shrink stages x and A with cp.async (all copies of a slice in flight; before, each
  * thread's 16-byte loads ran one after another, 8 dependent round trips per slice at rank 16 and
- * 20 at rank 64), and the expand loads the v planes all at once and B's first 32 ranks before
- * its barrier; 0 restores the loads of runs 1-22, 2 double-buffers the shrink's slices. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
+ * 20 at rank 64), and the expand issues its v-plane loads 8 at a time; 0 restores the shrink's
+ * loads of runs 1-22, 2 double-buffers its slices. The three are separate instances of the kernel
+ * (template ASYNC): one kernel with a run-time mode took 124 registers instead of 96. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
@@ -108,9 +109,8 @@ struct lora_args {
     int n_tgt, tgt[3], n_out[3];
     void *y[3];
     int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
-    int async; /* LB_CUDA_LORA_ASYNC: 0 the shrink stages through registers and the v3 expand reads
-                * B after the barrier; 1 (default) cp.async staging, B's first ranks loaded before the
-                * barrier; 2 as 1 with the shrink's slices double-buffered */
+    int async; /* LB_CUDA_LORA_ASYNC: which k_lora_shrink_tc runs: 0 stages through registers (runs
+                * 1-22), 1 (default) cp.async staging, 2 cp.async with two slices double-buffered */
 };
 
 template <typename T>
@@ -229,11 +229,12 @@ static size_t lora2_smem_bytes(int max_rank)
  * which is what held the decode shrink at a fifth of the memory rate (run 12 ncu). async >= 1:
  * cp.async, every copy of the slice in flight at once (one round trip); the caller commits and
  * waits. */
+template <int ASYNC>
 static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile &tl, int n_in, const bf16 *A, int R,
-                                                  int RP, int k0, int kn, bf16 *xs, bf16 *as, int async)
+                                                  int RP, int k0, int kn, bf16 *xs, bf16 *as)
 {
     const int nv = ((kn + 15) & ~15) / 8;
-    if (async) {
+    if (ASYNC) {
         for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
             const int t = i / nv, c = (i % nv) * 8;
             const bool ok = t < tl.tn && c < kn;
@@ -268,10 +269,10 @@ static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile
  * (shared memory: 2 x lora2_smem_bytes). On return (after a barrier) sm holds red [NW][16][RP]
  * fp32, each warp's partial sums; the caller adds them up in a fixed order. The order of the
  * tensor-core products is the same for every async mode, so v is too. */
-template <int NW>
+template <int NW, int ASYNC>
 static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const lora_tile &tl, int n_in,
                                                           const struct lb_cu_lora_mod &md, int kb, int ke,
-                                                          unsigned char *sm, int async)
+                                                          unsigned char *sm)
 {
     using namespace nvcuda;
     const int R = md.rank, RP = (R + 15) & ~15, nrb = RP / 16, warp = threadIdx.x / 32;
@@ -282,26 +283,26 @@ static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const l
     for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
 
     const int n_chunk = ke > kb ? (ke - kb + LORA2_KC - 1) / LORA2_KC : 0;
-    if (async == 2 && n_chunk > 0)
-        lora_stage(x, tl, n_in, md.a, R, RP, kb, min(LORA2_KC, ke - kb), (bf16 *)sm, (bf16 *)sm + 16 * LORA2_LD, 1);
+    if (ASYNC == 2 && n_chunk > 0)
+        lora_stage<1>(x, tl, n_in, md.a, R, RP, kb, min(LORA2_KC, ke - kb), (bf16 *)sm, (bf16 *)sm + 16 * LORA2_LD);
     for (int ci = 0; ci < n_chunk; ci++) {
         const int k0 = kb + ci * LORA2_KC;
         const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
         const int kn16 = (kn + 15) & ~15;
-        bf16 *xs = (bf16 *)sm + (async == 2 ? (ci & 1) * stage_el : 0);
+        bf16 *xs = (bf16 *)sm + (ASYNC == 2 ? (ci & 1) * stage_el : 0);
         bf16 *as = xs + 16 * LORA2_LD;
-        if (async == 2) {
+        if (ASYNC == 2) {
             if (ci + 1 < n_chunk) { /* the next slice into the other buffer (free since the last barrier) */
                 bf16 *xn = (bf16 *)sm + ((ci + 1) & 1) * stage_el;
                 const int k1 = k0 + LORA2_KC;
-                lora_stage(x, tl, n_in, md.a, R, RP, k1, min(LORA2_KC, ke - k1), xn, xn + 16 * LORA2_LD, 1);
+                lora_stage<1>(x, tl, n_in, md.a, R, RP, k1, min(LORA2_KC, ke - k1), xn, xn + 16 * LORA2_LD);
                 cp_async_wait<1>();
             } else {
                 cp_async_wait<0>();
             }
         } else {
-            lora_stage(x, tl, n_in, md.a, R, RP, k0, kn, xs, as, async);
-            if (async) cp_async_wait<0>();
+            lora_stage<ASYNC>(x, tl, n_in, md.a, R, RP, k0, kn, xs, as);
+            if (ASYNC) cp_async_wait<0>();
         }
         __syncthreads();
         for (int ks = warp * 16; ks < kn16; ks += NW * 16) {
@@ -325,6 +326,7 @@ static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const l
     __syncthreads();
 }
 
+template <int ASYNC>
 static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
 {
     extern __shared__ __align__(128) unsigned char sm_raw[];
@@ -341,7 +343,7 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
     if (R <= 0) return;
     const int RP = (R + 15) & ~15;
     const int kb = split * a.k_chunk, ke = min(a.n_in, kb + a.k_chunk);
-    lora_tile_partials<4>(x, tl, a.n_in, md, kb, ke, sm_raw, a.async);
+    lora_tile_partials<4, ASYNC>(x, tl, a.n_in, md, kb, ke, sm_raw);
     float *v = a.v + ((size_t)split * a.n_tgt + j) * a.n_tok * a.r_stride;
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
@@ -415,7 +417,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
  * the y reads (v2 read y only after the barrier: a second dependent round trip per block). */
 #define LORA3_NC 256
 #define LORA3_TH (LORA_TM / 2) /* tokens per thread */
-#define LORA3_PF 4        /* 16-byte B words per column loaded before the barrier: ranks 0..31 */
 /* acc0/acc1[t] += v_s[tb + t][r0 .. r0 + 8) . (8 bf16 of B's rows n, n + 1) for the thread's tokens */
 static __device__ __forceinline__ void lora3_fma8(const uint4 &u0, const uint4 &u1, const float (*v_s)[LORA_RMAX], int tb,
                                                   int r0, float *acc0, float *acc1)
@@ -433,6 +434,9 @@ static __device__ __forceinline__ void lora3_fma8(const uint4 &u0, const uint4 &
     }
 }
 
+/* Registers decide this kernel's speed: loading B's first 32 ranks before the barrier (run 23) took
+ * it from 64 registers to 177, one block per SM instead of four, and made every case 1.3-2.5x
+ * slower; keep it at 64 (4 blocks, 32 warps per SM). */
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
     __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
@@ -463,36 +467,19 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
             for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
         return;
     }
-    /* B's first LORA3_PF x 8 ranks of this thread's two columns: loaded before the v planes and the
-     * barrier (B does not depend on v), so their round trip overlaps the v reads */
-    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
-    const int npf = a.async && (R & 7) == 0 && col_ok && tn > 0 ? min(R / 8, LORA3_PF) : 0;
-    uint4 pb0[LORA3_PF], pb1[LORA3_PF];
-#pragma unroll
-    for (int i = 0; i < LORA3_PF; i++)
-        if (i < npf) {
-            pb0[i] = *(const uint4 *)(b0 + 8 * i);
-            pb1[i] = *(const uint4 *)(b1 + 8 * i);
-        }
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
-        /* the planes summed in order (the same sum as a plain loop), every load issued up front:
+        /* the planes summed in order (the same sum as a plain loop), 8 loads issued at a time:
          * planes past n_split re-read the last one (an L1 hit) and add nothing */
         const float *vp = a.v + ((size_t)j * a.n_tok + tl.t0 + t) * a.r_stride + r;
         const size_t plane = (size_t)a.n_tgt * a.n_tok * a.r_stride;
         float sum = 0.0f;
-        if (a.n_split <= 8) {
+        for (int s0 = 0; s0 < a.n_split; s0 += 8) {
             float pv[8];
 #pragma unroll
-            for (int sp = 0; sp < 8; sp++) pv[sp] = vp[min(sp, a.n_split - 1) * plane];
+            for (int sp = 0; sp < 8; sp++) pv[sp] = vp[min(s0 + sp, a.n_split - 1) * plane];
 #pragma unroll
-            for (int sp = 0; sp < 8; sp++) sum += sp < a.n_split ? pv[sp] : 0.0f;
-        } else {
-            float pv[LORA_SPLIT_MAX];
-#pragma unroll
-            for (int sp = 0; sp < LORA_SPLIT_MAX; sp++) pv[sp] = vp[min(sp, a.n_split - 1) * plane];
-#pragma unroll
-            for (int sp = 0; sp < LORA_SPLIT_MAX; sp++) sum += sp < a.n_split ? pv[sp] : 0.0f;
+            for (int sp = 0; sp < 8; sp++) sum += s0 + sp < a.n_split ? pv[sp] : 0.0f;
         }
         v_s[t][r] = sum * md.scale;
     }
@@ -501,12 +488,10 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     float acc0[LORA3_TH], acc1[LORA3_TH];
 #pragma unroll
     for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
+    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
     if ((R & 7) == 0) {
-#pragma unroll
-        for (int i = 0; i < LORA3_PF; i++)
-            if (i < npf) lora3_fma8(pb0[i], pb1[i], v_s, tb, 8 * i, acc0, acc1);
-#pragma unroll 2
-        for (int r0 = 8 * npf; r0 < R; r0 += 8)
+#pragma unroll 1
+        for (int r0 = 0; r0 < R; r0 += 8)
             lora3_fma8(*(const uint4 *)(b0 + r0), *(const uint4 *)(b1 + r0), v_s, tb, r0, acc0, acc1);
     } else {
 #pragma unroll 1
@@ -733,8 +718,9 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank) * (a.async == 2 ? 2 : 1);
-        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(k_lora_shrink_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        k_lora_shrink_tc<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
+        void (*kf)(lora_args, const bf16 *) = a.async == 2 ? k_lora_shrink_tc<2> : a.async == 1 ? k_lora_shrink_tc<1> : k_lora_shrink_tc<0>;
+        if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+        kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (use_v3) {
             k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
