@@ -28,9 +28,9 @@
  * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). Loads (LB_CUDA_LORA_ASYNC, see lora_stage): by
  * default the shrink stages x and A with cp.async (all copies of a slice in flight; before, each
  * thread's 16-byte loads ran one after another, 8 dependent round trips per slice at rank 16 and
- * 20 at rank 64), and the expand issues its v-plane loads 8 at a time; 0 restores the shrink's
- * loads of runs 1-22, 2 double-buffers its slices. The three are separate instances of the kernel
- * (template ASYNC): one kernel with a run-time mode took 124 registers instead of 96. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
+ * 20 at rank 64); 0 restores the shrink's loads of runs 1-22, 2 double-buffers its slices. The
+ * three are separate instances of the kernel (template ASYNC): one kernel with a run-time mode
+ * took 124 registers instead of 96. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
@@ -246,19 +246,19 @@ static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile
             cp_async16(as + r * LORA2_LD + c, ok ? A + (size_t)r * n_in + k0 + c : A, ok);
         }
         cp_async_commit();
-        return;
-    }
-    for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
-        const int t = i / nv, c = (i % nv) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * n_in + k0 + c);
-        *(uint4 *)(xs + t * LORA2_LD + c) = v;
-    }
-    for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
-        const int r = i / nv, c = (i % nv) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < R && c < kn) v = *(const uint4 *)(A + (size_t)r * n_in + k0 + c);
-        *(uint4 *)(as + r * LORA2_LD + c) = v;
+    } else {
+        for (int i = threadIdx.x; i < 16 * nv; i += blockDim.x) {
+            const int t = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (t < tl.tn && c < kn) v = *(const uint4 *)(x + (size_t)(tl.t0 + t) * n_in + k0 + c);
+            *(uint4 *)(xs + t * LORA2_LD + c) = v;
+        }
+        for (int i = threadIdx.x; i < RP * nv; i += blockDim.x) {
+            const int r = i / nv, c = (i % nv) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < R && c < kn) v = *(const uint4 *)(A + (size_t)r * n_in + k0 + c);
+            *(uint4 *)(as + r * LORA2_LD + c) = v;
+        }
     }
 }
 
@@ -417,23 +417,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
  * the y reads (v2 read y only after the barrier: a second dependent round trip per block). */
 #define LORA3_NC 256
 #define LORA3_TH (LORA_TM / 2) /* tokens per thread */
-/* acc0/acc1[t] += v_s[tb + t][r0 .. r0 + 8) . (8 bf16 of B's rows n, n + 1) for the thread's tokens */
-static __device__ __forceinline__ void lora3_fma8(const uint4 &u0, const uint4 &u1, const float (*v_s)[LORA_RMAX], int tb,
-                                                  int r0, float *acc0, float *acc1)
-{
-    float f0[8], f1[8];
-    unpack8(u0, f0);
-    unpack8(u1, f1);
-#pragma unroll
-    for (int t = 0; t < LORA3_TH; t++) {
-        float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
-        acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
-                   vb.z * f0[6] + vb.w * f0[7];
-        acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
-                   vb.z * f1[6] + vb.w * f1[7];
-    }
-}
-
 /* Registers decide this kernel's speed: loading B's first 32 ranks before the barrier (run 23) took
  * it from 64 registers to 177, one block per SM instead of four, and made every case 1.3-2.5x
  * slower; keep it at 64 (4 blocks, 32 warps per SM). */
@@ -469,18 +452,9 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     }
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
         int t = i / R, r = i % R;
-        /* the planes summed in order (the same sum as a plain loop), 8 loads issued at a time:
-         * planes past n_split re-read the last one (an L1 hit) and add nothing */
-        const float *vp = a.v + ((size_t)j * a.n_tok + tl.t0 + t) * a.r_stride + r;
-        const size_t plane = (size_t)a.n_tgt * a.n_tok * a.r_stride;
         float sum = 0.0f;
-        for (int s0 = 0; s0 < a.n_split; s0 += 8) {
-            float pv[8];
-#pragma unroll
-            for (int sp = 0; sp < 8; sp++) pv[sp] = vp[min(s0 + sp, a.n_split - 1) * plane];
-#pragma unroll
-            for (int sp = 0; sp < 8; sp++) sum += s0 + sp < a.n_split ? pv[sp] : 0.0f;
-        }
+        for (int sp = 0; sp < a.n_split; sp++)
+            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
         v_s[t][r] = sum * md.scale;
     }
     __syncthreads();
@@ -491,8 +465,27 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
     if ((R & 7) == 0) {
 #pragma unroll 1
-        for (int r0 = 0; r0 < R; r0 += 8)
-            lora3_fma8(*(const uint4 *)(b0 + r0), *(const uint4 *)(b1 + r0), v_s, tb, r0, acc0, acc1);
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
+            float f0[8], f1[8];
+            const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
+                f0[2 * e] = x0.x;
+                f0[2 * e + 1] = x0.y;
+                f1[2 * e] = x1.x;
+                f1[2 * e + 1] = x1.y;
+            }
+#pragma unroll
+            for (int t = 0; t < LORA3_TH; t++) {
+                float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
+                acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
+                           vb.z * f0[6] + vb.w * f0[7];
+                acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
+                           vb.z * f1[6] + vb.w * f1[7];
+            }
+        }
     } else {
 #pragma unroll 1
         for (int r = 0; r < R; r++) {
