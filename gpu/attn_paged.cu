@@ -334,6 +334,7 @@ __host__ __device__ static adc_smem_layout adc_layout(int D, int GH)
     return L;
 }
 
+/* cp_async16, cp_async_commit, cp_async_wait: common.cuh */
 
 template <int DPL, int GH>
 static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
