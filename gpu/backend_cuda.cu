@@ -863,6 +863,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         /* default 1024: the dense path on set-mode ops of >= 1024 tokens (H100 run 16: workload 1
          * +2.3% over the segmented kernels, LB_CUDA_LORA_DENSE=0; its strict golden passes) */
         c->lora_dense_min = ev ? atoi(ev) : 1024;
+        ev = getenv("LB_CUDA_LORA_DENSE_HILO");
+        c->lora_dense_hilo = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
         c->lora_dense_strict = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");

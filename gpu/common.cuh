@@ -90,6 +90,8 @@ struct lb_cu {
                          * cuBLAS LoRA path (lora_dense.cu); default 1024, 0: never */
     int lora_dense_check;  /* LB_CUDA_LORA_DENSE_CHECK=1: every dense LoRA op is compared with the
                             * segmented kernels on a copy of y; differences are printed (debug) */
+    int lora_dense_hilo; /* 1 (default): the dense path carries v as bf16 hi + lo (K = 2 Rp in the expand);
+                          * LB_CUDA_LORA_DENSE_HILO=0: hi only (K = Rp; not yet run on a GPU) */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */

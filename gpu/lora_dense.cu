@@ -17,7 +17,9 @@
  *            carries w to ~16 bits and the expand sees the fp32 v of the segmented kernels.
  *            (Added after runs 8 and 9, where one fixture golden, qwen2/qv_rslora_r4, diverged;
  *            it did not change that failure, whose cause was the beta = 1 epilogue, below. Kept:
- *            it costs ~10% of the path's time and removes a rounding the segmented kernels lack.)
+ *            it costs ~10% of the path's time and removes a rounding the segmented kernels lack.
+ *            LB_CUDA_LORA_DENSE_HILO=0 drops the lo half: w rounded to bf16, as PEFT rounds the
+ *            output of lora_A, and half the expand's K; opt-in until a GPU run checks it.)
  *   expand   y_j = [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T, one GEMM per target with
  *            K = 2 Rp_j; fp32 accumulation, one rounding of y. Set mode only (see below).
  *
@@ -46,6 +48,7 @@
 /* The plan of one op, filled once on the host and passed by value to both kernels (~2.6 KB). */
 struct ld_args {
     int n_tgt, n_act, K, T, n_seg;
+    int kmul;                   /* 2: Vb = [hi | lo] and B_j stored twice; 1 (LB_CUDA_LORA_DENSE_HILO=0): hi only */
     int ld_vf;                  /* sum of Rp_j: columns of Vf, rows of A_stack */
     int N[3], Rp[3], base[3];   /* base_j: first row of target j in A_stack (column in Vf) */
     int off[3][LD_MAX_ACT + 1]; /* row (A) / column (B, Vb) of active slot i in target j; [n_act] = R_j */
@@ -88,7 +91,7 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
         }
     } else {
         const size_t n = (size_t)g.N[j] * Rp;
-        bf16 *dst = g.B[j]; /* [N][2 Rp]: B_j, then B_j again (it multiplies the lo half of Vb) */
+        bf16 *dst = g.B[j]; /* [N][kmul Rp]: B_j, then B_j again (it multiplies the lo half of Vb) */
         for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
             const int row = (int)(e / Rp), col = (int)(e % Rp);
             bf16 v = __float2bfloat16_rn(0.0f);
@@ -98,8 +101,8 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
                 const int r = off_s[i + 1] - off_s[i];
                 v = p_s[i][(size_t)row * r + (col - off_s[i])];
             }
-            dst[(size_t)row * 2 * Rp + col] = v;
-            dst[(size_t)row * 2 * Rp + Rp + col] = v;
+            dst[(size_t)row * g.kmul * Rp + col] = v;
+            if (g.kmul == 2) dst[(size_t)row * 2 * Rp + Rp + col] = v;
         }
     }
 }
@@ -136,14 +139,14 @@ static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ 
     const int Rp = m.Rp[j];
     const int rows = min(LD_ROWS, m.T - t0);
     const float *vf = m.vf + (size_t)t0 * m.ld_vf + m.base[j];
-    bf16 *vb = m.vb[j] + (size_t)t0 * 2 * Rp;
+    bf16 *vb = m.vb[j] + (size_t)t0 * m.kmul * Rp;
     for (int e = threadIdx.x; e < rows * Rp; e += blockDim.x) {
         const int r = e / Rp, col = e % Rp, a = act_s[r];
         float v = 0.0f;
         if (a >= 0 && col >= off_s[a] && col < off_s[a + 1]) v = vf[(size_t)r * m.ld_vf + col] * sc_s[a];
         const bf16 hi = __float2bfloat16_rn(v);
-        vb[(size_t)r * 2 * Rp + col] = hi;
-        vb[(size_t)r * 2 * Rp + Rp + col] = __float2bfloat16_rn(v - __bfloat162float(hi));
+        vb[(size_t)r * m.kmul * Rp + col] = hi;
+        if (m.kmul == 2) vb[(size_t)r * 2 * Rp + Rp + col] = __float2bfloat16_rn(v - __bfloat162float(hi));
     }
 }
 
@@ -241,6 +244,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         a.vb[j] = (bf16 *)(w + o_vb[j]);
     }
     a.n_tgt = l.n_tgt;
+    a.kmul = c->lora_dense_hilo ? 2 : 1;
     a.n_act = n_act;
     a.K = K;
     a.T = T;
@@ -266,7 +270,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
             if (l.set) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
             continue;
         }
-        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, 2 * a.Rp[j], a.N[j], !l.set, err));
+        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.kmul * a.Rp[j], a.N[j], !l.set, err));
     }
     return 1;
 }
