@@ -811,6 +811,7 @@ static void cu_destroy(struct lb_backend *be)
     lb_cublas_close(c);
     if (c->d_ws) cudaFree(c->d_ws);
     if (c->d_lora_tl) cudaFree(c->d_lora_tl);
+    if (c->d_lora_cnt) cudaFree(c->d_lora_cnt);
     if (c->h_stage) cudaFreeHost(c->h_stage);
     ring_free(&c->up);
     ring_free(&c->ld);
@@ -873,6 +874,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = ev && (atoi(ev) == 0 || atoi(ev) == 2) ? atoi(ev) : 1;
+        ev = getenv("LB_CUDA_LORA_REDUCE");
+        c->lora_reduce = ev && atoi(ev) == 1;
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_ATTN_PREFILL");

@@ -19,12 +19,14 @@
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3), and in set mode
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
-#            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0 2"); LORA_SET=0 skips set mode
+#            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0 2") and each setting of LORA_OPTS
+#            (e.g. "LB_CUDA_LORA_REDUCE=1"); LORA_SET=0 skips set mode
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
-#            LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0) and with the dense path's v in bf16
-#            only (LB_CUDA_LORA_DENSE_HILO=0; W1_VARIANTS; leaves
+#            LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0), with the dense path's v in bf16
+#            only (LB_CUDA_LORA_DENSE_HILO=0) and with the shrink reducing its planes
+#            (LB_CUDA_LORA_REDUCE=1; W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
@@ -35,7 +37,7 @@
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
 #            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0, LB_CUDA_LORA_ASYNC=0 and 2, and
-#            LB_CUDA_LORA_DENSE_HILO=0 (opt-in, reported only)
+#            the opt-ins LB_CUDA_LORA_DENSE_HILO=0 and LB_CUDA_LORA_REDUCE=1 (reported only)
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -88,9 +90,12 @@ do_ops_small() {
         LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_ASYNC=$m tested step test_ops_async$m.log 40 .gpu/test_ops
         grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_async$m.log" | head -10 | sed "s/^/lora-async-$m /" | tee -a "$S"
     done
-    # the dense LoRA path with v in bf16 only (LB_CUDA_LORA_DENSE_HILO=0, opt-in: reported only)
-    LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_DENSE_HILO=0 step test_ops_nohilo.log 40 .gpu/test_ops
-    grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_nohilo.log" | head -10 | sed "s/^/lora-dense-nohilo /" | tee -a "$S"
+    # opt-in LoRA paths, reported only: the dense path with v in bf16 only (LB_CUDA_LORA_DENSE_HILO=0)
+    # and the shrink summing its K-split planes itself (LB_CUDA_LORA_REDUCE=1)
+    for v in LB_CUDA_LORA_DENSE_HILO=0 LB_CUDA_LORA_REDUCE=1; do
+        LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 40 env "$v" .gpu/test_ops >"$L/test_ops_opt_${v%%=*}.log" 2>&1
+        say "opt-in $v: $(grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_opt_${v%%=*}.log" | head -5 | tr '\n' ' ')"
+    done
 }
 do_ncu() {
     if ! command -v ncu >/dev/null 2>&1; then say "SKIP ncu: no ncu"; return; fi
@@ -171,6 +176,11 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
         step "lora_async$m.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_ASYNC=$m .gpu/lora_bench --lora-only
         grep -h ' r=' "$L/lora_async$m.txt" | sed "s/^/async$m /" | tee -a "$S"
     done
+    # the segmented kernels under other settings: LORA_OPTS="VAR=value ..." (e.g. LB_CUDA_LORA_REDUCE=1)
+    for v in ${LORA_OPTS:-}; do
+        step "lora_opt_${v%%=*}.txt" 40 env LB_CUDA_LORA_DENSE=0 "$v" .gpu/lora_bench --lora-only
+        grep -h ' r=' "$L/lora_opt_${v%%=*}.txt" | sed "s/^/$v /" | tee -a "$S"
+    done
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
     for sp in ${LORA_SPLITS:-}; do
         step "lora_split$sp.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_SPLIT=$sp .gpu/lora_bench --lora-only
@@ -189,7 +199,7 @@ do_bench() {
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
     case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"async0:LB_CUDA_LORA_ASYNC=0 nohilo:LB_CUDA_LORA_DENSE_HILO=0"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-"async0:LB_CUDA_LORA_ASYNC=0 nohilo:LB_CUDA_LORA_DENSE_HILO=0 reduce:LB_CUDA_LORA_REDUCE=1"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"
