@@ -3,8 +3,9 @@
 # issue 5's many-adapter workload (256 Zipf adapters, 32 slots, 4096 requests, max_seqs 512),
 # without a GPU. The step count depends only on the schedule (admission, slots, loads, lengths),
 # not on the backend, so a tiny model on the CPU backend gives the same count as the 8B model on
-# a GPU (H100 run 17: 2617 steps; this script with the 25% drain slack that run used: 2606).
-# Tokens per step, and so the GPU's tokens/s, follow from it.
+# a GPU (H100 run 17: 2617 steps; this script with the 25% drain slack that run used: 2606; run
+# 22 with no slack: 2350, this script 2337). The step count does not set the GPU's tokens/s: in
+# run 22, 10% fewer steps took the same time, each fuller step costing proportionally more.
 #   bench/w3_sched_cpu.sh [OUT_DIR]        (default bench/results/w3_sched_cpu)
 # Environment: PROMPT [512], GEN [256], SLOTS [32], N_REQ [4096], MAX_SEQS [512], KV_PAGES
 # [22469: the KV cache the H100 had for workload 3 in run 17, 16-token pages; 0: the CPU's own];

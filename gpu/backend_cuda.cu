@@ -873,7 +873,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_ASYNC");
-        c->lora_async = ev && (atoi(ev) == 0 || atoi(ev) == 2) ? atoi(ev) : 1;
+        c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_REDUCE");
         c->lora_reduce = ev && atoi(ev) == 1;
         ev = getenv("LB_CUDA_LORA_SPLIT");

@@ -96,7 +96,7 @@ struct lb_cu {
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
-                     * loads of runs 1-22; 2: as 1, double-buffered */
+                     * loads of runs 1-22 */
     int lora_reduce; /* LB_CUDA_LORA_REDUCE=1: the LoRA shrink's last K-split block sums the planes
                       * for the expand (opt-in, not yet run on a GPU); default 0 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
@@ -129,8 +129,8 @@ struct lb_cu {
     void *d_lora_tl;
     size_t lora_tl_bytes;
     /* LB_CUDA_LORA_REDUCE=1: the shrink's per-(tile, target) arrival counters, grow-only */
-    int *d_lora_cnt;
-    size_t lora_cnt_n;
+    void *d_lora_cnt;
+    size_t lora_cnt_bytes;
     const void *lc_start, *lc_slot;
     int lc_nseg, lc_ntok, lc_valid;
     unsigned long long lc_gen;

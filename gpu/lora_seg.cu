@@ -28,9 +28,9 @@
  * LB_CUDA_LORA_EXPAND=2 keeps k_lora_expand_vec). Loads (LB_CUDA_LORA_ASYNC, see lora_stage): by
  * default the shrink stages x and A with cp.async (all copies of a slice in flight; before, each
  * thread's 16-byte loads ran one after another, 8 dependent round trips per slice at rank 16 and
- * 20 at rank 64); 0 restores the shrink's loads of runs 1-22, 2 double-buffers its slices. The
- * three are separate instances of the kernel (template ASYNC): one kernel with a run-time mode
- * took 124 registers instead of 96. v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
+ * 20 at rank 64); 0 restores the shrink's loads of runs 1-22. The two are separate instances
+ * of the kernel (template ASYNC): one kernel with a run-time mode took 124 registers instead of
+ * 96. (Double-buffering the slices was tried in runs 23-24: no faster, removed.) v2 (LB_CUDA_LORA=2) k_lora_shrink_tc (tensor
  * cores, WMMA) + k_lora_expand_vec (16-byte B rows), needs bf16 x and K % 8 == 0; v1
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
@@ -110,7 +110,7 @@ struct lora_args {
     void *y[3];
     int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
     int async; /* LB_CUDA_LORA_ASYNC: which k_lora_shrink_tc runs: 0 stages through registers (runs
-                * 1-22), 1 (default) cp.async staging, 2 cp.async with two slices double-buffered */
+                * 1-22), 1 (default) cp.async staging */
 };
 
 template <typename T>
@@ -226,8 +226,8 @@ static size_t lora2_smem_bytes(int max_rank)
  * 16 + RP rows of LORA2_LD; zero rows and columns past the tile, R and kn). async 0: 16-byte
  * loads through registers; each thread's loads run one after the other (a load, its store to shared
  * memory, the next load): 4 + RP/4 dependent DRAM round trips per 256-wide slice for 128 threads,
- * which is what held the decode shrink at a fifth of the memory rate (run 12 ncu). async >= 1:
- * cp.async, every copy of the slice in flight at once (one round trip); the caller commits and
+ * which is what held the decode shrink at a fifth of the memory rate (run 12 ncu). async 1:
+ * cp.async, every copy of the slice in flight at once (one round trip), committed; the caller
  * waits. */
 template <int ASYNC>
 static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile &tl, int n_in, const bf16 *A, int R,
@@ -265,10 +265,9 @@ static __device__ __forceinline__ void lora_stage(const bf16 *x, const lora_tile
 /* The partial v = x A^T of one 16-token tile over the K range [kb, ke), on tensor cores, for
  * k_lora_shrink_tc (NW = 4 warps). Per LORA2_KC slice the block stages the tile's x rows and A's
  * RP rows in shared memory (lora_stage), and its NW warps take every NW-th 16-wide K step.
- * async 2: two stage buffers, the next slice's copies in flight while this one is multiplied
- * (shared memory: 2 x lora2_smem_bytes). On return (after a barrier) sm holds red [NW][16][RP]
- * fp32, each warp's partial sums; the caller adds them up in a fixed order. The order of the
- * tensor-core products is the same for every async mode, so v is too. */
+ * On return (after a barrier) sm holds red [NW][16][RP] fp32, each warp's partial sums; the
+ * caller adds them up in a fixed order. The order of the tensor-core products is the same for
+ * both async modes, so v is too. */
 template <int NW, int ASYNC>
 static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const lora_tile &tl, int n_in,
                                                           const struct lb_cu_lora_mod &md, int kb, int ke,
@@ -276,34 +275,18 @@ static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const l
 {
     using namespace nvcuda;
     const int R = md.rank, RP = (R + 15) & ~15, nrb = RP / 16, warp = threadIdx.x / 32;
-    const int stage_el = (16 + RP) * LORA2_LD; /* one stage: xs [16][LD] then as [RP][LD] */
     float *red = (float *)sm;       /* [NW][16][RP], reused after the K loop */
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[LORA_RMAX / 16];
 #pragma unroll
     for (int i = 0; i < LORA_RMAX / 16; i++) wmma::fill_fragment(acc[i], 0.0f);
 
-    const int n_chunk = ke > kb ? (ke - kb + LORA2_KC - 1) / LORA2_KC : 0;
-    if (ASYNC == 2 && n_chunk > 0)
-        lora_stage<1>(x, tl, n_in, md.a, R, RP, kb, min(LORA2_KC, ke - kb), (bf16 *)sm, (bf16 *)sm + 16 * LORA2_LD);
-    for (int ci = 0; ci < n_chunk; ci++) {
-        const int k0 = kb + ci * LORA2_KC;
+    bf16 *xs = (bf16 *)sm;         /* [16][LORA2_LD] */
+    bf16 *as = xs + 16 * LORA2_LD; /* [RP][LORA2_LD] */
+    for (int k0 = kb; k0 < ke; k0 += LORA2_KC) {
         const int kn = min(LORA2_KC, ke - k0); /* a multiple of 8 */
         const int kn16 = (kn + 15) & ~15;
-        bf16 *xs = (bf16 *)sm + (ASYNC == 2 ? (ci & 1) * stage_el : 0);
-        bf16 *as = xs + 16 * LORA2_LD;
-        if (ASYNC == 2) {
-            if (ci + 1 < n_chunk) { /* the next slice into the other buffer (free since the last barrier) */
-                bf16 *xn = (bf16 *)sm + ((ci + 1) & 1) * stage_el;
-                const int k1 = k0 + LORA2_KC;
-                lora_stage<1>(x, tl, n_in, md.a, R, RP, k1, min(LORA2_KC, ke - k1), xn, xn + 16 * LORA2_LD);
-                cp_async_wait<1>();
-            } else {
-                cp_async_wait<0>();
-            }
-        } else {
-            lora_stage<ASYNC>(x, tl, n_in, md.a, R, RP, k0, kn, xs, as);
-            if (ASYNC) cp_async_wait<0>();
-        }
+        lora_stage<ASYNC>(x, tl, n_in, md.a, R, RP, k0, kn, xs, as);
+        if (ASYNC) cp_async_wait<0>();
         __syncthreads();
         for (int ks = warp * 16; ks < kn16; ks += NW * 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
@@ -612,6 +595,25 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
+/* A grow-only device buffer of the LoRA path (tile list, tile counters): at least `want` bytes,
+ * with room to grow; the old one is freed once the stream has finished with it. */
+static int lora_grow(struct lb_cu *c, void **p, size_t *cap, size_t want, const char *what, struct lb_err *err)
+{
+    const size_t n = want + want / 4 + 4096;
+    LB_CU(cudaStreamSynchronize(c->stream));
+    if (*p) LB_CU(cudaFree(*p));
+    *p = NULL;
+    *cap = 0;
+    cudaError_t e = cudaMalloc(p, n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        return lb_err_set(err, LB_E_OOM, "cuda: LoRA %s of %zu bytes: %s", what, n, cudaGetErrorName(e));
+    }
+    *cap = n;
+    return 0;
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -695,19 +697,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                   c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_gen == c->buf_gen;
         if (!hit) {
             c->lc_valid = 0;
-            if (256 + tiles_bytes > c->lora_tl_bytes) {
-                size_t want = 256 + tiles_bytes + tiles_bytes / 4 + 4096;
-                LB_CU(cudaStreamSynchronize(c->stream));
-                if (c->d_lora_tl) LB_CU(cudaFree(c->d_lora_tl));
-                c->d_lora_tl = NULL;
-                c->lora_tl_bytes = 0;
-                cudaError_t e = cudaMalloc(&c->d_lora_tl, want);
-                if (e != cudaSuccess) {
-                    (void)cudaGetLastError();
-                    return lb_err_set(err, LB_E_OOM, "cuda: LoRA tile list of %zu bytes: %s", want, cudaGetErrorName(e));
-                }
-                c->lora_tl_bytes = want;
-            }
+            if (256 + tiles_bytes > c->lora_tl_bytes) LB_TRY(lora_grow(c, &c->d_lora_tl, &c->lora_tl_bytes, 256 + tiles_bytes, "tile list", err));
             k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
                                                     l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
                                                     (int *)c->d_lora_tl);
@@ -734,31 +724,20 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         LB_CU_LAUNCH();
     }
     int *tile_cnt = NULL;
-    if (tc && c->lora_reduce && n_split > 1) { /* LB_CUDA_LORA_REDUCE: arrival counters, grow-only, zeroed once */
-        const size_t want = n_tile_max * 3;
-        if (want > c->lora_cnt_n) {
-            LB_CU(cudaStreamSynchronize(c->stream));
-            if (c->d_lora_cnt) LB_CU(cudaFree(c->d_lora_cnt));
-            c->d_lora_cnt = NULL;
-            c->lora_cnt_n = 0;
-            const size_t n = want + want / 4 + 1024;
-            cudaError_t e = cudaMalloc(&c->d_lora_cnt, n * sizeof(int));
-            if (e != cudaSuccess) {
-                (void)cudaGetLastError();
-                return lb_err_set(err, LB_E_OOM, "cuda: LoRA tile counters of %zu bytes: %s", n * sizeof(int), cudaGetErrorName(e));
-            }
-            LB_CU(cudaMemsetAsync(c->d_lora_cnt, 0, n * sizeof(int), c->stream));
-            c->lora_cnt_n = n;
+    if (tc && c->lora_reduce && n_split > 1) { /* LB_CUDA_LORA_REDUCE: arrival counters, zero between ops */
+        const size_t want = n_tile_max * 3 * sizeof(int);
+        if (want > c->lora_cnt_bytes) {
+            LB_TRY(lora_grow(c, &c->d_lora_cnt, &c->lora_cnt_bytes, want, "tile counters", err));
+            LB_CU(cudaMemsetAsync(c->d_lora_cnt, 0, c->lora_cnt_bytes, c->stream));
         }
-        tile_cnt = c->d_lora_cnt;
+        tile_cnt = (int *)c->d_lora_cnt;
     }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
-        size_t sm = lora2_smem_bytes(c->s.max_rank) * (a.async == 2 ? 2 : 1);
+        size_t sm = lora2_smem_bytes(c->s.max_rank);
         const int red = tile_cnt != NULL;
-        void (*kf)(lora_args, const bf16 *, int *) = a.async == 2 ? (red ? k_lora_shrink_tc<2, 1> : k_lora_shrink_tc<2, 0>)
-                                            : a.async == 1 ? (red ? k_lora_shrink_tc<1, 1> : k_lora_shrink_tc<1, 0>)
-                                                           : (red ? k_lora_shrink_tc<0, 1> : k_lora_shrink_tc<0, 0>);
+        void (*kf)(lora_args, const bf16 *, int *) = a.async ? (red ? k_lora_shrink_tc<1, 1> : k_lora_shrink_tc<1, 0>)
+                                                             : (red ? k_lora_shrink_tc<0, 1> : k_lora_shrink_tc<0, 0>);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d, tile_cnt);
         LB_CU_LAUNCH();
