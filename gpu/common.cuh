@@ -90,15 +90,13 @@ struct lb_cu {
                          * cuBLAS LoRA path (lora_dense.cu); default 1024, 0: never */
     int lora_dense_check;  /* LB_CUDA_LORA_DENSE_CHECK=1: every dense LoRA op is compared with the
                             * segmented kernels on a copy of y; differences are printed (debug) */
-    int lora_dense_hilo; /* 1 (default): the dense path carries v as bf16 hi + lo (K = 2 Rp in the expand);
-                          * LB_CUDA_LORA_DENSE_HILO=0: hi only (K = Rp; not yet run on a GPU) */
+    int lora_dense_hilo; /* LB_CUDA_LORA_DENSE_HILO=1: the dense path carries v as bf16 hi + lo (K = 2 Rp
+                          * in the expand); default 0: one bf16 (K = Rp; H100 run 26) */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
-    int lora_reduce; /* LB_CUDA_LORA_REDUCE=1: the LoRA shrink's last K-split block sums the planes
-                      * for the expand (opt-in, not yet run on a GPU); default 0 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
@@ -128,9 +126,6 @@ struct lb_cu {
     /* LoRA tile list cache (lora_variant 3): count (first 256 bytes) + tiles, grow-only. */
     void *d_lora_tl;
     size_t lora_tl_bytes;
-    /* LB_CUDA_LORA_REDUCE=1: the shrink's per-(tile, target) arrival counters, grow-only */
-    void *d_lora_cnt;
-    size_t lora_cnt_bytes;
     const void *lc_start, *lc_slot;
     int lc_nseg, lc_ntok, lc_valid;
     unsigned long long lc_gen;

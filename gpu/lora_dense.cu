@@ -11,17 +11,17 @@
  *            the mask); Rp_j = R_j rounded up to LD_PAD with zero rows/columns (fewer distinct
  *            GEMM shapes, aligned leading dims).
  *   shrink   Vf [T, sum Rp] (f32) = x A_stack^T, one GEMM for the op's 1-3 targets (x read once).
- *   mask     Vb_j [T, 2 Rp_j] (bf16): w = Vf's columns of token t's own slot times that module's
- *            scale (zero elsewhere; base rows: all zero), split in two bf16 halves, hi = bf16(w)
- *            in columns 0 .. Rp_j and lo = bf16(w - hi) in Rp_j .. 2 Rp_j, so that hi + lo
- *            carries w to ~16 bits and the expand sees the fp32 v of the segmented kernels.
- *            (Added after runs 8 and 9, where one fixture golden, qwen2/qv_rslora_r4, diverged;
- *            it did not change that failure, whose cause was the beta = 1 epilogue, below. Kept:
- *            it costs ~10% of the path's time and removes a rounding the segmented kernels lack.
- *            LB_CUDA_LORA_DENSE_HILO=0 drops the lo half: w rounded to bf16, as PEFT rounds the
- *            output of lora_A, and half the expand's K; opt-in until a GPU run checks it.)
- *   expand   y_j = [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T, one GEMM per target with
- *            K = 2 Rp_j; fp32 accumulation, one rounding of y. Set mode only (see below).
+ *   mask     Vb_j [T, Rp_j] (bf16): w = Vf's columns of token t's own slot times that module's
+ *            scale (zero elsewhere; base rows: all zero), rounded to bf16 as PEFT rounds the
+ *            output of lora_A. LB_CUDA_LORA_DENSE_HILO=1 (the default of runs 11-25) splits w in
+ *            two bf16 halves instead, hi = bf16(w) in columns 0 .. Rp_j and lo = bf16(w - hi) in
+ *            Rp_j .. 2 Rp_j, so hi + lo carries w to ~16 bits as the segmented kernels' fp32 v
+ *            does, at twice the expand's K (added after runs 8-9 for a golden failure whose cause
+ *            turned out to be the beta = 1 epilogue, below; H100 run 26: workload 1 1.5% slower
+ *            than one bf16, whose strict golden passes).
+ *   expand   y_j = Vb_j B_j^T (hilo: [hi | lo] [B_j | B_j]^T = (hi + lo) B_j^T), one GEMM per
+ *            target with K = Rp_j (hilo 2 Rp_j); fp32 accumulation, one rounding of y. Set mode
+ *            only (see below).
  *
  * The shrink computes every active slot's columns for every token (n_act times the useful
  * FLOPs), the expand likewise multiplies zeros; both run on tensor cores at GEMM rate. Measured

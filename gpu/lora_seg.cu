@@ -309,14 +309,8 @@ static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const l
     __syncthreads();
 }
 
-/* REDUCE (LB_CUDA_LORA_REDUCE=1, opt-in, not yet run on a GPU): the last of a (tile, target)'s
- * K-split blocks to finish sums every plane in plane order, the same order and so the same floats
- * as the expand's own sum, into plane 0 (threadfence reduction: each block writes its plane, fences,
- * then counts itself in on an atomic counter; the block that arrives last reads the others' planes
- * through L2 and resets the counter). The expand is then launched with n_split = 1 and reads one
- * plane instead of n_split in each of its N / 256 blocks. */
-template <int ASYNC, int REDUCE>
-static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x, int *tile_cnt)
+template <int ASYNC>
+static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
 {
     extern __shared__ __align__(128) unsigned char sm_raw[];
     const float *red = (const float *)sm_raw; /* [4][16][RP] after lora_tile_partials */
@@ -339,25 +333,6 @@ static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, cons
         float sum = red[(0 * 16 + t) * RP + r] + red[(1 * 16 + t) * RP + r] + red[(2 * 16 + t) * RP + r] +
                     red[(3 * 16 + t) * RP + r];
         v[(size_t)(tl.t0 + t) * a.r_stride + r] = sum;
-    }
-    if (REDUCE && a.n_split > 1) {
-        __shared__ int last;
-        __threadfence(); /* this block's plane is visible device-wide before it counts itself in */
-        __syncthreads();
-        int *cnt = tile_cnt + (size_t)blockIdx.y * a.n_tgt + j; /* [n_tile_max][n_tgt], zero between ops */
-        if (threadIdx.x == 0) last = atomicAdd(cnt, 1) == a.n_split - 1;
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
-        float *v0 = a.v + (size_t)j * a.n_tok * a.r_stride;
-        const size_t plane = (size_t)a.n_tgt * a.n_tok * a.r_stride;
-        for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
-            const size_t e = (size_t)(tl.t0 + i / R) * a.r_stride + i % R;
-            float sum = 0.0f;
-            for (int sp = 0; sp < a.n_split; sp++) sum += __ldcg(v0 + sp * plane + e);
-            v0[e] = sum;
-        }
-        if (threadIdx.x == 0) *cnt = 0; /* ready for the next op (stream-ordered) */
     }
 }
 
@@ -595,7 +570,7 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
-/* A grow-only device buffer of the LoRA path (tile list, tile counters): at least `want` bytes,
+/* A grow-only device buffer of the LoRA path (the tile list): at least `want` bytes,
  * with room to grow; the old one is freed once the stream has finished with it. */
 static int lora_grow(struct lb_cu *c, void **p, size_t *cap, size_t want, const char *what, struct lb_err *err)
 {
@@ -723,25 +698,13 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                                                 l.n_seg, (lora_tile *)a.tiles, d_count);
         LB_CU_LAUNCH();
     }
-    int *tile_cnt = NULL;
-    if (tc && c->lora_reduce && n_split > 1) { /* LB_CUDA_LORA_REDUCE: arrival counters, zero between ops */
-        const size_t want = n_tile_max * 3 * sizeof(int);
-        if (want > c->lora_cnt_bytes) {
-            LB_TRY(lora_grow(c, &c->d_lora_cnt, &c->lora_cnt_bytes, want, "tile counters", err));
-            LB_CU(cudaMemsetAsync(c->d_lora_cnt, 0, c->lora_cnt_bytes, c->stream));
-        }
-        tile_cnt = (int *)c->d_lora_cnt;
-    }
     dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
-        const int red = tile_cnt != NULL;
-        void (*kf)(lora_args, const bf16 *, int *) = a.async ? (red ? k_lora_shrink_tc<1, 1> : k_lora_shrink_tc<1, 0>)
-                                                             : (red ? k_lora_shrink_tc<0, 1> : k_lora_shrink_tc<0, 0>);
+        void (*kf)(lora_args, const bf16 *) = a.async ? k_lora_shrink_tc<1> : k_lora_shrink_tc<0>;
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d, tile_cnt);
+        kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        if (red) a.n_split = 1; /* the shrink left the sum in plane 0 */
         if (use_v3) {
             k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();

@@ -10,8 +10,8 @@
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=0 (adapter copies on
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
-#            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=0
-#            (reported only)
+#            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=1
+#            (v as a hi/lo pair; reported only)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
@@ -20,13 +20,11 @@
 #            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
 #            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0") and each setting of LORA_OPTS
-#            (e.g. "LB_CUDA_LORA_REDUCE=1"); LORA_SET=0 skips set mode
+#            (e.g. "LB_CUDA_LORA_SPLIT=4"); LORA_SET=0 skips set mode
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
-#            LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0), with the dense path's v in bf16
-#            only (LB_CUDA_LORA_DENSE_HILO=0) and with the shrink reducing its planes
-#            (LB_CUDA_LORA_REDUCE=1; W1_VARIANTS; leaves
+#            dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1; W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
@@ -37,7 +35,7 @@
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
 #            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0, LB_CUDA_LORA_ASYNC=0, and
-#            the opt-ins LB_CUDA_LORA_DENSE_HILO=0 and LB_CUDA_LORA_REDUCE=1 (reported only)
+#            LB_CUDA_LORA_DENSE_HILO=1 (reported only)
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -88,9 +86,8 @@ do_ops_small() {
     # and with the LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0; the default is cp.async)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_ASYNC=0 tested step test_ops_async0.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_async0.log" | head -10 | sed "s/^/lora-async-0 /" | tee -a "$S"
-    # opt-in LoRA paths, reported only: the dense path with v in bf16 only (LB_CUDA_LORA_DENSE_HILO=0)
-    # and the shrink summing its K-split planes itself (LB_CUDA_LORA_REDUCE=1)
-    for v in LB_CUDA_LORA_DENSE_HILO=0 LB_CUDA_LORA_REDUCE=1; do
+    # other LoRA paths, reported only: the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1)
+    for v in LB_CUDA_LORA_DENSE_HILO=1; do
         LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 40 env "$v" .gpu/test_ops >"$L/test_ops_opt_${v%%=*}.log" 2>&1
         say "opt-in $v: $(grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_opt_${v%%=*}.log" | head -5 | tr '\n' ' ')"
     done
@@ -120,10 +117,10 @@ do_golden() {
     # (strict)
     LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
-    # the same with the dense path's v in bf16 only (LB_CUDA_LORA_DENSE_HILO=0, opt-in: reported, a
-    # failure does not fail the call)
-    LB_CUDA_LORA_DENSE_HILO=0 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_nohilo.log 60 .gpu/test_golden
-    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_nohilo.log" | head -20 | sed 's/^/dense-nohilo /' | tee -a "$S"
+    # the same with the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1, the default of
+    # runs 11-26: reported, a failure does not fail the call)
+    LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_hilo.log" | head -20 | sed 's/^/dense-hilo /' | tee -a "$S"
 }
 do_demo() {
     tested step demo_cuda.log 60 $B run jobs/demo.yaml --restart --device cuda
@@ -174,7 +171,7 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
         step "lora_async$m.txt" 40 env LB_CUDA_LORA_DENSE=0 LB_CUDA_LORA_ASYNC=$m .gpu/lora_bench --lora-only
         grep -h ' r=' "$L/lora_async$m.txt" | sed "s/^/async$m /" | tee -a "$S"
     done
-    # the segmented kernels under other settings: LORA_OPTS="VAR=value ..." (e.g. LB_CUDA_LORA_REDUCE=1)
+    # the segmented kernels under other settings: LORA_OPTS="VAR=value ..." (e.g. LB_CUDA_LORA_ASYNC=0)
     for v in ${LORA_OPTS:-}; do
         step "lora_opt_${v%%=*}.txt" 40 env LB_CUDA_LORA_DENSE=0 "$v" .gpu/lora_bench --lora-only
         grep -h ' r=' "$L/lora_opt_${v%%=*}.txt" | sed "s/^/$v /" | tee -a "$S"
@@ -197,7 +194,7 @@ do_bench() {
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
     case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"async0:LB_CUDA_LORA_ASYNC=0 nohilo:LB_CUDA_LORA_DENSE_HILO=0 reduce:LB_CUDA_LORA_REDUCE=1"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-"hilo:LB_CUDA_LORA_DENSE_HILO=1"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"
