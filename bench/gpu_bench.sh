@@ -66,7 +66,7 @@ run_lb() { # name with_adapters
         [ "$ad" = 1 ] && args+=(--use "a$i")
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
-    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-512} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN=${LB_CUDA_ATTN:-default} LB_CUDA_ELEM=${LB_CUDA_ELEM:-default} LB_CUDA_GEMM_TUNE=${LB_CUDA_GEMM_TUNE:-default} LB_CUDA_LORA_DENSE=${LB_CUDA_LORA_DENSE:-default} LB_CUDA_COPY_STREAM=${LB_CUDA_COPY_STREAM:-default}" > "$OUT/$name.settings"
+    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-512} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN=${LB_CUDA_ATTN:-default} LB_CUDA_ELEM=${LB_CUDA_ELEM:-default} LB_CUDA_GEMM_TUNE=${LB_CUDA_GEMM_TUNE:-default} LB_CUDA_LORA_DENSE=${LB_CUDA_LORA_DENSE:-default} LB_CUDA_LORA_DENSE_HILO=${LB_CUDA_LORA_DENSE_HILO:-default} LB_CUDA_COPY_STREAM=${LB_CUDA_COPY_STREAM:-default}" > "$OUT/$name.settings"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
     timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
         --max-seqs ${MAX_SEQS:-512} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"
@@ -81,12 +81,13 @@ if [ "${PROFILE:-0}" = 1 ]; then # GPU time per op (events around each op) on a 
     grep "^cuda profile\|^cuda stats" "$OUT/w1_profile.log"
 fi
 # W1_VARIANTS="name:VAR=value ...": workload 1 again under each setting (e.g. old_order:LB_LORA_SET_MIN_TOK=-1)
+# (several settings: comma-separated, e.g. dd:LB_LORA_SET_MIN_TOK=1,LB_CUDA_LORA_DENSE=1)
 for v in ${W1_VARIANTS:-}; do
-    eval "${v#*:} run_lb w1_${v%%:*} 1"
+    eval "$(echo "${v#*:}" | tr , ' ') run_lb w1_${v%%:*} 1"
 done
 # W2_VARIANTS likewise for workload 2 (the base model), so that a setting is compared on both
 for v in ${W2_VARIANTS:-}; do
-    eval "${v#*:} run_lb w2_${v%%:*} 0"
+    eval "$(echo "${v#*:}" | tr , ' ') run_lb w2_${v%%:*} 0"
 done
 if [ "${PEER:-1}" != 0 ]; then
     timeout 170 python3 bench/peer_hf.py --model $M --adapters $M/adapters --requests $NPEER --batch $NPEER --new ${PEER_NEW:-64} --json "$OUT/peer.json" > "$OUT/peer.log" 2>&1

@@ -48,7 +48,8 @@
 /* The plan of one op, filled once on the host and passed by value to both kernels (~2.6 KB). */
 struct ld_args {
     int n_tgt, n_act, K, T, n_seg;
-    int kmul;                   /* 2: Vb = [hi | lo] and B_j stored twice; 1 (LB_CUDA_LORA_DENSE_HILO=0): hi only */
+    int kmul;                   /* 1: Vb = bf16(w); 2 (LB_CUDA_LORA_DENSE_HILO=1): [hi | lo] and B_j stored twice */
+    int bvec;                   /* 1: every active rank and B pointer a multiple of 8 elements (16-byte gather) */
     int ld_vf;                  /* sum of Rp_j: columns of Vf, rows of A_stack */
     int N[3], Rp[3], base[3];   /* base_j: first row of target j in A_stack (column in Vf) */
     int off[3][LD_MAX_ACT + 1]; /* row (A) / column (B, Vb) of active slot i in target j; [n_act] = R_j */
@@ -88,6 +89,22 @@ static __global__ void __launch_bounds__(256) k_ld_gather(const __grid_constant_
                 v = ((const uint4 *)(p_s[i] + (size_t)(row - off_s[i]) * g.K))[c];
             }
             dst[e] = v;
+        }
+    } else if (g.bvec) { /* every rank and B pointer a multiple of 8 elements: 16-byte copies */
+        const int rv = Rp / 8;
+        const size_t n = (size_t)g.N[j] * rv;
+        uint4 *dst = (uint4 *)g.B[j]; /* [N][kmul Rp / 8] */
+        for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+            const int row = (int)(e / rv), c = (int)(e % rv), col = c * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (col < R) {
+                int i = 0;
+                while (off_s[i + 1] <= col) i++;
+                const int r = off_s[i + 1] - off_s[i];
+                v = *(const uint4 *)(p_s[i] + (size_t)row * r + (col - off_s[i]));
+            }
+            dst[(size_t)row * g.kmul * rv + c] = v;
+            if (g.kmul == 2) dst[(size_t)row * 2 * rv + rv + c] = v;
         }
     } else {
         const size_t n = (size_t)g.N[j] * Rp;
@@ -195,6 +212,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
 
     ld_args a;
     memset(&a, 0, sizeof a);
+    int bvec = 1;
     for (int j = 0; j < l.n_tgt; j++) {
         const int t = l.tgt[j];
         if ((unsigned)t >= LB_T_COUNT || l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
@@ -204,6 +222,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
             const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
             const int r = md.rank > 0 ? md.rank : 0;
             if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, "A not 16-byte aligned", err);
+            if (r && (r % 8 || ((uintptr_t)md.b & 15))) bvec = 0;
             a.off[j][i] = o;
             a.a[j][i] = md.a;
             a.b[j][i] = md.b;
@@ -245,6 +264,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     a.n_tgt = l.n_tgt;
     a.kmul = c->lora_dense_hilo ? 2 : 1;
     a.n_act = n_act;
+    a.bvec = bvec;
     a.K = K;
     a.T = T;
     a.n_seg = l.n_seg;
@@ -254,7 +274,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
 
     size_t most = 0; /* the gather's largest part: A rows in 16-byte vectors or B elements */
     for (int j = 0; j < l.n_tgt; j++) {
-        size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j];
+        size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j] / (bvec ? 8 : 1);
         most = a_vec > most ? a_vec : most;
         most = b_el > most ? b_el : most;
     }
