@@ -88,6 +88,11 @@ struct lb_cu {
     int elem_variant; /* 2 (default): 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); LB_CUDA_ELEM=1: scalar */
     int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: set-mode ops of steps of >= N tokens take the dense
                          * cuBLAS LoRA path (lora_dense.cu); default 1024, 0: never */
+    size_t lora_dense_cache; /* LB_CUDA_LORA_DENSE_CACHE=MiB (bytes here): device memory the dense path may
+                              * keep its gathered A_stack/B_j in across steps, per (layer, op); 0: off */
+    size_t ldc_used;         /* bytes held by that cache */
+    void *ldc;               /* lora_dense.cu's cache entries, [n_layer][LB_T_COUNT], owned */
+    unsigned *slot_gen;      /* host [n_slot]: bumped by every lora_load/lora_clear of the slot */
     int lora_dense_check;  /* LB_CUDA_LORA_DENSE_CHECK=1: every dense LoRA op is compared with the
                             * segmented kernels on a copy of y; differences are printed (debug) */
     int lora_dense_hilo; /* LB_CUDA_LORA_DENSE_HILO=1: the dense path carries v as bf16 hi + lo (K = 2 Rp
@@ -189,6 +194,7 @@ int lb_cuda_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 /* 1: done by the dense path (lora_dense.cu), 0: not applicable (take the segmented one), < 0: error */
 int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
+void lb_cuda_lora_dense_free(struct lb_cu *c); /* the cache above */
 int lb_cuda_rope(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);

@@ -169,6 +169,91 @@ static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ 
 
 static size_t ld_al(size_t n) { return (n + 255) & ~(size_t)255; }
 
+/* The gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in): one entry per (layer, the op's first
+ * target) holds the A_stack and B_j that op gathered last, with the key they were gathered for
+ * (active slots in order, each slot's load generation, kmul). An op whose key matches skips the
+ * gather; a decode step's op sees the same adapters as the step before unless one finished or was
+ * loaded. An entry grows only within the budget; past it the op gathers into the workspace. */
+struct ld_ent {
+    void *d;
+    size_t cap;
+    int valid, n_act, kmul, n_tgt, tgt[3];
+    int act[LD_MAX_ACT];
+    unsigned gen[LD_MAX_ACT];
+};
+struct ld_cache {
+    int n;
+    struct ld_ent e[1]; /* [n_layer * LB_T_COUNT] */
+};
+
+void lb_cuda_lora_dense_free(struct lb_cu *c)
+{
+    struct ld_cache *lc = (struct ld_cache *)c->ldc;
+    if (!lc) return;
+    for (int i = 0; i < lc->n; i++)
+        if (lc->e[i].d) cudaFree(lc->e[i].d);
+    free(lc);
+    c->ldc = NULL;
+    c->ldc_used = 0;
+}
+
+/* The cache entry for this op with room for `bytes` (NULL: no cache, or over the budget); *hit:
+ * it already holds what this op would gather. */
+static struct ld_ent *ld_cache_get(struct lb_cu *c, const struct lb_op *op, const ld_args &a, size_t bytes, int *hit,
+                                   struct lb_err *err, int *rc)
+{
+    const auto &l = op->u.lora;
+    *hit = 0;
+    *rc = 0;
+    if (!c->lora_dense_cache || !c->slot_gen) return NULL;
+    struct ld_cache *lc = (struct ld_cache *)c->ldc;
+    if (!lc) {
+        const int n = c->s.n_layer * LB_T_COUNT;
+        lc = (struct ld_cache *)calloc(1, sizeof *lc + (size_t)n * sizeof(struct ld_ent));
+        if (!lc) return NULL;
+        lc->n = n;
+        c->ldc = lc;
+    }
+    struct ld_ent *e = &lc->e[l.layer * LB_T_COUNT + l.tgt[0]];
+    int same = e->valid && e->n_act == a.n_act && e->kmul == a.kmul && e->n_tgt == l.n_tgt && e->cap >= bytes;
+    for (int j = 0; same && j < l.n_tgt; j++) same = e->tgt[j] == l.tgt[j];
+    for (int i = 0; same && i < a.n_act; i++) same = e->act[i] == a.act_slot[i] && e->gen[i] == c->slot_gen[a.act_slot[i]];
+    if (same) {
+        *hit = 1;
+        return e;
+    }
+    e->valid = 0;
+    if (e->cap < bytes) {
+        if (c->ldc_used - e->cap + bytes > c->lora_dense_cache) return NULL;
+        const size_t n = bytes + bytes / 8;
+        cudaError_t ce = cudaStreamSynchronize(c->stream); /* the old buffer may still be read */
+        if (ce == cudaSuccess && e->d) ce = cudaFree(e->d);
+        if (ce != cudaSuccess) {
+            *rc = lb_err_set(err, LB_E_DEVICE, "cuda: LoRA gather cache: %s", cudaGetErrorString(ce));
+            return NULL;
+        }
+        c->ldc_used -= e->cap;
+        e->d = NULL;
+        e->cap = 0;
+        if (cudaMalloc(&e->d, n) != cudaSuccess) {
+            (void)cudaGetLastError();
+            e->d = NULL;
+            return NULL; /* no room: gather into the workspace as without the cache */
+        }
+        e->cap = n;
+        c->ldc_used += n;
+    }
+    e->n_act = a.n_act;
+    e->kmul = a.kmul;
+    e->n_tgt = l.n_tgt;
+    for (int j = 0; j < l.n_tgt; j++) e->tgt[j] = l.tgt[j];
+    for (int i = 0; i < a.n_act; i++) {
+        e->act[i] = a.act_slot[i];
+        e->gen[i] = c->slot_gen[a.act_slot[i]];
+    }
+    return e; /* the caller gathers into it, then marks it valid */
+}
+
 /* The dense path does not apply to a step it was asked to take: 0 (the segmented path runs), or
  * an error under LB_CUDA_LORA_DENSE_STRICT=1 (tests: proves the cases they check ran here). */
 static int ld_skip(const struct lb_cu *c, const char *why, struct lb_err *err)
@@ -209,6 +294,12 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         act[n_act++] = sl;
     }
     if (!n_act) return 0;
+    for (int i = 1; i < n_act; i++) /* slot order: the same adapters give the same layout (and cache key) */
+        for (int k = i; k > 0 && act[k - 1] > act[k]; k--) {
+            const int t = act[k];
+            act[k] = act[k - 1];
+            act[k - 1] = t;
+        }
 
     ld_args a;
     memset(&a, 0, sizeof a);
@@ -272,6 +363,19 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     a.seg_start = (const int32_t *)l.seg_start->d;
     a.seg_slot = (const int32_t *)l.seg_slot->d;
 
+    /* A_stack and the B_j from the gather cache when it holds them (LB_CUDA_LORA_DENSE_CACHE) */
+    size_t c_b[3], c_end = ld_al((size_t)a.ld_vf * K * 2);
+    for (int j = 0; j < l.n_tgt; j++) {
+        c_b[j] = c_end;
+        c_end += ld_al((size_t)a.N[j] * a.kmul * a.Rp[j] * 2);
+    }
+    int hit = 0, crc = 0;
+    struct ld_ent *ent = ld_cache_get(c, op, a, c_end, &hit, err, &crc);
+    if (crc) return crc;
+    if (ent) {
+        a.A = (bf16 *)ent->d;
+        for (int j = 0; j < l.n_tgt; j++) a.B[j] = (bf16 *)((char *)ent->d + c_b[j]);
+    }
     size_t most = 0; /* the gather's largest part: A rows in 16-byte vectors or B elements */
     for (int j = 0; j < l.n_tgt; j++) {
         size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j] / (bvec ? 8 : 1);
@@ -279,8 +383,11 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         most = b_el > most ? b_el : most;
     }
     const unsigned gx = cdiv(most, 256), cap = (unsigned)c->n_sm * 8;
-    k_ld_gather<<<dim3(gx < cap ? gx : cap, l.n_tgt, 2), 256, 0, c->stream>>>(a);
-    LB_CU_LAUNCH();
+    if (!hit) {
+        k_ld_gather<<<dim3(gx < cap ? gx : cap, l.n_tgt, 2), 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+        if (ent) ent->valid = 1;
+    }
     LB_TRY(lb_cublas_gemm(c, l.x->d, a.A, a.vf, LB_F32, T, K, a.ld_vf, 0, err));
     k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(a);
     LB_CU_LAUNCH();

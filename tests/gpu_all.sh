@@ -11,7 +11,8 @@
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
 #            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=1
-#            (v as a hi/lo pair; reported only)
+#            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache; both
+#            reported only)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
@@ -121,6 +122,9 @@ do_golden() {
     # runs 11-26: reported, a failure does not fail the call)
     LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_hilo.log" | head -20 | sed 's/^/dense-hilo /' | tee -a "$S"
+    # and with the dense path's gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in: reported only)
+    LB_CUDA_LORA_DENSE_CACHE=2048 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_dcache.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dcache.log" | head -20 | sed 's/^/dense-cache /' | tee -a "$S"
 }
 do_demo() {
     tested step demo_cuda.log 60 $B run jobs/demo.yaml --restart --device cuda

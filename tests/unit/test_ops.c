@@ -1316,6 +1316,35 @@ static void test_lora_dense(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The same with the dense path's gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in): within a rank
+ * set the cases reuse the loaded adapters, so ops with the same active slots take the cached
+ * A_stack/B_j (hits, new x each time); each of the three rank sets reloads every slot, which must
+ * invalidate them. A budget of 1 MiB (second pass) is too small for most entries: those ops gather into the
+ * workspace as without the cache. */
+static void test_lora_set_all_ranks(void) /* every rank set even under LB_OPS_SMALL: the reloads matter here */
+{
+    const int keep = small;
+    small = 0;
+    lora_set = 1;
+    test_lora();
+    lora_set = 0;
+    small = keep;
+}
+
+static void test_lora_dense_cache(void)
+{
+    static void (*const fns[])(void) = {test_lora_set_all_ranks};
+    NEED_GPU("lora");
+    setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_CACHE", "64", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    setenv("LB_CUDA_LORA_DENSE_CACHE", "1", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    unsetenv("LB_CUDA_LORA_DENSE_CACHE");
+    unsetenv("LB_CUDA_LORA_DENSE_STRICT");
+    gpu_reopen(NULL, NULL);
+}
+
 /* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
  * and RoPE) on the same cases */
 static void test_elem_v1(void)
@@ -1679,6 +1708,7 @@ int main(void)
     T_RUN(test_sample);
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
+    T_RUN(test_lora_dense_cache);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
