@@ -11,8 +11,9 @@
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
 #            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=1
-#            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache; both
-#            reported only)
+#            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache), and
+#            with LB_CUDA_LORA_FOLD=1024 LB_LORA_SET_MIN_TOK=1 (the LoRA term folded into the
+#            projections' GEMMs on every step; these three reported only)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
@@ -25,7 +26,8 @@
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
-#            dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1; W1_VARIANTS; leaves
+#            LoRA term folded into the projections' GEMMs on every step and on prefill steps only
+#            (LB_CUDA_LORA_FOLD=1024, with and without LB_LORA_SET_MIN_TOK=1; W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
@@ -125,6 +127,10 @@ do_golden() {
     # and with the dense path's gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in: reported only)
     LB_CUDA_LORA_DENSE_CACHE=2048 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_dcache.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dcache.log" | head -20 | sed 's/^/dense-cache /' | tee -a "$S"
+    # and with the LoRA term folded into the projections' GEMMs on every set-first step, decode
+    # included (LB_CUDA_LORA_FOLD, opt-in: reported only)
+    LB_CUDA_LORA_FOLD=1024 LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda step test_golden_fold.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_fold.log" | head -20 | sed 's/^/fold /' | tee -a "$S"
 }
 do_demo() {
     tested step demo_cuda.log 60 $B run jobs/demo.yaml --restart --device cuda
@@ -198,7 +204,7 @@ do_bench() {
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
     case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"hilo:LB_CUDA_LORA_DENSE_HILO=1"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-"fold:LB_LORA_SET_MIN_TOK=1,LB_CUDA_LORA_FOLD=1024 foldp:LB_CUDA_LORA_FOLD=1024"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"
