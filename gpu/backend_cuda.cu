@@ -878,7 +878,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
          * golden passes); 1: the hi/lo pair of runs 11-25 */
         c->lora_dense_hilo = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_FOLD");
-        c->lora_fold = ev && atoi(ev) > 0 ? atoi(ev) : 0;
+        c->lora_fold = ev && atoi(ev) >= 64 ? atoi(ev) / 64 * 64 : 0; /* columns of LD_PAD: aligned rows */
         ev = getenv("LB_CUDA_LORA_FOLD_TEST_NOMEM");
         c->lora_fold_nomem = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CACHE");

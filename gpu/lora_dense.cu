@@ -661,8 +661,11 @@ int lb_cuda_lora_fold_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_
     }
     int spare = m.w->ld ? m.w->ld - K : 0;
     if (spare < need) {
+        /* at least 512 columns (up to the cap) on the first widening: each widening synchronises
+         * and copies the weight, so a need that grows a little later should still fit */
         int want = (need + 127) / 128 * 128;
-        if (want > c->lora_fold) want = need;
+        if (want < 512) want = 512;
+        if (want > c->lora_fold) want = c->lora_fold >= need ? c->lora_fold : need;
         int rc = lf_widen(c, m.w, K, N, want, err);
         if (rc < 0) return rc;
         wt->valid = 0;
