@@ -27,7 +27,8 @@
 #            default (v4 tensor-core decode)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
 #            LoRA term folded into the projections' GEMMs on every step and on prefill steps only
-#            (LB_CUDA_LORA_FOLD=1024, with and without LB_LORA_SET_MIN_TOK=1; W1_VARIANTS; leaves
+#            (LB_CUDA_LORA_FOLD=1024 with the gather cache, with and without LB_LORA_SET_MIN_TOK=1;
+#            W1_VARIANTS; leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
@@ -204,7 +205,7 @@ do_bench() {
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
     case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"fold:LB_LORA_SET_MIN_TOK=1,LB_CUDA_LORA_FOLD=1024 foldp:LB_CUDA_LORA_FOLD=1024"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-"fold:LB_LORA_SET_MIN_TOK=1,LB_CUDA_LORA_FOLD=1024,LB_CUDA_LORA_DENSE_CACHE=2048 foldp:LB_CUDA_LORA_FOLD=1024,LB_CUDA_LORA_DENSE_CACHE=2048"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"
