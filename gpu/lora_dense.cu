@@ -36,8 +36,11 @@
  * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LD_RMAX; otherwise
  * the segmented path runs (LB_CUDA_LORA_DENSE_STRICT=1 makes that an error, for tests).
  *
+ * Also here: the gather cache (LB_CUDA_LORA_DENSE_CACHE) and the fold of the LoRA term into the
+ * projection's GEMM (LB_CUDA_LORA_FOLD), each described where its code starts.
+ *
  * Test: build/tests/test_ops (test_lora_dense: every LoRA layout, set mode, the step sequence,
- * with LB_CUDA_LORA_DENSE=1). */
+ * with LB_CUDA_LORA_DENSE=1; test_lora_dense_cache; test_lora_fold). */
 #include "common.cuh"
 
 #define LD_MAX_ACT 32
