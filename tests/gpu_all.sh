@@ -19,7 +19,8 @@
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3), and in set mode
-#            (LB_BENCH_LORA_SET=1) the segmented kernels vs the dense cuBLAS path,
+#            (LB_BENCH_LORA_SET=1, with the projections after them: set+proj) the segmented
+#            kernels vs the dense cuBLAS path vs the fold (LB_CUDA_LORA_FOLD=1024),
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
 #            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0") and each setting of LORA_OPTS
 #            (e.g. "LB_CUDA_LORA_SPLIT=4"); LORA_SET=0 skips set mode
@@ -176,6 +177,9 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
     if [ "${LORA_SET:-1}" != 0 ]; then # LORA_SET=0: skip the set-mode timings
         step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
         step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
+        # the LoRA term folded into the projections (LB_CUDA_LORA_FOLD): compare its set+proj
+        # column with the dense and segmented set-mode passes' (and with base + lora in add mode)
+        step lora_fold.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_FOLD=1024 .gpu/lora_bench --lora-only
     fi
     # the segmented kernels under the other staging mode: LORA_ASYNCS="0" (LB_CUDA_LORA_ASYNC)
     for m in ${LORA_ASYNCS:-}; do
@@ -195,6 +199,7 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
     [ -f "$L/lora_seg_set.txt" ] && grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
     [ -f "$L/lora_dense.txt" ] && grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
+    [ -f "$L/lora_fold.txt" ] && grep -h ' r=' "$L/lora_fold.txt" | sed 's/^/fold-set /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
