@@ -349,9 +349,10 @@ static int ld_run(struct lb_cu *c, const struct lb_op *op, int fold, struct lb_e
         for (int j = 0; j < l.n_tgt; j++)
             if (a.base[j] + a.Rp[j] > c->lora_fold) return 0;
     }
-    /* workspace: A_stack, Vf, then B_j and Vb_j per target, each 256-byte aligned */
+    /* workspace: A_stack, Vf, then B_j and Vb_j per target (not for the fold: B goes into the
+     * weights, Vb into X'), each 256-byte aligned */
     size_t o_a = 0, o_vf = ld_al((size_t)a.ld_vf * K * 2), end = o_vf + ld_al((size_t)T * a.ld_vf * 4), o_b[3], o_vb[3];
-    for (int j = 0; j < l.n_tgt; j++) {
+    for (int j = 0; j < l.n_tgt && !fold; j++) {
         o_b[j] = end;
         o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * 2 * a.Rp[j] * 2);
         end = o_vb[j] + ld_al((size_t)T * 2 * a.Rp[j] * 2);
@@ -370,7 +371,7 @@ static int ld_run(struct lb_cu *c, const struct lb_op *op, int fold, struct lb_e
     char *w = (char *)ws;
     a.A = (bf16 *)(w + o_a);
     a.vf = (float *)(w + o_vf);
-    for (int j = 0; j < l.n_tgt; j++) {
+    for (int j = 0; j < l.n_tgt && !fold; j++) {
         a.B[j] = (bf16 *)(w + o_b[j]);
         a.vb[j] = (bf16 *)(w + o_vb[j]);
     }

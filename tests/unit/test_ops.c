@@ -622,6 +622,40 @@ static struct lb_backend_setup lora_setup(int H, int NH, int NKV, int D, int F, 
     return s;
 }
 
+/* The LB_OP_LORA pair (CPU, GPU) of one case: targets tg[0..n_tgt) with outputs ys[j] of N[j]
+ * columns, x of K columns, the segments both on the device (pss, psl) and, for the GPU op, on the
+ * host (ss, sl, as forward.c passes them); `set` only on the GPU side (the CPU accumulates). */
+static void lora_op_pair(struct lb_op *oc, struct lb_op *og, int layer, int n_tgt, const enum lb_target *tg,
+                         const int *N, int T, int K, int S, const struct pair *px, const struct pair *pss,
+                         const struct pair *psl, const int32_t *ss, const int32_t *sl, struct pair *const *ys, int set)
+{
+    memset(oc, 0, sizeof *oc);
+    oc->kind = LB_OP_LORA;
+    oc->u.lora.layer = layer;
+    oc->u.lora.n_tgt = n_tgt;
+    oc->u.lora.n_tok = T;
+    oc->u.lora.n_in = K;
+    oc->u.lora.n_seg = S;
+    for (int j = 0; j < n_tgt; j++) {
+        oc->u.lora.tgt[j] = tg[j];
+        oc->u.lora.n_out[j] = N[j];
+    }
+    *og = *oc;
+    og->u.lora.set = set;
+    oc->u.lora.x = px->c;
+    og->u.lora.x = px->g;
+    oc->u.lora.seg_start = pss->c;
+    og->u.lora.seg_start = pss->g;
+    oc->u.lora.seg_slot = psl->c;
+    og->u.lora.seg_slot = psl->g;
+    og->u.lora.h_seg_start = ss;
+    og->u.lora.h_seg_slot = sl;
+    for (int j = 0; j < n_tgt; j++) {
+        oc->u.lora.y[j] = ys[j]->c;
+        og->u.lora.y[j] = ys[j]->g;
+    }
+}
+
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
 
 static void test_lora(void)
@@ -678,30 +712,9 @@ static void test_lora(void)
                             return;
                         }
                     }
-                    struct lb_op oc = {.kind = LB_OP_LORA}, og = oc;
-                    oc.u.lora.layer = 1;
-                    oc.u.lora.n_tgt = n_tgt;
-                    oc.u.lora.n_tok = T;
-                    oc.u.lora.n_in = K;
-                    oc.u.lora.n_seg = S;
-                    for (int j = 0; j < n_tgt; j++) {
-                        oc.u.lora.tgt[j] = tg[j];
-                        oc.u.lora.n_out[j] = N[j];
-                    }
-                    og = oc;
-                    og.u.lora.set = lora_set;
-                    oc.u.lora.x = px.c;
-                    og.u.lora.x = px.g;
-                    oc.u.lora.seg_start = pss.c;
-                    og.u.lora.seg_start = pss.g;
-                    oc.u.lora.seg_slot = psl.c;
-                    og.u.lora.seg_slot = psl.g;
-                    og.u.lora.h_seg_start = ss;
-                    og.u.lora.h_seg_slot = sl;
-                    for (int j = 0; j < n_tgt; j++) {
-                        oc.u.lora.y[j] = py[j].c;
-                        og.u.lora.y[j] = py[j].g;
-                    }
+                    struct lb_op oc, og;
+                    struct pair *ys[3] = {&py[0], &py[1], &py[2]};
+                    lora_op_pair(&oc, &og, 1, n_tgt, tg, N, T, K, S, &px, &pss, &psl, ss, sl, ys, lora_set);
                     char what[160];
                     snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : "", rs, T,
                              layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
@@ -809,29 +822,15 @@ static void test_lora_step(void)
                         static const int g_n[4] = {3, 2, 1, 1};
                         static const enum lb_target g_t[4][3] = {{LB_T_Q, LB_T_K, LB_T_V}, {LB_T_GATE, LB_T_UP, 0},
                                                                   {LB_T_O, 0, 0}, {LB_T_DOWN, 0, 0}};
-                        struct lb_op oc = {.kind = LB_OP_LORA}, og;
-                        oc.u.lora.layer = layer;
-                        oc.u.lora.n_tgt = g_n[grp];
-                        oc.u.lora.n_tok = T;
-                        oc.u.lora.n_in = in[g_t[grp][0]];
-                        oc.u.lora.n_seg = S;
+                        struct lb_op oc, og;
+                        int n_o[3];
+                        struct pair *ys[3];
                         for (int j = 0; j < g_n[grp]; j++) {
-                            oc.u.lora.tgt[j] = g_t[grp][j];
-                            oc.u.lora.n_out[j] = out[g_t[grp][j]];
+                            n_o[j] = out[g_t[grp][j]];
+                            ys[j] = &py[g_t[grp][j]];
                         }
-                        og = oc;
-                        oc.u.lora.x = px[g_t[grp][0]].c;
-                        og.u.lora.x = px[g_t[grp][0]].g;
-                        oc.u.lora.seg_start = pss.c;
-                        og.u.lora.seg_start = pss.g;
-                        oc.u.lora.seg_slot = psl.c;
-                        og.u.lora.seg_slot = psl.g;
-                        og.u.lora.h_seg_start = ss;
-                        og.u.lora.h_seg_slot = sl;
-                        for (int j = 0; j < g_n[grp]; j++) {
-                            oc.u.lora.y[j] = py[g_t[grp][j]].c;
-                            og.u.lora.y[j] = py[g_t[grp][j]].g;
-                        }
+                        lora_op_pair(&oc, &og, layer, g_n[grp], g_t[grp], n_o, T, in[g_t[grp][0]], S,
+                                     &px[g_t[grp][0]], &pss, &psl, ss, sl, ys, 0);
                         char what[160];
                         snprintf(what, sizeof what, "lora step T=%d %s S=%d round %d layer %d %s", T,
                                  layout_name[lays[li]], S, round, layer, lb_target_name(g_t[grp][0]));
@@ -1398,30 +1397,14 @@ static void test_lora_fold_cases(void)
                         free(junk);
                         if (rc) return;
                     }
-                    struct lb_op oc = {.kind = LB_OP_LORA}, og;
-                    oc.u.lora.layer = 1;
-                    oc.u.lora.n_tgt = n;
-                    oc.u.lora.n_tok = T;
-                    oc.u.lora.n_in = K;
-                    oc.u.lora.n_seg = S;
+                    struct lb_op oc, og;
+                    int n_o[3];
+                    struct pair *ys[3];
                     for (int j = 0; j < n; j++) {
-                        oc.u.lora.tgt[j] = g_t[grp][j];
-                        oc.u.lora.n_out[j] = out[g_t[grp][j]];
+                        n_o[j] = out[g_t[grp][j]];
+                        ys[j] = &py[j];
                     }
-                    og = oc;
-                    og.u.lora.set = 1;
-                    oc.u.lora.x = px.c;
-                    og.u.lora.x = px.g;
-                    oc.u.lora.seg_start = pss.c;
-                    og.u.lora.seg_start = pss.g;
-                    oc.u.lora.seg_slot = psl.c;
-                    og.u.lora.seg_slot = psl.g;
-                    og.u.lora.h_seg_start = ss;
-                    og.u.lora.h_seg_slot = sl;
-                    for (int j = 0; j < n; j++) {
-                        oc.u.lora.y[j] = py[j].c;
-                        og.u.lora.y[j] = py[j].g;
-                    }
+                    lora_op_pair(&oc, &og, 1, n, g_t[grp], n_o, T, K, S, &px, &pss, &psl, ss, sl, ys, 1);
                     char what[160];
                     snprintf(what, sizeof what, "lora fold ranks#%d T=%d %s S=%d %s%s", rs, T, layout_name[lays[li]],
                              S, lb_target_name(g_t[grp][0]), n > 1 ? "+" : "");
