@@ -6,8 +6,7 @@
  *   lora  = one LB_OP_LORA over the group's targets, time, GB/s over the fewest bytes it must move
  *           (x once, each distinct adapter's A and B once, y read and written), and lora/base.
  *   set+proj (LB_BENCH_LORA_SET=1) = the LoRA op in set mode followed by the group's projections
- *           adding into y, as forward.c runs large steps; with LB_CUDA_LORA_FOLD the LoRA term is
- *           folded into those GEMMs and only this figure is printed for the LoRA part.
+ *           adding into y, as forward.c runs large steps.
  * Layouts: decode T=256 (16 adapters x 16 tokens; 256 one-token segments over 16 adapters),
  * prefill T=8192 (16 adapters x 512 tokens); ranks 16 and 64. Plus attention: decode (256
  * sequences of 640 and of 2048 cached tokens, 8 of 8192) and prefill (16 sequences of 512
@@ -200,11 +199,7 @@ static void bench_lora(const char *layout, int T, int n_seg, const int32_t *ss, 
         int reps = T >= 4096 ? 10 : 50;
         double bm, bmin, lm, lmin, sm = 0, smin = 0;
         time_ops(mm, gr->n_tgt, reps, &bm, &bmin);
-        /* the fold (LB_CUDA_LORA_FOLD) leaves the term pending for the projections: in set mode the
-         * LoRA op alone is not a complete op there, so it is timed only as "set+proj" below */
-        const int fold = lo.u.lora.set && getenv("LB_CUDA_LORA_FOLD") && atoi(getenv("LB_CUDA_LORA_FOLD")) > 0;
-        if (!fold) time_ops(&lo, 1, reps, &lm, &lmin);
-        else lm = lmin = 0;
+        time_ops(&lo, 1, reps, &lm, &lmin);
         if (lo.u.lora.set) { /* forward.c's set-first order: the LoRA op, then the projections adding into y */
             struct lb_op seq[4];
             seq[0] = lo;

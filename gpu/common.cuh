@@ -47,8 +47,6 @@ struct lb_buf {
     size_t n_elem;
     void *d;       /* owned, device, n_elem of dt */
     int is_weight; /* 1: made by ops->weight (read-only by convention) */
-    int ld;        /* weights only: 0, or the row stride in elements when the rows carry spare columns
-                    * for a folded LoRA term (LB_CUDA_LORA_FOLD; lora_dense.cu lf_widen) */
 };
 
 /* ------------------------------------------------------------------ adapter slots
@@ -90,11 +88,6 @@ struct lb_cu {
     int elem_variant; /* 2 (default): 16-byte vectorised RMSNorm, SwiGLU and RoPE (bf16); LB_CUDA_ELEM=1: scalar */
     int lora_dense_min; /* LB_CUDA_LORA_DENSE=N: set-mode ops of steps of >= N tokens take the dense
                          * cuBLAS LoRA path (lora_dense.cu); default 1024, 0: never */
-    int lora_fold;           /* LB_CUDA_LORA_FOLD=R: fold set-mode LoRA terms into the projections' GEMMs
-                              * with up to R spare weight columns (lora_dense.cu); 0 (default): off */
-    int lora_fold_nomem;     /* LB_CUDA_LORA_FOLD_TEST_NOMEM=1 (tests): widening a weight fails */
-    void *lf;                /* the fold's state (lora_dense.cu), owned */
-    int lf_pending;          /* projections whose folded LoRA term awaits their matmul */
     size_t lora_dense_cache; /* LB_CUDA_LORA_DENSE_CACHE=MiB (bytes here): device memory the dense path may
                               * keep its gathered A_stack/B_j in across steps, per (layer, op); 0: off */
     size_t ldc_used;         /* bytes held by that cache */
@@ -202,15 +195,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 /* 1: done by the dense path (lora_dense.cu), 0: not applicable (take the segmented one), < 0: error */
 int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 void lb_cuda_lora_dense_free(struct lb_cu *c); /* the cache above */
-/* The fold (LB_CUDA_LORA_FOLD): 1 when it took a set-mode LoRA op (its term is then pending for
- * the projections' matmuls), 0 when not, < 0 on error. */
-int lb_cuda_lora_fold(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
-/* A matmul while a folded term is pending: 1 the GEMM ran (the caller adds the bias), 2 the op is
- * done, 0 nothing pending, < 0 error (also: a matmul that is not a pending projection). */
-int lb_cuda_lora_fold_matmul(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
-void lb_cuda_lora_fold_free(struct lb_cu *c);
-int lb_cuda_bias_add(struct lb_cu *c, struct lb_buf *y, const struct lb_buf *bias, int n_tok, int n_out,
-                     struct lb_err *err);
 int lb_cuda_rope(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
@@ -225,9 +209,6 @@ void lb_cublas_close(struct lb_cu *c);
 /* y[T,N] (+)= x[T,K] @ w[N,K]^T; x, w bf16; y bf16 or f32. */
 int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum lb_dtype y_dt, int n_tok, int n_in,
                    int n_out, int accumulate, struct lb_err *err);
-/* The same with rows of x and w ldx and ldw elements apart (>= n_in). */
-int lb_cublas_gemm_ld(struct lb_cu *c, const void *x, int ldx, const void *w, int ldw, void *y, enum lb_dtype y_dt,
-                      int n_tok, int n_in, int n_out, int accumulate, struct lb_err *err);
 
 /* ------------------------------------------------------------------ device helpers */
 __device__ __forceinline__ float ldf(const float *p) { return *p; }

@@ -42,7 +42,6 @@
 struct gemm_plan {
     int used;
     int n_tok, n_in, n_out, y_dt, accumulate;
-    int ldx, ldw; /* leading dimensions of x and w (n_in unless a row has spare columns) */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -187,9 +186,8 @@ static int tune_pick(struct lb_cublas *b, struct gemm_plan *p, const cublasLtMat
     return best;
 }
 
-static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_in, int n_out, int ldx, int ldw,
-                     enum lb_dtype y_dt, int accumulate, const void *x, const void *w, cudaStream_t stream,
-                     struct lb_err *err)
+static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_in, int n_out, enum lb_dtype y_dt,
+                     int accumulate, const void *x, const void *w, cudaStream_t stream, struct lb_err *err)
 {
     memset(p, 0, sizeof *p);
     cudaDataType_t yt = y_dt == LB_F32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -198,8 +196,8 @@ static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     LB_BLAS(b->cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LB_BLAS(b->cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, n_in, n_out, ldw));
-    LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, n_in, n_tok, ldx));
+    LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, n_in, n_out, n_in));
+    LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, n_in, n_tok, n_in));
     LB_BLAS(b->cublasLtMatrixLayoutCreate(&p->lc, yt, n_out, n_tok, n_out));
     cublasLtMatmulPreference_t pref;
     LB_BLAS(b->cublasLtMatmulPreferenceCreate(&pref));
@@ -218,8 +216,6 @@ static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_
     p->n_tok = n_tok;
     p->n_in = n_in;
     p->n_out = n_out;
-    p->ldx = ldx;
-    p->ldw = ldw;
     p->y_dt = y_dt;
     p->accumulate = accumulate;
     p->algo = res[b->tune && n_res > 1 ? tune_pick(b, p, res, n_res, x, w, stream) : 0].algo;
@@ -229,18 +225,11 @@ static int plan_make(struct lb_cublas *b, struct gemm_plan *p, int n_tok, int n_
 int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum lb_dtype y_dt, int n_tok, int n_in,
                    int n_out, int accumulate, struct lb_err *err)
 {
-    return lb_cublas_gemm_ld(c, x, n_in, w, n_in, y, y_dt, n_tok, n_in, n_out, accumulate, err);
-}
-
-int lb_cublas_gemm_ld(struct lb_cu *c, const void *x, int ldx, const void *w, int ldw, void *y, enum lb_dtype y_dt,
-                      int n_tok, int n_in, int n_out, int accumulate, struct lb_err *err)
-{
     struct lb_cublas *b = c->blas;
     struct gemm_plan *p = NULL;
     for (int i = 0; i < LB_PLAN_CAP; i++) {
         struct gemm_plan *q = &b->plan[i];
-        if (q->used && q->n_tok == n_tok && q->n_in == n_in && q->n_out == n_out && q->y_dt == (int)y_dt &&
-            q->ldx == ldx && q->ldw == ldw) {
+        if (q->used && q->n_tok == n_tok && q->n_in == n_in && q->n_out == n_out && q->y_dt == (int)y_dt) {
             p = q;
             break;
         }
@@ -253,7 +242,7 @@ int lb_cublas_gemm_ld(struct lb_cu *c, const void *x, int ldx, const void *w, in
             b->next_evict = (b->next_evict + 1) % LB_PLAN_CAP;
             plan_drop(b, p);
         }
-        int rc = plan_make(b, p, n_tok, n_in, n_out, ldx, ldw, y_dt, accumulate, x, w, c->stream, err);
+        int rc = plan_make(b, p, n_tok, n_in, n_out, y_dt, accumulate, x, w, c->stream, err);
         if (rc < 0) {
             plan_drop(b, p);
             return rc;

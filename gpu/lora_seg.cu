@@ -598,10 +598,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
     size_t T = l.n_tok, K = l.n_in;
     if (c->lora_dense_check && c->lora_dense_min > 0) return lora_dense_check(c, op, err);
-    if (c->lora_fold > 0 && l.set) { /* LB_CUDA_LORA_FOLD: the term folded into the projections' GEMMs */
-        int rc = lb_cuda_lora_fold(c, op, err);
-        if (rc) return rc < 0 ? rc : 0;
-    }
     { /* large steps: the dense cuBLAS path (lora_dense.cu) when it applies */
         int rc = lb_cuda_lora_dense(c, op, err);
         if (rc) return rc < 0 ? rc : 0;

@@ -84,11 +84,7 @@ struct lb_op {
                                                * backend's dense path for large steps needs them) */
             int set;                          /* 1: y_j = the LoRA term (overwritten, 0 where a module is
                                                * absent); only when every segment has a slot, and only
-                                               * on a backend whose supports() accepts it. The caller
-                                               * issues the matmuls that accumulate into the y_j next,
-                                               * reading the same x: a backend may defer the term into
-                                               * them (CUDA, LB_CUDA_LORA_FOLD) and then fails any other
-                                               * op in between */
+                                               * on a backend whose supports() accepts it */
         } lora;
         struct { struct lb_buf *q, *k, *pos; int n_tok, n_head, n_kv_head, head_dim; } rope;
         struct { int layer; struct lb_buf *k, *v, *slot_map; int n_tok; } kv_write;

@@ -11,25 +11,23 @@
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
 #            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=1
-#            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache), and
-#            with LB_CUDA_LORA_FOLD=1024 LB_LORA_SET_MIN_TOK=1 (the LoRA term folded into the
-#            projections' GEMMs on every step; these three reported only)
+#            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache; these
+#            two reported only)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
 #            --elem-only); when v2 is not faster on all three, the steps after it use the scalar ones
 #   lora     LoRA op timings (lora_bench --lora-only), segmented kernels (v3), and in set mode
 #            (LB_BENCH_LORA_SET=1, with the projections after them: set+proj) the segmented
-#            kernels vs the dense cuBLAS path vs the fold (LB_CUDA_LORA_FOLD=1024),
+#            kernels vs the dense cuBLAS path,
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
 #            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0") and each setting of LORA_OPTS
 #            (e.g. "LB_CUDA_LORA_SPLIT=4"); LORA_SET=0 skips set mode
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
 #            default (v4 tensor-core decode)
-#   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 with the
-#            LoRA term folded into the projections' GEMMs on every step and on prefill steps only
-#            (LB_CUDA_LORA_FOLD=1024 with the gather cache, with and without LB_LORA_SET_MIN_TOK=1;
-#            W1_VARIANTS; leaves
+#   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 under
+#            each setting of W1_VARIANTS (default none; e.g. "ddc:LB_LORA_SET_MIN_TOK=1,
+#            LB_CUDA_LORA_DENSE=1,LB_CUDA_LORA_DENSE_CACHE=3072"); leaves
 #            W3_RESERVE seconds, default 240, for w3, and QUICK_RESERVE, default 120, for quick)
 #   w3       workload 3: 256 adapters, Zipf, 32 slots (bench/gpu_bench_w3.sh); W3_LIMIT caps its
 #            seconds, W3_ENV (e.g. LB_CUDA_LORA_DENSE=0) sets the environment of its run
@@ -129,10 +127,6 @@ do_golden() {
     # and with the dense path's gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in: reported only)
     LB_CUDA_LORA_DENSE_CACHE=2048 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_dcache.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dcache.log" | head -20 | sed 's/^/dense-cache /' | tee -a "$S"
-    # and with the LoRA term folded into the projections' GEMMs on every set-first step, decode
-    # included (LB_CUDA_LORA_FOLD, opt-in: reported only)
-    LB_CUDA_LORA_FOLD=1024 LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda step test_golden_fold.log 60 .gpu/test_golden
-    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_fold.log" | head -20 | sed 's/^/fold /' | tee -a "$S"
 }
 do_demo() {
     tested step demo_cuda.log 60 $B run jobs/demo.yaml --restart --device cuda
@@ -177,9 +171,6 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
     if [ "${LORA_SET:-1}" != 0 ]; then # LORA_SET=0: skip the set-mode timings
         step lora_dense.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=1 .gpu/lora_bench --lora-only
         step lora_seg_set.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_DENSE=0 .gpu/lora_bench --lora-only
-        # the LoRA term folded into the projections (LB_CUDA_LORA_FOLD): compare its set+proj
-        # column with the dense and segmented set-mode passes' (and with base + lora in add mode)
-        step lora_fold.txt 40 env LB_BENCH_LORA_SET=1 LB_CUDA_LORA_FOLD=1024 .gpu/lora_bench --lora-only
     fi
     # the segmented kernels under the other staging mode: LORA_ASYNCS="0" (LB_CUDA_LORA_ASYNC)
     for m in ${LORA_ASYNCS:-}; do
@@ -199,7 +190,6 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
     grep -h ' r=' "$L/lora_seg.txt" | sed 's/^/seg   /' | tee -a "$S"
     [ -f "$L/lora_seg_set.txt" ] && grep -h ' r=' "$L/lora_seg_set.txt" | sed 's/^/seg-set /' | tee -a "$S"
     [ -f "$L/lora_dense.txt" ] && grep -h ' r=' "$L/lora_dense.txt" | sed 's/^/dense-set /' | tee -a "$S"
-    [ -f "$L/lora_fold.txt" ] && grep -h ' r=' "$L/lora_fold.txt" | sed 's/^/fold-set /' | tee -a "$S"
 }
 do_ops_attn() { # every attention case under every attention variant (the decode kernels' full check)
     LB_OPS_FILTER=attn,kv_write tested step test_ops_attn.log 120 .gpu/test_ops
@@ -210,7 +200,7 @@ do_bench() {
     l=$(left)
     case " $STEPS " in *" w3 "*) reserve=${W3_RESERVE:-240} ;; esac
     case " $STEPS " in *" quick "*) reserve=$((reserve + ${QUICK_RESERVE:-120})) ;; esac
-    W1_VARIANTS=${W1_VARIANTS-"fold:LB_LORA_SET_MIN_TOK=1,LB_CUDA_LORA_FOLD=1024,LB_CUDA_LORA_DENSE_CACHE=2048 foldp:LB_CUDA_LORA_FOLD=1024,LB_CUDA_LORA_DENSE_CACHE=2048"} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
+    W1_VARIANTS=${W1_VARIANTS-} PEER=${PEER:-0} PROFILE=${PROFILE:-1} \
         step gpu_bench.txt $((l - reserve)) bench/gpu_bench.sh $B "$L/bench"
     tail -12 "$L/gpu_bench.txt" | tee -a "$S"
     grep -h '^cuda profile' "$L/bench/w1_profile.log" 2>/dev/null | head -40 | tee -a "$S"

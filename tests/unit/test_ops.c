@@ -1344,14 +1344,13 @@ static void test_lora_dense_cache(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The LoRA term folded into its projection's GEMM (LB_CUDA_LORA_FOLD, gpu/lora_dense.cu; opt-in):
- * forward.c's order on set-first steps, a set-mode LoRA op and then each target's matmul adding
- * x W^T (+ bias on q) into y, on the GPU against the CPU's term plus the same product. Weights are
- * small (0.1) next to the term, so a misplaced adapter column shows in the NMSE. The same weights
- * serve every case: their spare columns are written once, reused while the active slots stay the
- * same, rewritten when they change and after each of the three rank sets reloads every slot (the
- * last set has ranks that are not multiples of 8: the scalar copy). */
-static void test_lora_fold_cases(void)
+/* forward.c's order on LoRA-first steps (LB_LORA_SET_MIN_TOK): a set-mode LoRA op writes the term
+ * into y, then each target's matmul adds x W^T (+ bias on q) into it, on the GPU against the CPU's
+ * term plus the same product. Weights are small (0.1) next to the term, so a misplaced adapter
+ * column shows in the NMSE. Three rank sets reload every slot (the last has ranks that are not
+ * multiples of 8). (Written for the fold of the term into the GEMM, LB_CUDA_LORA_FOLD, which
+ * H100 run 29 found correct and no faster end to end; removed after it.) */
+static void test_lora_set_matmul_cases(void)
 {
     NEED_GPU("lora");
     struct lb_backend_setup s = lora_setup(512, 8, 2, 64, 1024, 6, 64);
@@ -1406,7 +1405,7 @@ static void test_lora_fold_cases(void)
                     }
                     lora_op_pair(&oc, &og, 1, n, g_t[grp], n_o, T, K, S, &px, &pss, &psl, ss, sl, ys, 1);
                     char what[160];
-                    snprintf(what, sizeof what, "lora fold ranks#%d T=%d %s S=%d %s%s", rs, T, layout_name[lays[li]],
+                    snprintf(what, sizeof what, "lora set+matmul ranks#%d T=%d %s S=%d %s%s", rs, T, layout_name[lays[li]],
                              S, lb_target_name(g_t[grp][0]), n > 1 ? "+" : "");
                     const int ran = run_both(&oc, &og, what); /* 0: the GPU has no set mode (skipped) */
                     int ok = ran > 0;
@@ -1436,20 +1435,14 @@ static void test_lora_fold_cases(void)
     free(bqbits);
 }
 
-/* ... at a spare-column cap that every op fits (1024), at one most ops exceed (64: those take the
- * segmented kernels in set mode and the matmul accumulates, as without the fold), and with the
- * weights' widening refused as if the device were full (the projection runs unfolded and the
- * segmented kernels add the term) */
-static void test_lora_fold(void)
+/* ... on the default path (the segmented kernels below LB_CUDA_LORA_DENSE tokens) and with every
+ * set-mode op on the dense cuBLAS path (LB_CUDA_LORA_DENSE=1) */
+static void test_lora_set_matmul(void)
 {
-    static void (*const fns[])(void) = {test_lora_fold_cases};
+    static void (*const fns[])(void) = {test_lora_set_matmul_cases};
     NEED_GPU("lora");
-    with_env("LB_CUDA_LORA_FOLD", "1024", fns, 1);
-    with_env("LB_CUDA_LORA_FOLD", "64", fns, 1);
-    setenv("LB_CUDA_LORA_FOLD_TEST_NOMEM", "1", 1);
-    with_env("LB_CUDA_LORA_FOLD", "1024", fns, 1);
-    unsetenv("LB_CUDA_LORA_FOLD_TEST_NOMEM");
-    gpu_reopen(NULL, NULL);
+    test_lora_set_matmul_cases();
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
 }
 
 /* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
@@ -1816,7 +1809,7 @@ int main(void)
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
     T_RUN(test_lora_dense_cache);
-    T_RUN(test_lora_fold);
+    T_RUN(test_lora_set_matmul);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
