@@ -812,6 +812,11 @@ static void cu_destroy(struct lb_backend *be)
                     "cuda stats: %lld steps of <= 512 tokens: host between %.1f us/step, enqueue %.1f us/step, wait "
                     "%.1f us/step\n",
                     nsm, 1e6 * c->st_small_gap / nsm, 1e6 * c->st_small_enq / nsm, 1e6 * c->st_small_wait / nsm);
+        if (c->ld_taken || c->ld_skip_rmax || c->ld_skip_other)
+            fprintf(stderr,
+                    "cuda stats: dense LoRA path: %lld ops taken; left to the segmented kernels: %lld whose active "
+                    "ranks add up to more than %d columns (LB_CUDA_LORA_DENSE_RMAX), %lld for other reasons\n",
+                    c->ld_taken, c->ld_skip_rmax, c->lora_dense_rmax, c->ld_skip_other);
     }
     free_state(c);
     lb_cublas_close(c);
@@ -877,6 +882,9 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_cache = ev && atoll(ev) > 0 ? (size_t)atoll(ev) << 20 : 0;
         ev = getenv("LB_CUDA_LORA_DENSE_STRICT");
         c->lora_dense_strict = ev && atoi(ev) > 0;
+        ev = getenv("LB_CUDA_LORA_DENSE_RMAX");
+        c->lora_dense_rmax = ev && atoi(ev) > 0 ? atoi(ev) : 1024;
+        if (c->lora_dense_rmax > 4096) c->lora_dense_rmax = 4096;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
         c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");

@@ -99,6 +99,11 @@ struct lb_cu {
                           * in the expand); default 0: one bf16 (K = Rp; H100 run 26) */
     int lora_dense_strict; /* LB_CUDA_LORA_DENSE_STRICT=1: a step the dense path was asked to take
                             * but cannot is an error (tests) */
+    int lora_dense_rmax; /* LB_CUDA_LORA_DENSE_RMAX: the most columns (the step's active ranks summed
+                          * per target, rounded up to 64) the dense path takes; default 1024 */
+    long long ld_taken, ld_skip_rmax, ld_skip_other; /* dense path: ops it ran, ops of >= LB_CUDA_LORA_DENSE
+                                                      * tokens it left to the segmented kernels (their
+                                                      * ranks over lora_dense_rmax; any other reason) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */

@@ -33,7 +33,8 @@
  * (default 1024 since H100 run 16: its strict golden passes and workload 1 ran 2.3% faster than
  * on the segmented kernels; 0: never), the op is in set mode, the op carries the
  * host copies of the segments, x is bf16 with K % 8 == 0,
- * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LD_RMAX; otherwise
+ * y is bf16, at most LD_MAX_ACT distinct slots are active and every Rp_j <= LB_CUDA_LORA_DENSE_RMAX
+ * (default 1024; the workspace stays under 512 MiB); otherwise
  * the segmented path runs (LB_CUDA_LORA_DENSE_STRICT=1 makes that an error, for tests).
  *
  * Also here: the gather cache (LB_CUDA_LORA_DENSE_CACHE), described where its code starts. (The
@@ -46,7 +47,6 @@
 #include "common.cuh"
 
 #define LD_MAX_ACT 32
-#define LD_RMAX 1024
 #define LD_PAD 64
 #define LD_ROWS 32 /* token rows per block of the mask kernel */
 
@@ -261,8 +261,9 @@ static struct ld_ent *ld_cache_get(struct lb_cu *c, const struct lb_op *op, cons
 
 /* The dense path does not apply to a step it was asked to take: 0 (the segmented path runs), or
  * an error under LB_CUDA_LORA_DENSE_STRICT=1 (tests: proves the cases they check ran here). */
-static int ld_skip(const struct lb_cu *c, const char *why, struct lb_err *err)
+static int ld_skip(struct lb_cu *c, long long *count, const char *why, struct lb_err *err)
 {
+    ++*count;
     return c->lora_dense_strict ? lb_err_set(err, LB_E_INTERNAL, "dense LoRA path not taken: %s", why) : 0;
 }
 
@@ -281,10 +282,10 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
      * (LB_LORA_SET_MIN_TOK, src/forward.c), and those are the ones this path is for. Run 16 (H100):
      * the fixture goldens pass with every set-mode op on this path (strict). */
     if (!l.set) return 0;
-    if (!l.h_seg_start || !l.h_seg_slot) return ld_skip(c, "no host copy of the segments", err);
-    if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8) return ld_skip(c, "x not bf16 with K % 8 == 0", err);
+    if (!l.h_seg_start || !l.h_seg_slot) return ld_skip(c, &c->ld_skip_other, "no host copy of the segments", err);
+    if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8) return ld_skip(c, &c->ld_skip_other, "x not bf16 with K % 8 == 0", err);
     for (int j = 0; j < l.n_tgt; j++)
-        if (!l.y[j] || l.y[j]->dt != LB_BF16) return ld_skip(c, "y not bf16", err);
+        if (!l.y[j] || l.y[j]->dt != LB_BF16) return ld_skip(c, &c->ld_skip_other, "y not bf16", err);
     const int T = l.n_tok, K = l.n_in;
     if (l.h_seg_start[0] != 0 || l.h_seg_start[l.n_seg] != T) return 0; /* the segmented path reports what is wrong */
     int act[LD_MAX_ACT], n_act = 0;
@@ -295,7 +296,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         int seen = 0;
         for (int i = 0; i < n_act; i++) seen |= act[i] == sl;
         if (seen) continue;
-        if (n_act == LD_MAX_ACT) return ld_skip(c, "more than LD_MAX_ACT adapters in the step", err);
+        if (n_act == LD_MAX_ACT) return ld_skip(c, &c->ld_skip_other, "more than LD_MAX_ACT adapters in the step", err);
         act[n_act++] = sl;
     }
     if (!n_act) return 0;
@@ -317,7 +318,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         for (int i = 0; i < n_act; i++) {
             const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
             const int r = md.rank > 0 ? md.rank : 0;
-            if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, "A not 16-byte aligned", err);
+            if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, &c->ld_skip_other, "A not 16-byte aligned", err);
             if (r && (r % 8 || ((uintptr_t)md.b & 15))) bvec = 0;
             a.off[j][i] = o;
             a.a[j][i] = md.a;
@@ -327,7 +328,8 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         }
         a.off[j][n_act] = o;
         a.Rp[j] = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
-        if (a.Rp[j] > LD_RMAX) return ld_skip(c, "the step's ranks add up to more than LD_RMAX", err);
+        if (a.Rp[j] > c->lora_dense_rmax)
+            return ld_skip(c, &c->ld_skip_rmax, "the step's ranks add up to more than LB_CUDA_LORA_DENSE_RMAX", err);
         a.base[j] = a.ld_vf;
         a.N[j] = l.n_out[j];
         a.ld_vf += a.Rp[j];
@@ -339,7 +341,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * 2 * a.Rp[j] * 2);
         end = o_vb[j] + ld_al((size_t)T * 2 * a.Rp[j] * 2);
     }
-    if (end > ((size_t)512 << 20)) return ld_skip(c, "workspace over 512 MiB", err);
+    if (end > ((size_t)512 << 20)) return ld_skip(c, &c->ld_skip_other, "workspace over 512 MiB", err);
     LB_TRY(lb_cu_check_buf(l.x, LB_BF16, (size_t)T * K, "x", err));
     LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
     LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
@@ -403,5 +405,6 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         }
         LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.kmul * a.Rp[j], a.N[j], 0, err)); /* y = the term */
     }
+    c->ld_taken++;
     return 1;
 }

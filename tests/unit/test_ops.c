@@ -657,16 +657,20 @@ static void lora_op_pair(struct lb_op *oc, struct lb_op *og, int layer, int n_tg
 }
 
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
+static int lora_wide; /* test_lora_dense_wide: 12 slots of ranks 64-128, one rank set (the active
+                       * ranks of a target add up to 1328 columns when every slot is in the step) */
 
 static void test_lora(void)
 {
     NEED_GPU("lora");
-    struct lb_backend_setup s = lora_setup(512, 8, 2, 64, 1024, 6, 128); /* QD 512, KD 128 */
+    struct lb_backend_setup s = lora_setup(512, 8, 2, 64, 1024, lora_wide ? 12 : 6, 128); /* QD 512, KD 128 */
     if (setup_both(&s)) return;
-    static const int rank_sets[][6] = {{16, 16, 16, 16, 16, 16}, {1, 8, 3, 64, 128, 0}, {128, 32, 5, 17, 2, 96}};
+    static const int rank_sets[][6] = {{16, 16, 16, 16, 16, 16}, {1, 8, 3, 64, 128, 0}, {128, 32, 5, 17, 2, 96},
+                                       {128, 96, 128, 64, 128, 120}};
     const int Ts[] = {1, 3, 7, 133, 300};
     int H = s.n_hidden, F = s.n_ff, QD = s.n_head * s.head_dim, KD = s.n_kv_head * s.head_dim;
-    for (int rs = small ? 1 : 0; rs < (small ? 2 : 3); rs++) {
+    const int rs0 = lora_wide ? 3 : small ? 1 : 0, rs1 = lora_wide ? 4 : small ? 2 : 3;
+    for (int rs = rs0; rs < rs1; rs++) {
         if (load_adapters(&s, 1, rank_sets[rs], 6)) return;
         for (int ti = 0; ti < 5; ti++)
             for (int l = 0; l < L_COUNT; l++)
@@ -1330,6 +1334,31 @@ static void test_lora_set_all_ranks(void) /* every rank set even under LB_OPS_SM
     small = keep;
 }
 
+/* Steps whose active ranks add up to more than LB_CUDA_LORA_DENSE_RMAX (default 1024) columns
+ * per target: 12 slots of ranks 64-128 (lora_wide), set mode. With the limit raised to 2048 and
+ * LB_CUDA_LORA_DENSE_STRICT=1, the dense path must take every case, its GEMMs 1344 columns wide;
+ * at the default limit it leaves the wide ones to the segmented kernels, correct either way. */
+static void test_lora_dense_wide_set(void)
+{
+    lora_wide = 1;
+    lora_set = 1;
+    test_lora();
+    lora_set = 0;
+    lora_wide = 0;
+}
+
+static void test_lora_dense_wide(void)
+{
+    static void (*const fns[])(void) = {test_lora_dense_wide_set};
+    NEED_GPU("lora");
+    setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_RMAX", "2048", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    unsetenv("LB_CUDA_LORA_DENSE_STRICT");
+    unsetenv("LB_CUDA_LORA_DENSE_RMAX");
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+}
+
 static void test_lora_dense_cache(void)
 {
     static void (*const fns[])(void) = {test_lora_set_all_ranks};
@@ -1810,6 +1839,7 @@ int main(void)
     T_RUN(test_lora_dense);
     T_RUN(test_lora_dense_cache);
     T_RUN(test_lora_set_matmul);
+    T_RUN(test_lora_dense_wide);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
