@@ -3,7 +3,7 @@
 # workload 3 with the dense LoRA path's width limit at its default (1024 columns) and at 2048,
 # each under LB_CUDA_STATS=1 (how many ops the dense path took and left to the segmented kernels).
 # Workload 1 is not rerun (the device budget left for the session): compare with run 29's.
-# SHORT=1 (~270 s): only the LoRA op cases, and workload 3 with 2048 requests (an A/B, not the
+# SHORT=1 (~270 s): only the LoRA op cases, and workload 3 with W3_NREQ (2048) requests (an A/B, not the
 # workload's figure).
 set -u
 OUT=${OUT:-/tmp/lb-gpu}
@@ -13,7 +13,7 @@ if [ "${SHORT:-0}" = 1 ]; then
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 60 .gpu/test_ops > "$OUT/test_ops_lora.log" 2>&1
     rc=$?
     grep -E '^RESULT|check failed|^FAIL|^(ok|FAIL|skip) +test_lora' "$OUT/test_ops_lora.log" | tail -30
-    export N_REQ=2048
+    export N_REQ=${W3_NREQ:-2048}
 else
     BUDGET=75 tests/gpu_all.sh ops_small
     rc=$?
