@@ -43,21 +43,27 @@ int lb_cu_check_buf(const struct lb_buf *b, int dt, size_t n, const char *what, 
     return 0;
 }
 
+int lb_cu_grow(struct lb_cu *c, void **p, size_t *cap, size_t n, const char *what, struct lb_err *err)
+{
+    if (n <= *cap) return 0;
+    const size_t want = n + n / 4 + ((size_t)1 << 20);
+    LB_CU(cudaStreamSynchronize(c->stream)); /* the old buffer may still be in use */
+    if (*p) LB_CU(cudaFree(*p));
+    *p = NULL;
+    *cap = 0;
+    cudaError_t e = cudaMalloc(p, want);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        return lb_err_set(err, LB_E_OOM, "cuda: %s of %zu bytes: %s", what, want, cudaGetErrorName(e));
+    }
+    *cap = want;
+    return 0;
+}
+
 int lb_cu_ws(struct lb_cu *c, size_t n, void **out, struct lb_err *err)
 {
-    if (n > c->ws_bytes) {
-        size_t want = n + n / 4 + ((size_t)1 << 20);
-        LB_CU(cudaStreamSynchronize(c->stream));
-        if (c->d_ws) LB_CU(cudaFree(c->d_ws));
-        c->d_ws = NULL;
-        c->ws_bytes = 0;
-        cudaError_t e = cudaMalloc(&c->d_ws, want);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return lb_err_set(err, LB_E_OOM, "cuda: workspace of %zu bytes: %s", want, cudaGetErrorName(e));
-        }
-        c->ws_bytes = want;
-    }
+    LB_TRY(lb_cu_grow(c, &c->d_ws, &c->ws_bytes, n, "workspace", err));
     *out = c->d_ws;
     return 0;
 }

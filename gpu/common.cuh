@@ -191,6 +191,9 @@ static inline struct lb_cu *cu_of(struct lb_backend *be) { return (struct lb_cu 
 /* Grows the device workspace to at least n bytes (synchronising the stream first when it
  * must reallocate). Allocation happens during the first steps only. */
 int lb_cu_ws(struct lb_cu *c, size_t n, void **out, struct lb_err *err);
+/* A grow-only device buffer *p of *cap bytes: at least n (with room to grow); the old one is
+ * freed once the stream has finished with it. LB_E_OOM naming `what`. */
+int lb_cu_grow(struct lb_cu *c, void **p, size_t *cap, size_t n, const char *what, struct lb_err *err);
 
 /* ------------------------------------------------------------------ op entries (one per family) */
 int lb_cuda_embed(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);

@@ -570,25 +570,6 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
-/* A grow-only device buffer of the LoRA path (the tile list): at least `want` bytes,
- * with room to grow; the old one is freed once the stream has finished with it. */
-static int lora_grow(struct lb_cu *c, void **p, size_t *cap, size_t want, const char *what, struct lb_err *err)
-{
-    const size_t n = want + want / 4 + 4096;
-    LB_CU(cudaStreamSynchronize(c->stream));
-    if (*p) LB_CU(cudaFree(*p));
-    *p = NULL;
-    *cap = 0;
-    cudaError_t e = cudaMalloc(p, n);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        *p = NULL;
-        return lb_err_set(err, LB_E_OOM, "cuda: LoRA %s of %zu bytes: %s", what, n, cudaGetErrorName(e));
-    }
-    *cap = n;
-    return 0;
-}
-
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -672,7 +653,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                   c->lc_nseg == l.n_seg && c->lc_ntok == l.n_tok && c->lc_gen == c->buf_gen;
         if (!hit) {
             c->lc_valid = 0;
-            if (256 + tiles_bytes > c->lora_tl_bytes) LB_TRY(lora_grow(c, &c->d_lora_tl, &c->lora_tl_bytes, 256 + tiles_bytes, "tile list", err));
+            LB_TRY(lb_cu_grow(c, &c->d_lora_tl, &c->lora_tl_bytes, 256 + tiles_bytes, "LoRA tile list", err));
             k_lora_tiles<<<1, 1024, 0, c->stream>>>((const int32_t *)l.seg_start->d, (const int32_t *)l.seg_slot->d,
                                                     l.n_seg, (lora_tile *)((char *)c->d_lora_tl + 256),
                                                     (int *)c->d_lora_tl);
