@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 # Run 31 (one device call, after ./build.sh gpu-bundle; ~560 s): the tensor-core LoRA expand
-# (k_lora_expand_tc, LB_CUDA_LORA_EXPAND=4, the new default) against the fp32 one (3).
+# (k_lora_expand_tc, LB_CUDA_LORA_EXPAND=4, the new default) against the fp32 one (3) and the
+# tensor-core one with 4 tiles per block (5).
 #  1. ops_small (every op, the default expand) and goldens; the LoRA op cases again under
-#     LB_CUDA_LORA_EXPAND=3 (gpu_all.sh's LORA_OPTS runs them in lora_bench only, so here by hand)
+#     LB_CUDA_LORA_EXPAND=3 and =5 (gpu_all.sh's LORA_OPTS runs them in lora_bench only)
 #  2. lora_bench --lora-only: segmented kernels with the new expand, with the old one
-#     (LB_CUDA_LORA_EXPAND=3), and set mode on the segmented kernels and on the dense path
-#  3. workload 1 (and again with the dense path off: LB_CUDA_LORA_DENSE=0), no w2 (run 29's
-#     figure stands), no peer
+#     (LB_CUDA_LORA_EXPAND=3), with 4 tiles per block (=5), and set mode on the segmented kernels and on the dense path
+#  3. workload 1, no w2 (run 29's figure stands), no peer
 #  4. workload 3 (compare run 30: 19,723 tok/s with the fp32 expand)
 set -u
 OUT=${OUT:-/tmp/lb-gpu}
 mkdir -p "$OUT/bench"
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
-LORA_OPTS="LB_CUDA_LORA_EXPAND=3" BUDGET=200 tests/gpu_all.sh ops_small golden lora
+LORA_OPTS="LB_CUDA_LORA_EXPAND=3 LB_CUDA_LORA_EXPAND=5" BUDGET=200 tests/gpu_all.sh ops_small golden lora
 rc=$?
 LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_EXPAND=3 timeout 60 .gpu/test_ops > "$OUT/test_ops_lora_expand3.log" 2>&1 || rc=1
 echo "expand 3: $(grep -E '^RESULT' "$OUT/test_ops_lora_expand3.log")"
-MAX_SEQS=512 SKIP_W2=1 PEER=0 PROFILE=0 W1_VARIANTS="seg:LB_CUDA_LORA_DENSE=0" timeout 200 \
+LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_EXPAND=5 timeout 60 .gpu/test_ops > "$OUT/test_ops_lora_expand5.log" 2>&1 || rc=1
+echo "expand 5: $(grep -E '^RESULT' "$OUT/test_ops_lora_expand5.log")"
+MAX_SEQS=512 SKIP_W2=1 PEER=0 PROFILE=0 W1_VARIANTS="" timeout 150 \
     bench/gpu_bench.sh .gpu/lorabatch /tmp/lb-gpu-logs/bench > "$OUT/gpu_bench.txt" 2>&1
 tail -6 "$OUT/gpu_bench.txt"
 cp /tmp/lb-gpu-logs/bench/*.json "$OUT/bench/" 2>/dev/null
