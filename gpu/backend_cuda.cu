@@ -894,9 +894,7 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
         c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
-        /* default 4 (tensor-core expand, run 31); 5: the same, 4 tiles per block; 3: the fp32 expand
-         * of runs 12-30; 2: v2's */
-        c->lora_expand = ev && atoi(ev) >= 2 && atoi(ev) <= 5 ? atoi(ev) : 4;
+        c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_SPLIT");

@@ -104,8 +104,7 @@ struct lb_cu {
     long long ld_taken, ld_skip_rmax, ld_skip_other; /* dense path: ops it ran, ops of >= LB_CUDA_LORA_DENSE
                                                       * tokens it left to the segmented kernels (their
                                                       * ranks over lora_dense_rmax; any other reason) */
-    int lora_expand; /* LB_CUDA_LORA_EXPAND: 4 (default) tensor-core expand, 3 the fp32 one, 2 v2's (A/B) */
-    int lora_tc_attr; /* k_lora_expand_tc's shared-memory limit raised (once) */
+    int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */

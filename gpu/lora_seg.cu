@@ -108,7 +108,7 @@ struct lora_args {
     int n_slot, n_layer, layer, n_tok, n_in, n_split, k_chunk, r_stride;
     int n_tgt, tgt[3], n_out[3];
     void *y[3];
-    int set; /* 1 (k_lora_expand_v3 and _tc only): y = the LoRA term, not y += it */
+    int set; /* 1 (k_lora_expand_v3 only): y = the LoRA term, not y += it */
     int async; /* LB_CUDA_LORA_ASYNC: which k_lora_shrink_tc runs: 0 stages through registers (runs
                 * 1-22), 1 (default) cp.async staging */
 };
@@ -489,138 +489,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     }
 }
 
-/* v4 expand (default since run 31; bf16 y, every N even): k_lora_expand_v3's layout (a block owns
- * 16 tokens x 256 columns, a thread 2 columns x 8 tokens, y loaded before the barrier) with the
- * product on tensor cores (WMMA 16x16x16, fp32 accumulation) instead of fp32 FMAs: the v3 expand
- * is compute-bound on large steps at high rank (H100 run 29, lora_bench prefill 16 x 512 at rank
- * 64: gate_up 1.93 ms, 81% of the base GEMM; 2 x 8192 x 64 x 28672 FLOPs on the SIMT units).
- * The tile's v (summed over the K splits, times the module's scale) is split in two bf16 halves,
- * hi = bf16(w) and lo = bf16(w - hi), both multiplied by B: hi + lo carries w to ~16 bits, close
- * to v3's fp32 w (the tensor cores' work doubles; it is not the limit). B's rows for the block's
- * 256 columns are staged in shared memory 64 ranks at a time, zero-padded to a multiple of 16 (any
- * rank 1..128; 16-byte loads when R % 8 == 0). Each of the 8 warps owns 32 columns (two 16 x 16
- * accumulators); the accumulators go through shared memory (reusing B's buffer) to the threads
- * that hold the matching y values. LB_CUDA_LORA_EXPAND=3 keeps k_lora_expand_v3 (A/B). */
-#define LORA4_KC 64
-#define LORA4_LDB (LORA4_KC + 8)  /* B's staged row: 144 bytes, rows 32-byte aligned every 16 */
-#define LORA4_LDV (LORA_RMAX + 8) /* v's row in bf16 */
-#define LORA4_LDO (LORA3_NC + 4)  /* output row in f32 */
-/* G tiles per block (template): 1 (LB_CUDA_LORA_EXPAND=4), or 4 (=5): the block runs tiles
- * G b .. G b + G - 1 of the list one after another and keeps B staged while they share a slot and
- * the rank fits one staged chunk (<= 64): a prefill segment's 512 tokens then read B from L2 8
- * times, not 32. */
-#define LORA4_SMEM (LORA3_NC * LORA4_LDB * 2 + 2 * LORA_TM * LORA4_LDV * 2 + LORA_TM * LORA4_LDO * 4)
-template <int G>
-static __global__ void __launch_bounds__(256) k_lora_expand_tc(lora_args a)
-{
-    using namespace nvcuda;
-    extern __shared__ __align__(128) unsigned char sm4[];
-    bf16 *b_s = (bf16 *)sm4;                           /* [256][LDB] */
-    bf16 *vh_s = b_s + LORA3_NC * LORA4_LDB;           /* [16][LDV] */
-    bf16 *vl_s = vh_s + LORA_TM * LORA4_LDV;           /* [16][LDV] */
-    float *out = (float *)(vl_s + LORA_TM * LORA4_LDV); /* [16][LDO] */
-    const int j = blockIdx.z;
-    const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
-    const int n0 = blockIdx.y * LORA3_NC;
-    if (n0 >= N) return;
-    const int n_tiles = *a.n_tiles;
-    bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
-    const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
-    const int th = threadIdx.x / 128, cl = (threadIdx.x % 128) * 2, n = n0 + cl;
-    const int tb = th * LORA3_TH;
-    const bool col_ok = n < N;
-    const size_t ys = (size_t)N / 2;
-    const int warp = threadIdx.x / 32;
-    int staged = -1; /* slot whose B (all of it: R <= LORA4_KC) is in b_s */
-    for (int g = 0; g < G; g++) {
-        const int ti = blockIdx.x * G + g;
-        if (ti >= n_tiles) return; /* block-uniform */
-        const lora_tile tl = a.tiles[ti];
-        if (tl.slot >= a.n_slot) continue;
-        const int tn = max(0, min(LORA3_TH, tl.tn - tb));
-        __nv_bfloat162 *yp = (__nv_bfloat162 *)(y + (size_t)(tl.t0 + tb) * N + n);
-        __nv_bfloat162 yv[LORA3_TH];
-#pragma unroll
-        for (int t = 0; t < LORA3_TH; t++) {
-            yv[t] = __floats2bfloat162_rn(0.0f, 0.0f);
-            if (!a.set && col_ok && t < tn) yv[t] = yp[t * ys];
-        }
-        const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
-        const int R = md.rank;
-        if (R <= 0) { /* block-uniform; set mode: the module is absent, its term is 0 */
-            if (a.set && col_ok)
-                for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
-            continue;
-        }
-        const int RP = (R + 15) & ~15;
-        __syncthreads(); /* the previous tile's products and output reads are done */
-        for (int i = threadIdx.x; i < LORA_TM * RP; i += blockDim.x) {
-            int t = i / RP, r = i % RP;
-            float w = 0.0f;
-            if (t < tl.tn && r < R) {
-                for (int sp = 0; sp < a.n_split; sp++)
-                    w += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
-                w *= md.scale;
-            }
-            bf16 hi = __float2bfloat16_rn(w);
-            vh_s[t * LORA4_LDV + r] = hi;
-            vl_s[t * LORA4_LDV + r] = __float2bfloat16_rn(w - __bfloat162float(hi));
-        }
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c0, c1;
-        wmma::fill_fragment(c0, 0.0f);
-        wmma::fill_fragment(c1, 0.0f);
-        for (int k0 = 0; k0 < RP; k0 += LORA4_KC) {
-            const int kn = min(LORA4_KC, RP - k0); /* a multiple of 16 */
-            if (!(G > 1 && RP <= LORA4_KC && staged == tl.slot)) {
-                if (k0) __syncthreads(); /* the previous chunk's products are done */
-                if ((R & 7) == 0) {
-                    const int nv = kn / 8; /* 16-byte vectors per staged row */
-                    for (int i = threadIdx.x; i < LORA3_NC * nv; i += blockDim.x) {
-                        int c = i / nv, q = i % nv, r = k0 + q * 8;
-                        uint4 u = make_uint4(0, 0, 0, 0);
-                        if (n0 + c < N && r < R) u = *(const uint4 *)(md.b + (size_t)(n0 + c) * R + r);
-                        *(uint4 *)(b_s + c * LORA4_LDB + q * 8) = u;
-                    }
-                } else {
-                    for (int i = threadIdx.x; i < LORA3_NC * kn; i += blockDim.x) {
-                        int c = i / kn, kk = i % kn, r = k0 + kk;
-                        b_s[c * LORA4_LDB + kk] =
-                            n0 + c < N && r < R ? md.b[(size_t)(n0 + c) * R + r] : __float2bfloat16_rn(0.0f);
-                    }
-                }
-                staged = RP <= LORA4_KC ? tl.slot : -1;
-            }
-            __syncthreads(); /* v and this chunk of B are in shared memory */
-            for (int ks = 0; ks < kn; ks += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fh, fl;
-                wmma::load_matrix_sync(fh, vh_s + k0 + ks, LORA4_LDV);
-                wmma::load_matrix_sync(fl, vl_s + k0 + ks, LORA4_LDV);
-                /* B^T[k][n] = B[n][k]: the staged rows seen column-major */
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-                wmma::load_matrix_sync(fb, b_s + (warp * 32) * LORA4_LDB + ks, LORA4_LDB);
-                wmma::mma_sync(c0, fh, fb, c0);
-                wmma::mma_sync(c0, fl, fb, c0);
-                wmma::load_matrix_sync(fb, b_s + (warp * 32 + 16) * LORA4_LDB + ks, LORA4_LDB);
-                wmma::mma_sync(c1, fh, fb, c1);
-                wmma::mma_sync(c1, fl, fb, c1);
-            }
-        }
-        wmma::store_matrix_sync(out + warp * 32, c0, LORA4_LDO, wmma::mem_row_major);
-        wmma::store_matrix_sync(out + warp * 32 + 16, c1, LORA4_LDO, wmma::mem_row_major);
-        __syncthreads();
-        if (col_ok) {
-#pragma unroll
-            for (int t = 0; t < LORA3_TH; t++) {
-                if (t < tn) {
-                    float2 f = __bfloat1622float2(yv[t]);
-                    const float *o = out + (tb + t) * LORA4_LDO + cl;
-                    yp[t * ys] = __floats2bfloat162_rn(f.x + o[0], f.y + o[1]);
-                }
-            }
-        }
-    }
-}
-
 static float bf16_host(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
@@ -818,18 +686,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
-        if (use_v3 && c->lora_expand >= 4) {
-            const int G = c->lora_expand >= 5 ? 4 : 1;
-            void (*kf)(lora_args) = G == 4 ? k_lora_expand_tc<4> : k_lora_expand_tc<1>;
-            if (!c->lora_tc_attr) { /* > 48 KB of dynamic shared memory: opt in once per kernel */
-                LB_CU(cudaFuncSetAttribute(k_lora_expand_tc<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, LORA4_SMEM));
-                LB_CU(cudaFuncSetAttribute(k_lora_expand_tc<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, LORA4_SMEM));
-                c->lora_tc_attr = 1;
-            }
-            kf<<<dim3((unsigned)cdiv((int)n_tile_max, G), cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, LORA4_SMEM, c->stream>>>(a);
-            LB_CU_LAUNCH();
-            return 0;
-        }
         if (use_v3) {
             k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run 31 (one device call, after ./build.sh gpu-bundle; ~560 s): the tensor-core LoRA expand
 # (k_lora_expand_tc, LB_CUDA_LORA_EXPAND=4, the new default) against the fp32 one (3) and the
-# tensor-core one with 4 tiles per block (5).
+# tensor-core one with 4 tiles per block (5). Ran at commit f0ccc83 (see tests/ops/NOTES.md, eighth
+# session); the kernel was slower on most cases and was removed after the run, so the EXPAND=4/5
+# settings no longer exist.
 #  1. ops_small (every op, the default expand) and goldens; the LoRA op cases again under
 #     LB_CUDA_LORA_EXPAND=3 and =5 (gpu_all.sh's LORA_OPTS runs them in lora_bench only)
 #  2. lora_bench --lora-only: segmented kernels with the new expand, with the old one
