@@ -14,7 +14,7 @@ MAX_SEQS=512 SKIP_W2=1 PEER=0 PROFILE=1 timeout 200 bench/gpu_bench.sh .gpu/lora
 tail -4 "$OUT/gpu_bench.txt"
 cp $B/w1_profile.log "$OUT/w1_quarter_profile.log"
 grep -E '^generate|share|cuda stats' "$OUT/w1_quarter_profile.log" | head -4
-left=$((560 - ($(date +%s) - T0)))
+left=$((${TOTAL:-560} - ($(date +%s) - T0)))
 N_REQ=1024 MAX_SEQS=512 LB_CUDA_PROFILE=1 LB_CUDA_STATS=1 timeout $left bench/gpu_bench_w3.sh .gpu/lorabatch $B/w3 | tail -3
 cp $B/w3/run.log "$OUT/w3_quarter_profile.log"
 grep -E 'cuda profile|cuda stats' "$OUT/w3_quarter_profile.log" | head -30
