@@ -895,6 +895,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
+        ev = getenv("LB_CUDA_LORA_EXPAND_COLS");
+        c->lora_expand_cols = ev && atoi(ev) > 1 ? atoi(ev) : 1;
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_SPLIT");

@@ -403,6 +403,12 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
 /* Registers decide this kernel's speed: loading B's first 32 ranks before the barrier (run 23) took
  * it from 64 registers to 177, one block per SM instead of four, and made every case 1.3-2.5x
  * slower; keep it at 64 (4 blocks, 32 warps per SM). */
+/* CL (template; LB_CUDA_LORA_EXPAND_COLS, default 1): column chunks of 256 per block, one after
+ * another, so that the block's fixed part (tile, module table, the v planes into shared memory:
+ * three dependent round trips) is paid once per CL chunks. An experiment (written after run 31, not
+ * yet run on a GPU): the prefill expand runs ~57k short blocks per gate/up op at 8192 tokens and
+ * costs ~4x its bytes' time. CL = 1 is the kernel of runs 12-31. */
+template <int CL>
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
     __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
@@ -410,13 +416,13 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const lora_tile tl = a.tiles[blockIdx.x];
     const int j = blockIdx.z;
     const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
-    if ((int)blockIdx.y * LORA3_NC >= N || tl.slot >= a.n_slot) return;
+    if ((int)blockIdx.y * LORA3_NC * CL >= N || tl.slot >= a.n_slot) return;
     bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
     const int th = threadIdx.x / 128;                          /* token half */
-    const int n = blockIdx.y * LORA3_NC + (threadIdx.x % 128) * 2;
+    int n = blockIdx.y * LORA3_NC * CL + (threadIdx.x % 128) * 2;
     const int tb = th * LORA3_TH;                              /* first token (in the tile) of this thread */
     const int tn = max(0, min(LORA3_TH, tl.tn - tb));          /* tokens of this thread */
-    const bool col_ok = n < N;                                 /* N even: n + 1 < N too */
+    bool col_ok = n < N;                                       /* N even: n + 1 < N too */
     __nv_bfloat162 *yp = (__nv_bfloat162 *)(y + (size_t)(tl.t0 + tb) * N + n);
     const size_t ys = (size_t)N / 2;                           /* row stride in bf16x2 */
     __nv_bfloat162 yv[LORA3_TH];
@@ -429,8 +435,9 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
     const int R = md.rank;
     if (R <= 0) { /* block-uniform; set mode: the module is absent, its term is 0 */
-        if (a.set && col_ok)
-            for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
+        if (a.set)
+            for (int c = 0; c < CL && n + c * LORA3_NC < N; c++)
+                for (int t = 0; t < tn; t++) yp[c * (LORA3_NC / 2) + t * ys] = yv[t];
         return;
     }
     for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
@@ -441,50 +448,62 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
         v_s[t][r] = sum * md.scale;
     }
     __syncthreads();
-    if (!col_ok || tn == 0) return;
-    float acc0[LORA3_TH], acc1[LORA3_TH];
-#pragma unroll
-    for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
-    const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
-    if ((R & 7) == 0) {
+    if (tn == 0) return;
 #pragma unroll 1
-        for (int r0 = 0; r0 < R; r0 += 8) {
-            uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
-            float f0[8], f1[8];
-            const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
+    for (int c = 0; c < CL; c++) {
+        if (c > 0) { /* the next 256 columns */
+            n += LORA3_NC;
+            yp += LORA3_NC / 2;
+            col_ok = n < N;
+            if (col_ok && !a.set)
+                for (int t = 0; t < LORA3_TH; t++)
+                    if (t < tn) yv[t] = yp[t * ys];
+        }
+        if (!col_ok) return;
+        float acc0[LORA3_TH], acc1[LORA3_TH];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
-                f0[2 * e] = x0.x;
-                f0[2 * e + 1] = x0.y;
-                f1[2 * e] = x1.x;
-                f1[2 * e + 1] = x1.y;
+        for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
+        const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
+        if ((R & 7) == 0) {
+#pragma unroll 1
+            for (int r0 = 0; r0 < R; r0 += 8) {
+                uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
+                float f0[8], f1[8];
+                const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
+                    f0[2 * e] = x0.x;
+                    f0[2 * e + 1] = x0.y;
+                    f1[2 * e] = x1.x;
+                    f1[2 * e + 1] = x1.y;
+                }
+#pragma unroll
+                for (int t = 0; t < LORA3_TH; t++) {
+                    float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
+                    acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
+                               vb.z * f0[6] + vb.w * f0[7];
+                    acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
+                               vb.z * f1[6] + vb.w * f1[7];
+                }
             }
+        } else {
+#pragma unroll 1
+            for (int r = 0; r < R; r++) {
+                float x0 = __bfloat162float(b0[r]), x1 = __bfloat162float(b1[r]);
 #pragma unroll
-            for (int t = 0; t < LORA3_TH; t++) {
-                float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
-                acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
-                           vb.z * f0[6] + vb.w * f0[7];
-                acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
-                           vb.z * f1[6] + vb.w * f1[7];
+                for (int t = 0; t < LORA3_TH; t++) {
+                    acc0[t] += v_s[tb + t][r] * x0;
+                    acc1[t] += v_s[tb + t][r] * x1;
+                }
             }
         }
-    } else {
-#pragma unroll 1
-        for (int r = 0; r < R; r++) {
-            float x0 = __bfloat162float(b0[r]), x1 = __bfloat162float(b1[r]);
 #pragma unroll
-            for (int t = 0; t < LORA3_TH; t++) {
-                acc0[t] += v_s[tb + t][r] * x0;
-                acc1[t] += v_s[tb + t][r] * x1;
+        for (int t = 0; t < LORA3_TH; t++) {
+            if (t < tn) {
+                float2 f = __bfloat1622float2(yv[t]);
+                yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
             }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < LORA3_TH; t++) {
-        if (t < tn) {
-            float2 f = __bfloat1622float2(yv[t]);
-            yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
         }
     }
 }
@@ -687,7 +706,13 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (use_v3) {
-            k_lora_expand_v3<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, LORA3_NC), l.n_tgt), 256, 0, c->stream>>>(a);
+            const int cl = c->lora_expand_cols;
+            void (*kf)(lora_args) = cl >= 8   ? k_lora_expand_v3<8>
+                                    : cl >= 4 ? k_lora_expand_v3<4>
+                                    : cl >= 2 ? k_lora_expand_v3<2>
+                                              : k_lora_expand_v3<1>;
+            const int clp = cl >= 8 ? 8 : cl >= 4 ? 4 : cl >= 2 ? 2 : 1;
+            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * clp), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }

@@ -89,10 +89,11 @@ do_ops_small() {
     # and with the LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0; the default is cp.async)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_ASYNC=0 tested step test_ops_async0.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_async0.log" | head -10 | sed "s/^/lora-async-0 /" | tee -a "$S"
-    # other LoRA paths, reported only: the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1)
-    for v in LB_CUDA_LORA_DENSE_HILO=1; do
-        LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 40 env "$v" .gpu/test_ops >"$L/test_ops_opt_${v%%=*}.log" 2>&1
-        say "opt-in $v: $(grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_opt_${v%%=*}.log" | head -5 | tr '\n' ' ')"
+    # other LoRA paths, reported only: the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1),
+    # the expand with 2 and 8 column chunks per block (LB_CUDA_LORA_EXPAND_COLS)
+    for v in LB_CUDA_LORA_DENSE_HILO=1 LB_CUDA_LORA_EXPAND_COLS=2 LB_CUDA_LORA_EXPAND_COLS=8; do
+        LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 40 env "$v" .gpu/test_ops >"$L/test_ops_opt_${v//=/_}.log" 2>&1
+        say "opt-in $v: $(grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_opt_${v//=/_}.log" | head -5 | tr '\n' ' ')"
     done
 }
 do_ncu() {
@@ -179,8 +180,8 @@ do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, 
     done
     # the segmented kernels under other settings: LORA_OPTS="VAR=value ..." (e.g. LB_CUDA_LORA_ASYNC=0)
     for v in ${LORA_OPTS:-}; do
-        step "lora_opt_${v%%=*}.txt" 40 env LB_CUDA_LORA_DENSE=0 "$v" .gpu/lora_bench --lora-only
-        grep -h ' r=' "$L/lora_opt_${v%%=*}.txt" | sed "s/^/$v /" | tee -a "$S"
+        step "lora_opt_${v//=/_}.txt" 40 env LB_CUDA_LORA_DENSE=0 "$v" .gpu/lora_bench --lora-only
+        grep -h ' r=' "$L/lora_opt_${v//=/_}.txt" | sed "s/^/$v /" | tee -a "$S"
     done
     # fewer K splits of the shrink (fewer v planes for the expand to sum): LB_CUDA_LORA_SPLIT
     for sp in ${LORA_SPLITS:-}; do
