@@ -14,7 +14,7 @@ OUT=${OUT:-/tmp/lb-gpu}
 mkdir -p "$OUT/bench"
 T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
-LORA_SET=0 LORA_OPTS="LB_CUDA_LORA_EXPAND_COLS=2 LB_CUDA_LORA_EXPAND_COLS=4 LB_CUDA_LORA_EXPAND_COLS=8" BUDGET=150 \
+LORA_SET=0 LORA_OPTS="LB_CUDA_LORA_EXPAND_COLS=2 LB_CUDA_LORA_EXPAND_COLS=4 LB_CUDA_LORA_EXPAND_COLS=8" BUDGET=170 \
     tests/gpu_all.sh ops_small lora
 rc=$?
 B=/tmp/lb-gpu-logs/bench
