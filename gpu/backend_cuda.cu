@@ -896,7 +896,10 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_EXPAND_COLS");
-        c->lora_expand_cols = ev && atoi(ev) > 1 ? atoi(ev) : 1;
+        {
+            const int v = ev ? atoi(ev) : 1; /* the kernel's instances: 1, 2, 4, 8 (rounded down) */
+            c->lora_expand_cols = v >= 8 ? 8 : v >= 4 ? 4 : v >= 2 ? 2 : 1;
+        }
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_SPLIT");

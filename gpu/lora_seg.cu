@@ -706,13 +706,12 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (use_v3) {
-            const int cl = c->lora_expand_cols;
-            void (*kf)(lora_args) = cl >= 8   ? k_lora_expand_v3<8>
-                                    : cl >= 4 ? k_lora_expand_v3<4>
-                                    : cl >= 2 ? k_lora_expand_v3<2>
+            const int cl = c->lora_expand_cols; /* 1, 2, 4 or 8 */
+            void (*kf)(lora_args) = cl == 8   ? k_lora_expand_v3<8>
+                                    : cl == 4 ? k_lora_expand_v3<4>
+                                    : cl == 2 ? k_lora_expand_v3<2>
                                               : k_lora_expand_v3<1>;
-            const int clp = cl >= 8 ? 8 : cl >= 4 ? 4 : cl >= 2 ? 2 : 1;
-            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * clp), l.n_tgt), 256, 0, c->stream>>>(a);
+            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * cl), l.n_tgt), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }
