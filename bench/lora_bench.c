@@ -7,6 +7,8 @@
  *           (x once, each distinct adapter's A and B once, y read and written), and lora/base.
  *   set+proj (LB_BENCH_LORA_SET=1) = the LoRA op in set mode followed by the group's projections
  *           adding into y, as forward.c runs large steps.
+ *   gate_up (add mode) also: lora+swiglu = the op then LB_OP_SWIGLU; act = one op with act set
+ *           (the CUDA backend's k_lora_expand_act, LB_LORA_ACT in forward.c).
  * Layouts: decode T=256 (16 adapters x 16 tokens; 256 one-token segments over 16 adapters),
  * prefill T=8192 (16 adapters x 512 tokens); ranks 16 and 64. Plus attention: decode (256
  * sequences of 640 and of 2048 cached tokens, 8 of 8192) and prefill (16 sequences of 512
@@ -209,18 +211,35 @@ static void bench_lora(const char *layout, int T, int n_seg, const int32_t *ss, 
             }
             time_ops(seq, 1 + gr->n_tgt, reps, &sm, &smin);
         }
+        double cm = 0, cmin = 0, am = 0, amin = 0;
+        if (gr->n_tgt == 2 && !lo.u.lora.set) { /* gate/up: the op then the SwiGLU, against one act op */
+            struct lb_op seq[2];
+            seq[0] = lo;
+            memset(&seq[1], 0, sizeof seq[1]);
+            seq[1].kind = LB_OP_SWIGLU;
+            seq[1].u.swiglu.gate = y[0];
+            seq[1].u.swiglu.up = y[1];
+            seq[1].u.swiglu.out = y[0];
+            seq[1].u.swiglu.n_tok = T;
+            seq[1].u.swiglu.n_ff = gr->N[0];
+            time_ops(seq, 2, reps, &cm, &cmin);
+            seq[0].u.lora.act = 1;
+            time_ops(seq, 1, reps, &am, &amin);
+        }
         printf("%-8s %-22s T=%-5d r=%-3d  base %8.1f us %6.1f TF/s | lora %8.1f us (min %7.1f) %7.1f GB/s  lora/base %5.1f%%",
                gr->name, layout, T, rank, bm * 1e6, flops / bm * 1e-12, lm * 1e6, lmin * 1e6,
                lm > 0 ? bytes_lora / lm * 1e-9 : 0.0, 100.0 * lm / bm);
         if (lo.u.lora.set) printf(" | set+proj %8.1f us (+%5.1f%% over base)", sm * 1e6, 100.0 * (sm - bm) / bm);
+        if (am > 0) printf(" | lora+swiglu %8.1f us, act %8.1f us", cm * 1e6, am * 1e6);
         printf("\n");
         if (json)
             fprintf(json,
                     "{\"bench\":\"lora\",\"variant\":\"v%s\",\"group\":\"%s\",\"layout\":\"%s\",\"T\":%d,\"rank\":%d,\"n_seg\":%d,"
                     "\"base_us\":%.2f,\"base_min_us\":%.2f,\"base_tflops\":%.1f,\"base_gbs\":%.1f,\"lora_us\":%.2f,"
-                    "\"lora_min_us\":%.2f,\"lora_gbs\":%.1f,\"lora_over_base\":%.4f,\"setproj_us\":%.2f}\n",
+                    "\"lora_min_us\":%.2f,\"lora_gbs\":%.1f,\"lora_over_base\":%.4f,\"setproj_us\":%.2f,"
+                    "\"lora_swiglu_us\":%.2f,\"act_us\":%.2f}\n",
                     variant("LB_CUDA_LORA"), gr->name, layout, T, rank, n_seg, bm * 1e6, bmin * 1e6, flops / bm * 1e-12, bytes_base / bm * 1e-9,
-                    lm * 1e6, lmin * 1e6, lm > 0 ? bytes_lora / lm * 1e-9 : 0.0, lm / bm, sm * 1e6);
+                    lm * 1e6, lmin * 1e6, lm > 0 ? bytes_lora / lm * 1e-9 : 0.0, lm / bm, sm * 1e6, cm * 1e6, am * 1e6);
         for (int j = 0; j < gr->n_tgt; j++) {
             be.ops->buf_free(&be, y[j]);
             be.ops->buf_free(&be, w[j]);

@@ -298,7 +298,8 @@ static int cu_supports(struct lb_backend *be, const struct lb_op *op)
     case LB_OP_KV_WRITE: case LB_OP_ATTN:
         return c->have_setup && c->s.head_dim <= 256 && c->s.head_dim % 8 == 0;
     case LB_OP_LORA:
-        return c->have_setup && c->s.max_rank <= 128 && fb(o->u.lora.x);
+        return c->have_setup && c->s.max_rank <= 128 && fb(o->u.lora.x) &&
+               (!o->u.lora.act || (o->u.lora.n_tgt == 2 && !o->u.lora.set && o->u.lora.n_out[0] == o->u.lora.n_out[1]));
     case LB_OP_ALLREDUCE:
         return !c->have_setup || c->s.tp_size <= 1;
     default:
@@ -900,6 +901,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
             const int v = ev ? atoi(ev) : 1; /* the kernel's instances: 1, 2, 4, 8 (rounded down) */
             c->lora_expand_cols = v >= 8 ? 8 : v >= 4 ? 4 : v >= 2 ? 2 : 1;
         }
+        ev = getenv("LB_CUDA_LORA_ACT");
+        c->lora_act = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_SPLIT");

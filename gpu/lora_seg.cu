@@ -408,6 +408,63 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
  * three dependent round trips) is paid once per CL chunks. An experiment (written after run 31, not
  * yet run on a GPU): the prefill expand runs ~57k short blocks per gate/up op at 8192 tokens and
  * costs ~4x its bytes' time. CL = 1 is the kernel of runs 12-31. */
+/* The expand's inner product for one thread: columns n and n + 1 (B rows b0 and b0 + R) against
+ * the scaled v of tokens tb .. tb + LORA3_TH - 1 of the tile (v_s rows), fp32. */
+static __device__ __forceinline__ void expand_pair(const bf16 *b0, const int R, const float (*v_s)[LORA_RMAX],
+                                                   const int tb, float *acc0, float *acc1)
+{
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
+    const bf16 *b1 = b0 + R;
+    if ((R & 7) == 0) {
+#pragma unroll 1
+        for (int r0 = 0; r0 < R; r0 += 8) {
+            uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
+            float f0[8], f1[8];
+            const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
+                f0[2 * e] = x0.x;
+                f0[2 * e + 1] = x0.y;
+                f1[2 * e] = x1.x;
+                f1[2 * e + 1] = x1.y;
+            }
+#pragma unroll
+            for (int t = 0; t < LORA3_TH; t++) {
+                float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
+                acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
+                           vb.z * f0[6] + vb.w * f0[7];
+                acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
+                           vb.z * f1[6] + vb.w * f1[7];
+            }
+        }
+    } else {
+#pragma unroll 1
+        for (int r = 0; r < R; r++) {
+            float x0 = __bfloat162float(b0[r]), x1 = __bfloat162float(b1[r]);
+#pragma unroll
+            for (int t = 0; t < LORA3_TH; t++) {
+                acc0[t] += v_s[tb + t][r] * x0;
+                acc1[t] += v_s[tb + t][r] * x1;
+            }
+        }
+    }
+}
+
+/* The tile's v for target j (the K-split planes summed in a fixed order) times scale, into v_s. */
+static __device__ __forceinline__ void expand_load_v(const lora_args &a, const lora_tile &tl, const int j, const int R,
+                                                     const float scale, float (*v_s)[LORA_RMAX])
+{
+    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
+        int t = i / R, r = i % R;
+        float sum = 0.0f;
+        for (int sp = 0; sp < a.n_split; sp++)
+            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
+        v_s[t][r] = sum * scale;
+    }
+}
+
 template <int CL>
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
@@ -440,13 +497,7 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
                 for (int t = 0; t < tn; t++) yp[c * (LORA3_NC / 2) + t * ys] = yv[t];
         return;
     }
-    for (int i = threadIdx.x; i < tl.tn * R; i += blockDim.x) {
-        int t = i / R, r = i % R;
-        float sum = 0.0f;
-        for (int sp = 0; sp < a.n_split; sp++)
-            sum += a.v[(((size_t)sp * a.n_tgt + j) * a.n_tok + tl.t0 + t) * a.r_stride + r];
-        v_s[t][r] = sum * md.scale;
-    }
+    expand_load_v(a, tl, j, R, md.scale, v_s);
     __syncthreads();
     if (tn == 0) return;
 #pragma unroll 1
@@ -461,48 +512,86 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
         }
         if (!col_ok) return;
         float acc0[LORA3_TH], acc1[LORA3_TH];
-#pragma unroll
-        for (int t = 0; t < LORA3_TH; t++) acc0[t] = acc1[t] = 0.0f;
-        const bf16 *b0 = md.b + (size_t)n * R, *b1 = b0 + R;
-        if ((R & 7) == 0) {
-#pragma unroll 1
-            for (int r0 = 0; r0 < R; r0 += 8) {
-                uint4 u0 = *(const uint4 *)(b0 + r0), u1 = *(const uint4 *)(b1 + r0);
-                float f0[8], f1[8];
-                const __nv_bfloat162 *h0 = (const __nv_bfloat162 *)&u0, *h1 = (const __nv_bfloat162 *)&u1;
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 x0 = __bfloat1622float2(h0[e]), x1 = __bfloat1622float2(h1[e]);
-                    f0[2 * e] = x0.x;
-                    f0[2 * e + 1] = x0.y;
-                    f1[2 * e] = x1.x;
-                    f1[2 * e + 1] = x1.y;
-                }
-#pragma unroll
-                for (int t = 0; t < LORA3_TH; t++) {
-                    float4 va = *(const float4 *)&v_s[tb + t][r0], vb = *(const float4 *)&v_s[tb + t][r0 + 4];
-                    acc0[t] += va.x * f0[0] + va.y * f0[1] + va.z * f0[2] + va.w * f0[3] + vb.x * f0[4] + vb.y * f0[5] +
-                               vb.z * f0[6] + vb.w * f0[7];
-                    acc1[t] += va.x * f1[0] + va.y * f1[1] + va.z * f1[2] + va.w * f1[3] + vb.x * f1[4] + vb.y * f1[5] +
-                               vb.z * f1[6] + vb.w * f1[7];
-                }
-            }
-        } else {
-#pragma unroll 1
-            for (int r = 0; r < R; r++) {
-                float x0 = __bfloat162float(b0[r]), x1 = __bfloat162float(b1[r]);
-#pragma unroll
-                for (int t = 0; t < LORA3_TH; t++) {
-                    acc0[t] += v_s[tb + t][r] * x0;
-                    acc1[t] += v_s[tb + t][r] * x1;
-                }
-            }
-        }
+        expand_pair(md.b + (size_t)n * R, R, v_s, tb, acc0, acc1);
 #pragma unroll
         for (int t = 0; t < LORA3_TH; t++) {
             if (t < tn) {
                 float2 f = __bfloat1622float2(yv[t]);
                 yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
+            }
+        }
+    }
+}
+
+/* The gate/up expand fused with the SwiGLU that follows it (op.act; n_tgt 2, every row of the step
+ * in a tile, i.e. no base rows): the v3 block layout over gate's and up's columns at once; a
+ * thread loads its gate and up values, adds both terms in fp32 and writes silu(g) * u over gate
+ * (one rounding, where the separate ops round g + term and u + term to bf16 first). It replaces
+ * the expand's y write-back of both targets and the whole SwiGLU pass: per element of F, 2 bf16
+ * read and 1 written instead of 4 + 3. */
+template <int CL>
+static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
+{
+    __shared__ __align__(16) float v_s[2][LORA_TM][LORA_RMAX];
+    if ((int)blockIdx.x >= *a.n_tiles) return;
+    const lora_tile tl = a.tiles[blockIdx.x];
+    const int N = a.n_out[0];
+    if ((int)blockIdx.y * LORA3_NC * CL >= N || tl.slot >= a.n_slot) return;
+    const int th = threadIdx.x / 128;
+    int n = blockIdx.y * LORA3_NC * CL + (threadIdx.x % 128) * 2;
+    const int tb = th * LORA3_TH;
+    const int tn = max(0, min(LORA3_TH, tl.tn - tb));
+    bool col_ok = n < N;
+    const size_t off = (size_t)(tl.t0 + tb) * N + n;
+    __nv_bfloat162 *gp = (__nv_bfloat162 *)((bf16 *)a.y[0] + off);
+    const __nv_bfloat162 *up = (const __nv_bfloat162 *)((const bf16 *)a.y[1] + off);
+    const size_t ys = (size_t)N / 2;
+    __nv_bfloat162 gv[LORA3_TH], uv[LORA3_TH];
+#pragma unroll
+    for (int t = 0; t < LORA3_TH; t++)
+        if (col_ok && t < tn) {
+            gv[t] = gp[t * ys];
+            uv[t] = up[t * ys];
+        }
+    const struct lb_cu_lora_mod *mt = a.mods + ((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT;
+    const struct lb_cu_lora_mod mg = mt[a.tgt[0]], mu = mt[a.tgt[1]];
+    const int Rg = max(mg.rank, 0), Ru = max(mu.rank, 0);
+    expand_load_v(a, tl, 0, Rg, mg.scale, v_s[0]);
+    expand_load_v(a, tl, 1, Ru, mu.scale, v_s[1]);
+    __syncthreads();
+    if (tn == 0) return;
+#pragma unroll 1
+    for (int c = 0; c < CL; c++) {
+        if (c > 0) {
+            n += LORA3_NC;
+            gp += LORA3_NC / 2;
+            up += LORA3_NC / 2;
+            col_ok = n < N;
+            if (col_ok)
+                for (int t = 0; t < LORA3_TH; t++)
+                    if (t < tn) {
+                        gv[t] = gp[t * ys];
+                        uv[t] = up[t * ys];
+                    }
+        }
+        if (!col_ok) return;
+        /* gate first, kept as fp32 silu(g + term) (its bf16 inputs die), then up: fewer live
+         * registers than both sums at once */
+        float s0[LORA3_TH], s1[LORA3_TH], a0[LORA3_TH], a1[LORA3_TH];
+        expand_pair(mg.b + (size_t)n * Rg, Rg, v_s[0], tb, a0, a1); /* rank 0: the loops do nothing */
+#pragma unroll
+        for (int t = 0; t < LORA3_TH; t++) {
+            const float2 g = __bfloat1622float2(gv[t]);
+            const float x0 = g.x + a0[t], x1 = g.y + a1[t];
+            s0[t] = x0 / (1.0f + expf(-x0));
+            s1[t] = x1 / (1.0f + expf(-x1));
+        }
+        expand_pair(mu.b + (size_t)n * Ru, Ru, v_s[1], tb, a0, a1);
+#pragma unroll
+        for (int t = 0; t < LORA3_TH; t++) {
+            if (t < tn) {
+                const float2 u = __bfloat1622float2(uv[t]);
+                gp[t * ys] = __floats2bfloat162_rn(s0[t] * (u.x + a0[t]), s1[t] * (u.y + a1[t]));
             }
         }
     }
@@ -589,6 +678,25 @@ static int lora_dense_check(struct lb_cu *c, const struct lb_op *op, struct lb_e
     return rc;
 }
 
+/* op.act: can k_lora_expand_act take it? It writes only the rows of its tiles, so every row of the
+ * step must be in a segment with a valid slot (the host copies of the segments say so), and the
+ * v3 kernels must be the ones selected. */
+static int lora_act_fusable(const struct lb_cu *c, const struct lb_op *op)
+{
+    const auto &l = op->u.lora;
+    if (!c->lora_act || c->lora_variant < 3 || c->lora_expand < 3) return 0;
+    if (!l.n_tok || !l.n_seg || c->s.n_slot <= 0 || c->s.max_rank <= 0 || c->s.max_rank > LORA_RMAX) return 0;
+    if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8 || l.n_out[0] % 2) return 0;
+    if (!l.y[0] || !l.y[1] || l.y[0]->dt != LB_BF16 || l.y[1]->dt != LB_BF16) return 0;
+    if ((size_t)(l.n_tok + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg > 65535) return 0;
+    if (!l.h_seg_start || !l.h_seg_slot || l.h_seg_start[0] != 0 || l.h_seg_start[l.n_seg] != l.n_tok) return 0;
+    for (int s = 0; s < l.n_seg; s++) {
+        if (l.h_seg_start[s + 1] < l.h_seg_start[s]) return 0;
+        if (l.h_seg_start[s + 1] > l.h_seg_start[s] && (l.h_seg_slot[s] < 0 || l.h_seg_slot[s] >= c->s.n_slot)) return 0;
+    }
+    return 1;
+}
+
 int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -596,8 +704,23 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     if (l.n_tgt < 1 || l.n_tgt > 3) LB_UNSUP("n_tgt %d (1..3)", l.n_tgt);
     if (l.n_tok < 0 || l.n_in <= 0 || l.n_seg < 0) LB_UNSUP("bad shape T=%d K=%d S=%d", l.n_tok, l.n_in, l.n_seg);
     if (l.layer < 0 || l.layer >= c->s.n_layer) return lb_err_set(err, LB_E_INTERNAL, "layer %d out of range", l.layer);
+    if (l.act && (l.n_tgt != 2 || l.set || l.n_out[0] != l.n_out[1]))
+        LB_UNSUP("act needs 2 targets of one width (gate, up), not in set mode");
+    if (l.act && !lora_act_fusable(c, op)) { /* the term added into gate and up, then the SwiGLU op */
+        struct lb_op o2 = *op, sw;
+        o2.u.lora.act = 0;
+        LB_TRY(lb_cuda_lora(c, &o2, err));
+        memset(&sw, 0, sizeof sw);
+        sw.kind = LB_OP_SWIGLU;
+        sw.u.swiglu.gate = l.y[0];
+        sw.u.swiglu.up = l.y[1];
+        sw.u.swiglu.out = l.y[0];
+        sw.u.swiglu.n_tok = l.n_tok;
+        sw.u.swiglu.n_ff = l.n_out[0];
+        return lb_cuda_swiglu(c, &sw, err);
+    }
     size_t T = l.n_tok, K = l.n_in;
-    if (c->lora_dense_check && c->lora_dense_min > 0) return lora_dense_check(c, op, err);
+    if (c->lora_dense_check && c->lora_dense_min > 0 && !l.act) return lora_dense_check(c, op, err);
     { /* large steps: the dense cuBLAS path (lora_dense.cu) when it applies */
         int rc = lb_cuda_lora_dense(c, op, err);
         if (rc) return rc < 0 ? rc : 0;
@@ -705,6 +828,16 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
+        if (l.act) { /* lora_act_fusable held: use_v3 too */
+            const int cl = c->lora_expand_cols;
+            void (*kf)(lora_args) = cl == 8   ? k_lora_expand_act<8>
+                                    : cl == 4 ? k_lora_expand_act<4>
+                                    : cl == 2 ? k_lora_expand_act<2>
+                                              : k_lora_expand_act<1>;
+            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * cl), 1), 256, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+            return 0;
+        }
         if (use_v3) {
             const int cl = c->lora_expand_cols; /* 1, 2, 4 or 8 */
             void (*kf)(lora_args) = cl == 8   ? k_lora_expand_v3<8>

@@ -39,7 +39,8 @@ enum lb_op_kind {
     LB_OP_EMBED,     /* out[T,H] = table[ids[t], :] */
     LB_OP_RMSNORM,   /* res? res += x; out = rmsnorm(res? res : x) * w  (rows of n) */
     LB_OP_MATMUL,    /* y[T,N] (+)= x[T,K] @ W[N,K]^T (+ bias[N]) */
-    LB_OP_LORA,      /* y_j[T,N_j] += scale * (x[T,K] @ A^T) @ B^T per segment's slot, 1..3 targets */
+    LB_OP_LORA,      /* y_j[T,N_j] += scale * (x[T,K] @ A^T) @ B^T per segment's slot, 1..3 targets
+                      * (act: then the SwiGLU of gate and up, see u.lora.act) */
     LB_OP_ROPE,      /* in place on q[T,NH,D], k[T,NKV,D] at pos[T] (HF rotate_half layout) */
     LB_OP_KV_WRITE,  /* cache[layer] at slot_map[t] <- k[T,NKV,D], v[T,NKV,D] */
     LB_OP_ATTN,      /* out[T,NH,D] = causal GQA attention of q over the paged cache */
@@ -85,6 +86,11 @@ struct lb_op {
             int set;                          /* 1: y_j = the LoRA term (overwritten, 0 where a module is
                                                * absent); only when every segment has a slot, and only
                                                * on a backend whose supports() accepts it */
+            int act;                          /* 1 (n_tgt 2: gate, up; not with set): then y[0] = silu(y[0]) * y[1]
+                                               * over all T rows (base rows too), the SwiGLU that
+                                               * follows the gate/up projections, so a backend may fuse
+                                               * it with the LoRA term's expansion; y[1] is left
+                                               * undefined */
         } lora;
         struct { struct lb_buf *q, *k, *pos; int n_tok, n_head, n_kv_head, head_dim; } rope;
         struct { int layer; struct lb_buf *k, *v, *slot_map; int n_tok; } kv_write;

@@ -311,6 +311,15 @@ static void op_lora(struct cpu *c, const struct lb_op *op)
             }
         }
     }
+    if (op->u.lora.act) { /* the SwiGLU after gate/up, as the separate op would run it */
+        struct lb_op sw = {.kind = LB_OP_SWIGLU};
+        sw.u.swiglu.gate = op->u.lora.y[0];
+        sw.u.swiglu.up = op->u.lora.y[1];
+        sw.u.swiglu.out = op->u.lora.y[0];
+        sw.u.swiglu.n_tok = op->u.lora.n_tok;
+        sw.u.swiglu.n_ff = op->u.lora.n_out[0];
+        op_swiglu(&sw);
+    }
 }
 
 static int op_sample(const struct lb_op *op, struct lb_err *err)
@@ -332,7 +341,9 @@ static int cpu_supports(struct lb_backend *be, const struct lb_op *op)
     struct cpu *c = be->impl;
     /* set mode (y = the LoRA term, the projection added after) is not offered: the reference
      * keeps one order of operations, so a row's result never depends on its batch */
-    if (op->kind == LB_OP_LORA) return op->u.lora.n_tgt >= 1 && op->u.lora.n_tgt <= 3 && c->s.max_rank <= 1024 && !op->u.lora.set;
+    if (op->kind == LB_OP_LORA)
+        return op->u.lora.n_tgt >= 1 && op->u.lora.n_tgt <= 3 && c->s.max_rank <= 1024 && !op->u.lora.set &&
+               (!op->u.lora.act || (op->u.lora.n_tgt == 2 && op->u.lora.n_out[0] == op->u.lora.n_out[1]));
     if (op->kind == LB_OP_ROPE) return op->u.rope.head_dim <= 512;
     if (op->kind == LB_OP_ALLREDUCE) return c->s.tp_size <= 1;
     return op->kind < LB_OP_COUNT;

@@ -7,7 +7,7 @@
  *   rope(q,k) ; cache k,v ; att = attention(q, cache)
  *   o = att Wo ; += LoRA(o)
  *   h = rmsnorm(x += o)
- *   g,u = h Wg, h Wu ; += LoRA(gate,up) ; g = silu(g) * u
+ *   g,u = h Wg, h Wu ; += LoRA(gate,up) ; g = silu(g) * u   (one op with the LoRA: LB_LORA_ACT)
  *   d = g Wd ; += LoRA(down)             (d lives in `o`; added to x by the next norm)
  * then h = rmsnorm(x += d) with the final norm, the rows that need a token are gathered,
  * logits = h_rows W_lm^T, sample. */
@@ -72,6 +72,8 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->fault_step = fs ? atoll(fs) : 0;
     fs = getenv("LB_LORA_SET_MIN_TOK");
     r->lora_set_min_tok = fs ? atoi(fs) : 1024;
+    fs = getenv("LB_LORA_ACT");
+    r->lora_act = fs ? atoi(fs) : 1;
     const struct lb_model_config *c = &m->cfg;
     struct lb_backend_setup s = {
         .n_layer = c->n_layer, .n_head = c->n_head, .n_kv_head = c->n_kv_head, .head_dim = c->head_dim,
@@ -145,6 +147,14 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     probe.u.lora.x = r->h;
     probe.u.lora.set = 1;
     if (r->lora_set_min_tok >= 0 && !be->ops->supports(be, &probe)) r->lora_set_min_tok = -1;
+    /* gate/up's LoRA op with the SwiGLU after it (act): likewise */
+    probe.u.lora.set = 0;
+    probe.u.lora.act = 1;
+    probe.u.lora.n_tgt = 2;
+    probe.u.lora.tgt[0] = LB_T_GATE;
+    probe.u.lora.tgt[1] = LB_T_UP;
+    probe.u.lora.n_out[0] = probe.u.lora.n_out[1] = c->n_ff;
+    if (r->lora_act > 0 && !be->ops->supports(be, &probe)) r->lora_act = 0;
     return 0;
 }
 
@@ -187,7 +197,7 @@ static int lora_set_first(const struct lb_runner *r, int T, int n_seg)
 }
 
 static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,
-                struct lb_buf *const *y, int T, int n_seg, int set, struct lb_err *err)
+                struct lb_buf *const *y, int T, int n_seg, int set, int act, struct lb_err *err)
 {
     struct lb_backend *be = r->be;
     int rc;
@@ -204,6 +214,7 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     op.u.lora.h_seg_start = r->h_seg_start;
     op.u.lora.h_seg_slot = r->h_seg_slot;
     op.u.lora.set = set;
+    op.u.lora.act = act;
     for (int j = 0; j < n_tgt; j++) {
         op.u.lora.tgt[j] = tgt[j];
         op.u.lora.y[j] = y[j];
@@ -255,6 +266,12 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
     RUN({.kind = LB_OP_EMBED, .u.embed = {r->ids, r->embed, r->x, T, H}});
     int fault = r->fault_step > 0 && ++r->n_step_calls == r->fault_step;
     const int set_first = lora_set_first(r, T, n_seg);
+    /* gate/up: LB_LORA_ACT (default 1) = 1: on steps that add the LoRA term after the projections,
+     * the LoRA op also applies the SwiGLU (act), which a backend may fuse with the term's expansion
+     * (the CUDA backend does: no write-back of gate and up, no separate SwiGLU pass); 2: on
+     * set-first steps too (gate/up then runs projection-first); 0: never */
+    const int gu_set = set_first && r->lora_act < 2;
+    const int gu_act = n_seg && !gu_set && r->lora_act > 0;
     for (l = 0; l < c->n_layer; l++) {
         struct lb_layer_bufs *L = &r->layers[l];
         if (fault && l == c->n_layer / 2)
@@ -263,11 +280,11 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
         static const enum lb_target qkv[3] = {LB_T_Q, LB_T_K, LB_T_V};
         struct lb_buf *yqkv[3] = {r->q, r->k, r->v};
-        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, set_first}});
-        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, 0, err))) return rc;
         if (c->qk_norm) {
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->q, NULL, L->q_norm, r->q, T * NH, D, eps}});
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->k, NULL, L->k_norm, r->k, T * NKV, D, eps}});
@@ -277,21 +294,21 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
                                             r->pos, 1.0f / sqrtf((float)D)}});
         static const enum lb_target o_t[1] = {LB_T_O};
-        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, 0, err))) return rc;
         RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->ffn_norm, r->h, T, H, eps}});
         static const enum lb_target gu[2] = {LB_T_GATE, LB_T_UP};
         struct lb_buf *ygu[2] = {r->g, r->u};
-        if (set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, err))) return rc;
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, set_first}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, set_first}});
-        if (!set_first && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, err))) return rc;
-        RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
+        if (gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, 0, err))) return rc;
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, gu_set}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, gu_set}});
+        if (!gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, gu_act, err))) return rc;
+        if (!gu_act) RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
         static const enum lb_target d_t[1] = {LB_T_DOWN};
-        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, 0, err))) return rc;
     }
     l = c->n_layer;
     if (st->n_out) {

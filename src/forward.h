@@ -55,6 +55,7 @@ struct lb_runner {
      * through its layers with a device error, as a CUDA fault mid-run would */
     int64_t n_step_calls, fault_step;
     int lora_set_min_tok; /* see lora_set_first in forward.c; -1 when the backend has no set mode */
+    int lora_act; /* see gate_up in forward.c: 0, 1 or 2; 0 when the backend has no act mode */
     /* Optional: called once a step's work is queued on the backend and before the host waits
      * for its tokens, so host work done here (the job pipeline stages the plan's next adapter
      * load) overlaps the step on an asynchronous backend; n_tok: the step's tokens. A nonzero

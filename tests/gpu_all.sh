@@ -12,7 +12,8 @@
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
 #            op it cannot take fails the test), and that once more with LB_CUDA_LORA_DENSE_HILO=1
 #            (v as a hi/lo pair) and with LB_CUDA_LORA_DENSE_CACHE=2048 (the gather cache; these
-#            two reported only)
+#            two reported only), and with LB_LORA_ACT=2 (gate/up's LoRA and SwiGLU as one op on
+#            every step)
 #   demo     the demo job on CUDA against the CPU backend by the same rule (gpu_demo_compare.py)
 #   fault    a device fault mid-run on CUDA: exit 5, checkpoint, resume (tests/cli/device_fault.sh)
 #   elem     element-wise kernels, scalar (LB_CUDA_ELEM=1) vs the default 16-byte v2 (lora_bench
@@ -114,6 +115,10 @@ do_golden() {
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
+    # gate/up's LoRA op with the SwiGLU (LB_LORA_ACT; the default 1 covers decode steps above):
+    # on every LoRA step, set-first ones included (2)
+    LB_LORA_ACT=2 LB_GOLDEN_DEVICE=cuda tested step test_golden_act2.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_act2.log" | head -20 | sed 's/^/act-2 /' | tee -a "$S"
     LB_CUDA_COPY_STREAM=0 LB_GOLDEN_DEVICE=cuda tested step test_golden_cstream.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_cstream.log" | head -20 | sed 's/^/no-copy-stream /' | tee -a "$S"
     # the dense LoRA path (set mode only; the default on steps of >= 1024 tokens): LoRA before its

@@ -657,6 +657,7 @@ static void lora_op_pair(struct lb_op *oc, struct lb_op *og, int layer, int n_tg
 }
 
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
+static int lora_act; /* test_lora_act: gate/up only, the op with act (y[0] = silu(gate + term) * (up + term)) on both sides */
 static int lora_wide; /* test_lora_dense_wide: 12 slots of ranks 64-128, one rank set (the active
                        * ranks of a target add up to 1328 columns when every slot is in the step) */
 
@@ -677,6 +678,7 @@ static void test_lora(void)
                 for (int grp = 0; grp < 4; grp++) {
                     int T = Ts[ti];
                     if (l == L_EMPTY && T < s.n_slot) continue;
+                    if (lora_act && grp != 1) continue;
                     int n_tgt, K;
                     enum lb_target tg[3];
                     int N[3];
@@ -719,14 +721,17 @@ static void test_lora(void)
                     struct lb_op oc, og;
                     struct pair *ys[3] = {&py[0], &py[1], &py[2]};
                     lora_op_pair(&oc, &og, 1, n_tgt, tg, N, T, K, S, &px, &pss, &psl, ss, sl, ys, lora_set);
+                    oc.u.lora.act = og.u.lora.act = lora_act;
                     char what[160];
-                    snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : "", rs, T,
-                             layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
+                    snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : lora_act ? " act" : "",
+                             rs, T, layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
                     if (run_both(&oc, &og, what) > 0) {
                         int ok = 1;
-                        for (int j = 0; j < n_tgt; j++) ok &= compare(LB_OP_LORA, &py[j], 1e-4, what);
+                        /* act: y[0] holds the SwiGLU over every row (base rows included: the CPU's
+                         * SwiGLU of them is the reference), y[1] is undefined */
+                        for (int j = 0; j < (lora_act ? 1 : n_tgt); j++) ok &= compare(LB_OP_LORA, &py[j], 1e-4, what);
                         /* rows of base segments (slot -1) must be untouched, bit for bit */
-                        for (int j = 0; j < n_tgt; j++) {
+                        for (int j = 0; j < (lora_act ? 0 : n_tgt); j++) {
                             float *g = malloc((size_t)T * N[j] * 4);
                             if (gpu.ops->download(&gpu, py[j].g, 0, g, LB_F32, (size_t)T * N[j], &err) < 0) {
                                 fail_err("download");
@@ -780,6 +785,41 @@ static void test_lora_set(void)
         gpu_reopen(NULL, NULL);
     }
     lora_set = 0;
+}
+
+/* gate/up with the SwiGLU (act, forward.c's order on steps that add the term after the
+ * projections): y[0] = silu(gate + term) * (up + term) against the CPU's add then SwiGLU, every
+ * layout (those with base rows or empty segments go through the CUDA backend's composed path, the
+ * others through k_lora_expand_act), each rank set, at 1 and 4 column chunks per block, and with
+ * the fusion off (LB_CUDA_LORA_ACT=0: the add-mode op, then the SwiGLU kernel). */
+static void test_lora_act_cases(void)
+{
+    const int keep = small;
+    small = 0;
+    lora_act = 1;
+    test_lora();
+    lora_act = 0;
+    small = keep;
+}
+
+static void with_env(const char *var, const char *val, void (*const *fns)(void), int n);
+
+static void test_lora_act(void)
+{
+    static void (*const fns[])(void) = {test_lora_act_cases};
+    NEED_GPU("lora");
+    struct lb_op probe = {.kind = LB_OP_LORA};
+    probe.u.lora.n_tgt = 2;
+    probe.u.lora.act = 1;
+    probe.u.lora.n_out[0] = probe.u.lora.n_out[1] = 16;
+    struct lb_buf *xb = gpu.ops->alloc(&gpu, ACT, 16, &err);
+    probe.u.lora.x = xb;
+    int ok = xb && gpu.ops->supports(&gpu, &probe);
+    if (xb) gpu.ops->buf_free(&gpu, xb);
+    if (!ok) T_SKIP("the backend under test has no act mode");
+    test_lora_act_cases();
+    with_env("LB_CUDA_LORA_EXPAND_COLS", "4", fns, 1);
+    with_env("LB_CUDA_LORA_ACT", "0", fns, 1);
 }
 
 /* The same LoRA cases on the SIMT fallback kernels (LB_CUDA_LORA=1). */
@@ -1840,6 +1880,7 @@ int main(void)
     T_RUN(test_lora_dense_cache);
     T_RUN(test_lora_set_matmul);
     T_RUN(test_lora_dense_wide);
+    T_RUN(test_lora_act);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
