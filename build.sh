@@ -182,5 +182,6 @@ case "$MODE" in
         # only what the GPU machine runs (each binary carries cudart: keep the bundle small)
         cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden .gpu/
         if [ -n "$NVCC" ]; then bench/build.sh >&2 && cp "$OUT"/bench/lora_bench .gpu/; fi
+        strip .gpu/* # symbols stay in build/; the device call carries at most 64 MiB
         du -sh .gpu >&2 ;;
 esac
