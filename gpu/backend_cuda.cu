@@ -896,11 +896,6 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
-        ev = getenv("LB_CUDA_LORA_EXPAND_COLS");
-        {
-            const int v = ev ? atoi(ev) : 1; /* the kernel's instances: 1, 2, 4, 8 (rounded down) */
-            c->lora_expand_cols = v >= 8 ? 8 : v >= 4 ? 4 : v >= 2 ? 2 : 1;
-        }
         ev = getenv("LB_CUDA_LORA_ACT");
         c->lora_act = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_ASYNC");

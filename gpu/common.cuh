@@ -105,7 +105,6 @@ struct lb_cu {
                                                       * tokens it left to the segmented kernels (their
                                                       * ranks over lora_dense_rmax; any other reason) */
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
-    int lora_expand_cols; /* LB_CUDA_LORA_EXPAND_COLS: 256-column chunks per k_lora_expand_v3 block: 1 (default), 2, 4 or 8 */
     int lora_act; /* LB_CUDA_LORA_ACT=0: an act LoRA op (gate/up + SwiGLU) runs as the add-mode op and the
                    * SwiGLU kernel; default 1: k_lora_expand_act where it applies */
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the

@@ -403,11 +403,6 @@ static __global__ void __launch_bounds__(256) k_lora_expand_vec(lora_args a)
 /* Registers decide this kernel's speed: loading B's first 32 ranks before the barrier (run 23) took
  * it from 64 registers to 177, one block per SM instead of four, and made every case 1.3-2.5x
  * slower; keep it at 64 (4 blocks, 32 warps per SM). */
-/* CL (template; LB_CUDA_LORA_EXPAND_COLS, default 1): column chunks of 256 per block, one after
- * another, so that the block's fixed part (tile, module table, the v planes into shared memory:
- * three dependent round trips) is paid once per CL chunks. An experiment (written after run 31, not
- * yet run on a GPU): the prefill expand runs ~57k short blocks per gate/up op at 8192 tokens and
- * costs ~4x its bytes' time. CL = 1 is the kernel of runs 12-31. */
 /* The expand's inner product for one thread: columns n and n + 1 (B rows b0 and b0 + R) against
  * the scaled v of tokens tb .. tb + LORA3_TH - 1 of the tile (v_s rows), fp32. */
 static __device__ __forceinline__ void expand_pair(const bf16 *b0, const int R, const float (*v_s)[LORA_RMAX],
@@ -465,7 +460,6 @@ static __device__ __forceinline__ void expand_load_v(const lora_args &a, const l
     }
 }
 
-template <int CL>
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
     __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
@@ -473,13 +467,13 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const lora_tile tl = a.tiles[blockIdx.x];
     const int j = blockIdx.z;
     const int N = j == 0 ? a.n_out[0] : j == 1 ? a.n_out[1] : a.n_out[2];
-    if ((int)blockIdx.y * LORA3_NC * CL >= N || tl.slot >= a.n_slot) return;
+    if ((int)blockIdx.y * LORA3_NC >= N || tl.slot >= a.n_slot) return;
     bf16 *y = (bf16 *)(j == 0 ? a.y[0] : j == 1 ? a.y[1] : a.y[2]);
     const int th = threadIdx.x / 128;                          /* token half */
-    int n = blockIdx.y * LORA3_NC * CL + (threadIdx.x % 128) * 2;
+    const int n = blockIdx.y * LORA3_NC + (threadIdx.x % 128) * 2;
     const int tb = th * LORA3_TH;                              /* first token (in the tile) of this thread */
     const int tn = max(0, min(LORA3_TH, tl.tn - tb));          /* tokens of this thread */
-    bool col_ok = n < N;                                       /* N even: n + 1 < N too */
+    const bool col_ok = n < N;                                 /* N even: n + 1 < N too */
     __nv_bfloat162 *yp = (__nv_bfloat162 *)(y + (size_t)(tl.t0 + tb) * N + n);
     const size_t ys = (size_t)N / 2;                           /* row stride in bf16x2 */
     __nv_bfloat162 yv[LORA3_TH];
@@ -492,33 +486,20 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
     const int R = md.rank;
     if (R <= 0) { /* block-uniform; set mode: the module is absent, its term is 0 */
-        if (a.set)
-            for (int c = 0; c < CL && n + c * LORA3_NC < N; c++)
-                for (int t = 0; t < tn; t++) yp[c * (LORA3_NC / 2) + t * ys] = yv[t];
+        if (a.set && col_ok)
+            for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
         return;
     }
     expand_load_v(a, tl, j, R, md.scale, v_s);
     __syncthreads();
-    if (tn == 0) return;
-#pragma unroll 1
-    for (int c = 0; c < CL; c++) {
-        if (c > 0) { /* the next 256 columns */
-            n += LORA3_NC;
-            yp += LORA3_NC / 2;
-            col_ok = n < N;
-            if (col_ok && !a.set)
-                for (int t = 0; t < LORA3_TH; t++)
-                    if (t < tn) yv[t] = yp[t * ys];
-        }
-        if (!col_ok) return;
-        float acc0[LORA3_TH], acc1[LORA3_TH];
-        expand_pair(md.b + (size_t)n * R, R, v_s, tb, acc0, acc1);
+    if (!col_ok || tn == 0) return;
+    float acc0[LORA3_TH], acc1[LORA3_TH];
+    expand_pair(md.b + (size_t)n * R, R, v_s, tb, acc0, acc1);
 #pragma unroll
-        for (int t = 0; t < LORA3_TH; t++) {
-            if (t < tn) {
-                float2 f = __bfloat1622float2(yv[t]);
-                yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
-            }
+    for (int t = 0; t < LORA3_TH; t++) {
+        if (t < tn) {
+            float2 f = __bfloat1622float2(yv[t]);
+            yp[t * ys] = __floats2bfloat162_rn(f.x + acc0[t], f.y + acc1[t]);
         }
     }
 }
@@ -529,19 +510,18 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
  * (one rounding, where the separate ops round g + term and u + term to bf16 first). It replaces
  * the expand's y write-back of both targets and the whole SwiGLU pass: per element of F, 2 bf16
  * read and 1 written instead of 4 + 3. */
-template <int CL>
 static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
 {
     __shared__ __align__(16) float v_s[2][LORA_TM][LORA_RMAX];
     if ((int)blockIdx.x >= *a.n_tiles) return;
     const lora_tile tl = a.tiles[blockIdx.x];
     const int N = a.n_out[0];
-    if ((int)blockIdx.y * LORA3_NC * CL >= N || tl.slot >= a.n_slot) return;
+    if ((int)blockIdx.y * LORA3_NC >= N || tl.slot >= a.n_slot) return;
     const int th = threadIdx.x / 128;
-    int n = blockIdx.y * LORA3_NC * CL + (threadIdx.x % 128) * 2;
+    const int n = blockIdx.y * LORA3_NC + (threadIdx.x % 128) * 2;
     const int tb = th * LORA3_TH;
     const int tn = max(0, min(LORA3_TH, tl.tn - tb));
-    bool col_ok = n < N;
+    const bool col_ok = n < N;
     const size_t off = (size_t)(tl.t0 + tb) * N + n;
     __nv_bfloat162 *gp = (__nv_bfloat162 *)((bf16 *)a.y[0] + off);
     const __nv_bfloat162 *up = (const __nv_bfloat162 *)((const bf16 *)a.y[1] + off);
@@ -559,40 +539,24 @@ static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
     expand_load_v(a, tl, 0, Rg, mg.scale, v_s[0]);
     expand_load_v(a, tl, 1, Ru, mu.scale, v_s[1]);
     __syncthreads();
-    if (tn == 0) return;
-#pragma unroll 1
-    for (int c = 0; c < CL; c++) {
-        if (c > 0) {
-            n += LORA3_NC;
-            gp += LORA3_NC / 2;
-            up += LORA3_NC / 2;
-            col_ok = n < N;
-            if (col_ok)
-                for (int t = 0; t < LORA3_TH; t++)
-                    if (t < tn) {
-                        gv[t] = gp[t * ys];
-                        uv[t] = up[t * ys];
-                    }
-        }
-        if (!col_ok) return;
-        /* gate first, kept as fp32 silu(g + term) (its bf16 inputs die), then up: fewer live
-         * registers than both sums at once */
-        float s0[LORA3_TH], s1[LORA3_TH], a0[LORA3_TH], a1[LORA3_TH];
-        expand_pair(mg.b + (size_t)n * Rg, Rg, v_s[0], tb, a0, a1); /* rank 0: the loops do nothing */
+    if (!col_ok || tn == 0) return;
+    /* gate first, kept as fp32 silu(g + term) (its bf16 inputs die), then up: fewer live registers
+     * than both sums at once */
+    float s0[LORA3_TH], s1[LORA3_TH], a0[LORA3_TH], a1[LORA3_TH];
+    expand_pair(mg.b + (size_t)n * Rg, Rg, v_s[0], tb, a0, a1); /* rank 0: the loops do nothing */
 #pragma unroll
-        for (int t = 0; t < LORA3_TH; t++) {
-            const float2 g = __bfloat1622float2(gv[t]);
-            const float x0 = g.x + a0[t], x1 = g.y + a1[t];
-            s0[t] = x0 / (1.0f + expf(-x0));
-            s1[t] = x1 / (1.0f + expf(-x1));
-        }
-        expand_pair(mu.b + (size_t)n * Ru, Ru, v_s[1], tb, a0, a1);
+    for (int t = 0; t < LORA3_TH; t++) {
+        const float2 g = __bfloat1622float2(gv[t]);
+        const float x0 = g.x + a0[t], x1 = g.y + a1[t];
+        s0[t] = x0 / (1.0f + expf(-x0));
+        s1[t] = x1 / (1.0f + expf(-x1));
+    }
+    expand_pair(mu.b + (size_t)n * Ru, Ru, v_s[1], tb, a0, a1);
 #pragma unroll
-        for (int t = 0; t < LORA3_TH; t++) {
-            if (t < tn) {
-                const float2 u = __bfloat1622float2(uv[t]);
-                gp[t * ys] = __floats2bfloat162_rn(s0[t] * (u.x + a0[t]), s1[t] * (u.y + a1[t]));
-            }
+    for (int t = 0; t < LORA3_TH; t++) {
+        if (t < tn) {
+            const float2 u = __bfloat1622float2(uv[t]);
+            gp[t * ys] = __floats2bfloat162_rn(s0[t] * (u.x + a0[t]), s1[t] * (u.y + a1[t]));
         }
     }
 }
@@ -829,22 +793,12 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (l.act) { /* lora_act_fusable held: use_v3 too */
-            const int cl = c->lora_expand_cols;
-            void (*kf)(lora_args) = cl == 8   ? k_lora_expand_act<8>
-                                    : cl == 4 ? k_lora_expand_act<4>
-                                    : cl == 2 ? k_lora_expand_act<2>
-                                              : k_lora_expand_act<1>;
-            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * cl), 1), 256, 0, c->stream>>>(a);
+            k_lora_expand_act<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, 256), 1), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }
         if (use_v3) {
-            const int cl = c->lora_expand_cols; /* 1, 2, 4 or 8 */
-            void (*kf)(lora_args) = cl == 8   ? k_lora_expand_v3<8>
-                                    : cl == 4 ? k_lora_expand_v3<4>
-                                    : cl == 2 ? k_lora_expand_v3<2>
-                                              : k_lora_expand_v3<1>;
-            kf<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, (size_t)LORA3_NC * cl), l.n_tgt), 256, 0, c->stream>>>(a);
+            k_lora_expand_v3<<<g_expand, 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }

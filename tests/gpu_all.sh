@@ -90,9 +90,8 @@ do_ops_small() {
     # and with the LoRA shrink's older staging (LB_CUDA_LORA_ASYNC=0; the default is cp.async)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_ASYNC=0 tested step test_ops_async0.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_async0.log" | head -10 | sed "s/^/lora-async-0 /" | tee -a "$S"
-    # other LoRA paths, reported only: the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1),
-    # the expand with 2 and 8 column chunks per block (LB_CUDA_LORA_EXPAND_COLS)
-    for v in LB_CUDA_LORA_DENSE_HILO=1 LB_CUDA_LORA_EXPAND_COLS=2 LB_CUDA_LORA_EXPAND_COLS=8; do
+    # other LoRA paths, reported only: the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1)
+    for v in LB_CUDA_LORA_DENSE_HILO=1; do
         LB_OPS_SMALL=1 LB_OPS_FILTER=lora timeout 40 env "$v" .gpu/test_ops >"$L/test_ops_opt_${v//=/_}.log" 2>&1
         say "opt-in $v: $(grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_opt_${v//=/_}.log" | head -5 | tr '\n' ' ')"
     done
