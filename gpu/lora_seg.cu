@@ -22,6 +22,8 @@
  *                  memory (times scale), each thread owns one output column n: reads B[n, :R]
  *                  once and adds sum_r v[t, r] B[n, r] into y[t, n] for every token of the tile.
  * Arithmetic in fp32; y is read and written once per tile (one rounding to its dtype).
+ * op.act (gate/up then the SwiGLU, forward.c's LB_LORA_ACT): k_lora_expand_act instead of the
+ * expand when every row of the step has an adapter; otherwise this op, then the SwiGLU kernel.
  * Variants: v3 (default): the tile list is built once per step and cached (k_lora_tiles runs on
  * the first op after an upload; the other ops of the step reuse it: two launches per op, not
  * three), k_lora_shrink_tc, and k_lora_expand_v3 (bf16x2 y, y loads issued before the barrier;
@@ -509,7 +511,12 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
  * thread loads its gate and up values, adds both terms in fp32 and writes silu(g) * u over gate
  * (one rounding, where the separate ops round g + term and u + term to bf16 first). It replaces
  * the expand's y write-back of both targets and the whole SwiGLU pass: per element of F, 2 bf16
- * read and 1 written instead of 4 + 3. */
+ * read and 1 written instead of 4 + 3. H100 runs 33-34 (lora_bench_run33_act_h100.txt): no faster
+ * than the expand plus the SwiGLU kernel as an op (workload 1's decode shape 87.5 against 84.9 us;
+ * slower at rank 64 and with one-token segments), being bound like the expand by each block's
+ * chain of dependent loads, now over two targets' v planes, with half the blocks; yet workload 1
+ * ran 0.4% faster with it (three samples each way): one launch fewer per decode layer. 80
+ * registers at 3 blocks per SM (97 without the bound, 2 blocks). */
 static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
 {
     __shared__ __align__(16) float v_s[2][LORA_TM][LORA_RMAX];
