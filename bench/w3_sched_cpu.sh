@@ -39,6 +39,7 @@ for slots in "$SLOTS" 256; do
         { tail -5 "$OUT/slots$slots.log"; exit 1; }
     cp "$d/w3.json" "$OUT/slots$slots.json"
     cp "$d/plan.txt" "$OUT/plan_slots$slots.txt"
+    grep -h '^run stats' "$d/run.log" >> "$OUT/slots$slots.log" || true # under LB_RUN_STATS=1
     rows+=("$OUT/slots$slots.json")
 done
 python3 - "$OUT" "$PROMPT" "$GEN" "$SLOTS" "${rows[@]}" <<'PY'

@@ -1,5 +1,6 @@
 /* engine.c — continuous batching, paged KV, preemption by recompute (see engine.h). */
 #include "engine.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -214,6 +215,8 @@ static int run_index(const struct lb_engine *e, const struct lb_engine_seq *s)
 
 int lb_engine_step(struct lb_engine *e, struct lb_err *err)
 {
+    const double t0 = e->timing ? lb_now_s() : 0;
+    e->last_T = 0;
     /* 1. admit waiting sequences while seats are free */
     while (e->n_wait && e->n_run < e->o.max_seqs) {
         struct lb_engine_seq *s = e->wait[e->wait_head];
@@ -296,9 +299,13 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     }
     struct lb_step st = {T, n_sel, e->tok, e->pos, e->slot_map, e->q_indptr, e->kv_len, e->page_indptr, e->page_idx,
                          e->seq_slot, n_out, e->out_rows, e->sp};
+    e->last_T = T;
+    const double t1 = e->timing ? lb_now_s() : 0;
     rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;
     if (rc) return rc;
+    const double t2 = e->timing ? lb_now_s() : 0;
+    e->t_plan += t1 - t0;
     /* 4. apply results */
     int o = 0;
     for (int i = 0; i < n_sel; i++) {
@@ -333,5 +340,6 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
             continue;
         }
     }
+    if (e->timing) e->t_apply += lb_now_s() - t2;
     return 0;
 }

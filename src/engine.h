@@ -66,6 +66,10 @@ struct lb_engine {
     int wait_head, n_wait, wait_cap;
     int64_t admit_counter;
     int64_t n_preempt, n_steps, n_tok_prefill, n_tok_decode;
+    /* host time (LB_RUN_STATS, set by the caller): the last step's tokens; seconds spent planning
+     * steps (admission into the batch, pages, the step's arrays) and applying their results */
+    int timing, last_T;
+    double t_plan, t_apply;
     /* step scratch (owned) */
     int32_t *tok, *pos, *slot_map, *q_indptr, *kv_len, *page_indptr, *page_idx, *seq_slot, *out_rows, *out_tok;
     struct lb_sample_param *sp;

@@ -186,6 +186,17 @@ struct session {
     /* totals and timing */
     int64_t n_records_total, n_done, n_err, tok_p, tok_g, n_done_at_start, tok_at_start;
     double t_start, t_last_ckpt, t_last_log;
+    /* LB_RUN_STATS=1: the main loop's host time per iteration, by the size of the iteration's step
+     * ([0]: <= 512 tokens, [1]: larger): admitting records (reading, parsing, adapter loads made
+     * here), the engine step (its planning and applying separately, from the engine), draining
+     * finished records to the outputs, the rest (checkpoints, progress) */
+    int64_t adm_rec;  /* admit_records: the next record of the current run (-1: its first) */
+    int adm_stalled;  /* admit_records: a run waits for its slot */
+    int admit_ahead;  /* LB_ADMIT_AHEAD=1: admit_records also runs in the on_queued hook */
+    int stats;
+    double st_admit[2], st_step[2], st_plan[2], st_apply[2], st_drain[2], st_rest[2];
+    long long st_n[2];
+    double st_admit_hook; /* admit_records' time inside the on_queued hook (LB_ADMIT_AHEAD=1) */
     int64_t elapsed_prev_ms;
     uint64_t ckpt_seq;
     int n_commits;
@@ -753,6 +764,47 @@ static const struct lb_plan_load *ready_load(struct session *s)
     return NULL;
 }
 
+/* Admission: records of the plan's runs, in order, into the engine while its queue has room
+ * (reading and parsing them, opening their shard's output, loading a run's adapter when its slot
+ * is free and the load is not left to load_ahead). s->adm_rec (the next record of the current
+ * run, -1: its first) and s->adm_stalled (a run waits for its slot) carry over between calls.
+ * Called between steps, and (LB_ADMIT_AHEAD=1) also from the runner's on_queued hook, so that
+ * this host work overlaps the step on the GPU: the engine takes the records at its next step
+ * either way. Returns < 0 on an error. */
+static int defer_load(struct session *s, int adapter, int slot);
+
+static int admit_records(struct session *s, struct lb_err *err)
+{
+    const struct lb_plan *plan = s->plan;
+    int rc;
+    while (s->run_i < plan->n_runs && s->n_fl < s->cap_fl) {
+        const struct lb_plan_run *pr = &plan->runs[s->run_i];
+        struct unit *u = &s->units[pr->unit];
+        if (s->adm_rec < 0) s->adm_rec = pr->rec_begin;
+        if (s->adm_rec >= pr->rec_end) { s->run_i++; s->adm_rec = -1; continue; }
+        if (!u->opened && (rc = open_unit(s, u, err))) return rc < 0 ? rc : -rc;
+        int slot = -1;
+        if (pr->adapter >= 0) {
+            slot = pr->slot;
+            if (s->adapter_slot[pr->adapter] != slot) {
+                if (s->slot_adapter[slot] >= 0 && lb_engine_slot_in_use(&s->e, slot)) { s->adm_stalled = 1; break; }
+                if (defer_load(s, pr->adapter, slot)) { s->adm_stalled = 0; break; }
+                if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) return rc < 0 ? rc : -rc;
+            }
+        }
+        s->adm_stalled = 0;
+        /* the reorder window bounds how far reading may run ahead of writing */
+        if (u->next_read - u->ro.next >= u->ro.cap) {
+            if ((rc = drain_unit(s, u, err))) return rc < 0 ? rc : -rc;
+            if (u->next_read - u->ro.next >= u->ro.cap) break;
+        }
+        rc = admit_one(s, (int)pr->unit, slot, err);
+        if (rc < 0) return rc;
+        s->adm_rec++;
+    }
+    return 0;
+}
+
 /* The runner's on_queued hook: while the GPU runs a step, make the plan's ready loads (in its
  * order), up to LOAD_AHEAD_BYTES of adapters for every LOAD_AHEAD_TOK tokens of the step (at
  * least that much, and at least one load). A copy is queued behind the step (or beside it, on a
@@ -776,6 +828,12 @@ static int load_ahead(void *ctx, int n_tok, struct lb_err *err)
         done += s->plan->adapters[ld->adapter].bytes > 0 ? s->plan->adapters[ld->adapter].bytes : 1;
     }
     if ((ld = ready_load(s))) lb_adapter_prefetch(&s->ads[ld->adapter]);
+    if (s->admit_ahead) {
+        const double t0 = s->stats ? lb_now_s() : 0;
+        int rc = admit_records(s, err);
+        if (s->stats) s->st_admit_hook += lb_now_s() - t0;
+        if (rc < 0) return rc;
+    }
     return 0;
 }
 
@@ -1039,41 +1097,23 @@ static int run_job(struct session *s, struct lb_err *err)
     s->is_tty = isatty(2);
     if ((rc = stop_requested(err))) goto out;
     /* main loop: admit in plan order, step, drain, checkpoint */
-    int64_t rec_i = -1;
+    s->adm_rec = -1;
+    s->adm_stalled = 0;
     s->run_i = 0;
     s->load_i = 0;
     s->plan = &plan;
     s->r.on_queued = load_ahead;
     s->r.on_queued_ctx = s;
-    int stalled = 0;
+    s->stats = getenv("LB_RUN_STATS") && atoi(getenv("LB_RUN_STATS")) > 0;
+    s->e.timing = s->stats;
+    s->admit_ahead = getenv("LB_ADMIT_AHEAD") && atoi(getenv("LB_ADMIT_AHEAD")) > 0;
     for (;;) {
+        double ta = s->stats ? lb_now_s() : 0, tb = 0, tc = 0, td = 0, pl = s->e.t_plan, ap = s->e.t_apply;
         /* admit while the engine's queue has room */
-        while (s->run_i < plan.n_runs && s->n_fl < s->cap_fl) {
-            const struct lb_plan_run *pr = &plan.runs[s->run_i];
-            struct unit *u = &s->units[pr->unit];
-            if (rec_i < 0) rec_i = pr->rec_begin;
-            if (rec_i >= pr->rec_end) { s->run_i++; rec_i = -1; continue; }
-            if (!u->opened && (rc = open_unit(s, u, err))) goto out;
-            int slot = -1;
-            if (pr->adapter >= 0) {
-                slot = pr->slot;
-                if (s->adapter_slot[pr->adapter] != slot) {
-                    if (s->slot_adapter[slot] >= 0 && lb_engine_slot_in_use(&s->e, slot)) { stalled = 1; break; }
-                    if (defer_load(s, pr->adapter, slot)) { stalled = 0; break; }
-                    if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) goto out;
-                }
-            }
-            stalled = 0;
-            /* the reorder window bounds how far reading may run ahead of writing */
-            if (u->next_read - u->ro.next >= u->ro.cap) {
-                if ((rc = drain_unit(s, u, err))) goto out;
-                if (u->next_read - u->ro.next >= u->ro.cap) break;
-            }
-            rc = admit_one(s, (int)pr->unit, slot, err);
-            if (rc < 0) goto out;
-            rec_i++;
-        }
+        if ((rc = admit_records(s, err)) < 0) goto out;
+        rc = 0;
         if (lb_engine_idle(&s->e) && !(s->run_i < plan.n_runs)) break;
+        if (s->stats) tb = lb_now_s();
         if (!lb_engine_idle(&s->e)) {
             if ((rc = lb_engine_step(&s->e, err))) {
                 /* a device error mid-run: the records finished before it are whole; commit
@@ -1086,11 +1126,13 @@ static int run_job(struct session *s, struct lb_err *err)
                 }
                 goto out;
             }
-        } else if (stalled) {
+        } else if (s->adm_stalled) {
             rc = lb_err_set(err, LB_E_INTERNAL, "adapter slot schedule stalled with an idle engine");
             goto out;
         }
+        if (s->stats) tc = lb_now_s();
         if ((rc = drain_all(s, err))) goto out;
+        if (s->stats) td = lb_now_s();
         if (s->n_done >= s->job.error_rate_min_records && s->n_done > 0 &&
             (double)s->n_err / (double)s->n_done > s->job.max_error_rate) {
             if ((rc = commit_all(s, err))) goto out;
@@ -1107,7 +1149,29 @@ static int run_job(struct session *s, struct lb_err *err)
         }
         if (lb_now_s() - s->t_last_ckpt >= s->job.checkpoint_interval_s && (rc = commit_all(s, err))) goto out;
         progress(s, 0);
+        if (s->stats && s->e.last_T > 0) {
+            const int k = s->e.last_T > 512;
+            s->st_n[k]++;
+            s->st_admit[k] += tb - ta;
+            s->st_step[k] += tc - tb;
+            s->st_plan[k] += s->e.t_plan - pl;
+            s->st_apply[k] += s->e.t_apply - ap;
+            s->st_drain[k] += td - tc;
+            s->st_rest[k] += lb_now_s() - td;
+        }
     }
+    if (s->stats && s->admit_ahead)
+        fprintf(stderr, "run stats: admission inside the step (LB_ADMIT_AHEAD): %.3f s in all\n", s->st_admit_hook);
+    for (int k = 0; s->stats && k < 2; k++)
+        if (s->st_n[k]) {
+            const double n = (double)s->st_n[k];
+            fprintf(stderr,
+                    "run stats: %lld steps of %s tokens, host us per step: admit %.1f, engine step %.1f (planning "
+                    "%.1f, applying %.1f, the rest: the runner, i.e. queueing the GPU work and waiting for it), drain "
+                    "%.1f, rest %.1f\n",
+                    s->st_n[k], k ? "> 512" : "<= 512", 1e6 * s->st_admit[k] / n, 1e6 * s->st_step[k] / n,
+                    1e6 * s->st_plan[k] / n, 1e6 * s->st_apply[k] / n, 1e6 * s->st_drain[k] / n, 1e6 * s->st_rest[k] / n);
+        }
     for (int i = 0; i < s->n_units; i++)
         if (!s->units[i].finished && !s->units[i].opened && (rc = open_unit(s, &s->units[i], err))) goto out;
     if ((rc = commit_all(s, err))) goto out;
