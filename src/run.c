@@ -186,13 +186,13 @@ struct session {
     /* totals and timing */
     int64_t n_records_total, n_done, n_err, tok_p, tok_g, n_done_at_start, tok_at_start;
     double t_start, t_last_ckpt, t_last_log;
+    int64_t adm_rec;  /* admit_records: the next record of the current run (-1: its first) */
+    int adm_stalled;  /* admit_records: a run waits for its slot */
+    int admit_ahead;  /* LB_ADMIT_AHEAD (default 1): admit_records also runs in the on_queued hook */
     /* LB_RUN_STATS=1: the main loop's host time per iteration, by the size of the iteration's step
      * ([0]: <= 512 tokens, [1]: larger): admitting records (reading, parsing, adapter loads made
      * here), the engine step (its planning and applying separately, from the engine), draining
      * finished records to the outputs, the rest (checkpoints, progress) */
-    int64_t adm_rec;  /* admit_records: the next record of the current run (-1: its first) */
-    int adm_stalled;  /* admit_records: a run waits for its slot */
-    int admit_ahead;  /* LB_ADMIT_AHEAD (default 1): admit_records also runs in the on_queued hook */
     int stats;
     double st_admit[2], st_step[2], st_plan[2], st_apply[2], st_drain[2], st_rest[2];
     long long st_n[2];
@@ -768,9 +768,10 @@ static const struct lb_plan_load *ready_load(struct session *s)
  * (reading and parsing them, opening their shard's output, loading a run's adapter when its slot
  * is free and the load is not left to load_ahead). s->adm_rec (the next record of the current
  * run, -1: its first) and s->adm_stalled (a run waits for its slot) carry over between calls.
- * Called between steps, and (LB_ADMIT_AHEAD, default 1) also from the runner's on_queued hook, so that
- * this host work overlaps the step on the GPU: the engine takes the records at its next step
- * either way. Returns < 0 on an error. */
+ * Called between steps, and (LB_ADMIT_AHEAD, default 1) also from the runner's on_queued hook,
+ * so that this host work overlaps the step on the GPU: the engine takes the records at its next
+ * step either way (an error there fails the step, and the run stops as after a device error,
+ * with its checkpoint). Returns < 0 on an error. */
 static int defer_load(struct session *s, int adapter, int slot);
 
 static int admit_records(struct session *s, struct lb_err *err)
