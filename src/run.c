@@ -188,6 +188,7 @@ struct session {
     double t_start, t_last_ckpt, t_last_log;
     int64_t adm_rec;  /* admit_records: the next record of the current run (-1: its first) */
     int adm_stalled;  /* admit_records: a run waits for its slot */
+    int adm_failed;   /* admit_records failed inside a step (the step's error is an input error) */
     int admit_ahead;  /* LB_ADMIT_AHEAD (default 1): admit_records also runs in the on_queued hook */
     /* LB_RUN_STATS=1: the main loop's host time per iteration, by the size of the iteration's step
      * ([0]: <= 512 tokens, [1]: larger): admitting records (reading, parsing, adapter loads made
@@ -833,7 +834,10 @@ static int load_ahead(void *ctx, int n_tok, struct lb_err *err)
         const double t0 = s->stats ? lb_now_s() : 0;
         int rc = admit_records(s, err);
         if (s->stats) s->st_admit_hook += lb_now_s() - t0;
-        if (rc < 0) return rc;
+        if (rc < 0) {
+            s->adm_failed = 1; /* the step fails with it; run_job words the error for input */
+            return rc;
+        }
     }
     return 0;
 }
@@ -1120,13 +1124,15 @@ static int run_job(struct session *s, struct lb_err *err)
         if (s->stats) tb = lb_now_s();
         if (!lb_engine_idle(&s->e)) {
             if ((rc = lb_engine_step(&s->e, err))) {
-                /* a device error mid-run: the records finished before it are whole; commit
-                 * them so a resume starts after them (the ones in flight are recomputed) */
+                /* a device error mid-run (or an input error met by admission inside the step):
+                 * the records finished before it are whole; commit them so a resume starts after
+                 * them (the ones in flight are recomputed) */
                 struct lb_err e2 = {0};
                 if (!drain_all(s, &e2) && !commit_all(s, &e2)) {
                     size_t n = strlen(err->msg);
-                    snprintf(err->msg + n, sizeof err->msg - n, "; %lld of %lld records done, checkpoint written to %s; run the same command to resume",
-                             (long long)s->n_done, (long long)s->n_records_total, s->ckpt_path);
+                    snprintf(err->msg + n, sizeof err->msg - n, "; %lld of %lld records done, checkpoint written to %s; %srun the same command to resume",
+                             (long long)s->n_done, (long long)s->n_records_total, s->ckpt_path,
+                             s->adm_failed ? "fix that, then " : "");
                 }
                 goto out;
             }
