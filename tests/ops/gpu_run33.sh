@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run 33 (one device call, after ./build.sh gpu-bundle; ~450 s; prepared in the ninth session):
+# Run 33 (one device call, after ./build.sh gpu-bundle; ~530 s; ran in the ninth session on an H100
+# at commit 1616a3b; results in tests/ops/NOTES.md). The column chunks were slower and were removed
+# after it (code in dcaa089), so this script no longer runs as written; the fused gate/up op stayed.
 #  1. ops_small (test_lora_act: gate/up + SwiGLU as one op, k_lora_expand_act, against the CPU's
 #     add then SwiGLU; the LoRA cases under LB_CUDA_LORA_EXPAND_COLS=2 and 8), the goldens (the
 #     default LB_LORA_ACT=1 fuses on decode steps; a pass at 2), LoRA op timings (gate_up prints
