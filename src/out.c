@@ -2,20 +2,12 @@
  *
  * One ZSTD_CCtx per output file; compressed bytes collect in a ZSTD_CStreamOutSize()
  * buffer (~128 KiB) that is written with write(2) whenever it fills, and at commit.
- * Memory per open output: the zstd context (~1-2 MiB at level 3) plus that buffer.
- *
- * Closed outputs give their context and buffer back to a small pool that the next open takes
- * from: a fresh context's first frame page-faults its ~1-2 MiB workspace in (2.3 ms on the
- * development machine), and a job of many shards opens one output per shard while the GPU waits
- * between steps (workload 3 of issue 5: 256 shards; perf put this first-write cost at most of the
- * run loop's time in drain_all). A pooled context is reset to the session's start and its
- * parameters cleared, so it compresses exactly as a new one. */
+ * Memory per open output: the zstd context (~1-2 MiB at level 3) plus that buffer. */
 #include "out.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,48 +56,12 @@ static int flush_buf(struct lb_out *o, struct lb_err *err)
     return rc;
 }
 
-#define POOL_MAX 64
-static struct { ZSTD_CCtx *cctx; unsigned char *buf; } g_pool[POOL_MAX];
-static int g_pool_n;
-static pthread_mutex_t g_pool_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* A context and a ZSTD_CStreamOutSize() buffer, from the pool when it has one (0 on success). */
-static int pool_take(ZSTD_CCtx **cctx, unsigned char **buf, size_t cap)
-{
-    pthread_mutex_lock(&g_pool_mu);
-    if (g_pool_n > 0) {
-        g_pool_n--;
-        *cctx = g_pool[g_pool_n].cctx;
-        *buf = g_pool[g_pool_n].buf;
-    }
-    pthread_mutex_unlock(&g_pool_mu);
-    if (!*cctx) *cctx = ZSTD_createCCtx();
-    if (!*buf) *buf = malloc(cap);
-    return *cctx && *buf ? 0 : -1;
-}
-
-static void pool_give(ZSTD_CCtx *cctx, unsigned char *buf)
-{
-    if (cctx && buf && !ZSTD_isError(ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters))) {
-        pthread_mutex_lock(&g_pool_mu);
-        int kept = g_pool_n < POOL_MAX;
-        if (kept) {
-            g_pool[g_pool_n].cctx = cctx;
-            g_pool[g_pool_n].buf = buf;
-            g_pool_n++;
-        }
-        pthread_mutex_unlock(&g_pool_mu);
-        if (kept) return;
-    }
-    ZSTD_freeCCtx(cctx);
-    free(buf);
-}
-
 void lb_out_close(struct lb_out *o)
 {
     if (!o) return;
     if (o->fd >= 0) close(o->fd);
-    pool_give(o->cctx, o->buf);
+    ZSTD_freeCCtx(o->cctx);
+    free(o->buf);
     free(o->path);
     free(o);
 }
@@ -134,8 +90,10 @@ int lb_out_open(struct lb_out **out, const char *path, int64_t committed_len, in
     o->fd = -1;
     o->path = strdup(path);
     o->cap = ZSTD_CStreamOutSize();
+    o->buf = malloc(o->cap);
+    o->cctx = ZSTD_createCCtx();
     int rc = 0;
-    if (!o->path || pool_take(&o->cctx, &o->buf, o->cap)) {
+    if (!o->path || !o->buf || !o->cctx) {
         rc = lb_err_set(err, LB_E_OOM, "output %s: out of memory", path);
         goto fail;
     }
