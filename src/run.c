@@ -772,7 +772,7 @@ static const struct lb_plan_load *ready_load(struct session *s)
  * Called between steps, and (LB_ADMIT_AHEAD, default 1) also from the runner's on_queued hook,
  * so that this host work overlaps the step on the GPU: the engine takes the records at its next
  * step either way (an error there fails the step, and the run stops as after a device error,
- * with its checkpoint). Returns < 0 on an error. */
+ * with its checkpoint). Returns 0 or an error (< 0). */
 static int defer_load(struct session *s, int adapter, int slot);
 
 static int admit_records(struct session *s, struct lb_err *err)
@@ -784,20 +784,20 @@ static int admit_records(struct session *s, struct lb_err *err)
         struct unit *u = &s->units[pr->unit];
         if (s->adm_rec < 0) s->adm_rec = pr->rec_begin;
         if (s->adm_rec >= pr->rec_end) { s->run_i++; s->adm_rec = -1; continue; }
-        if (!u->opened && (rc = open_unit(s, u, err))) return rc < 0 ? rc : -rc;
+        if (!u->opened && (rc = open_unit(s, u, err))) return rc;
         int slot = -1;
         if (pr->adapter >= 0) {
             slot = pr->slot;
             if (s->adapter_slot[pr->adapter] != slot) {
                 if (s->slot_adapter[slot] >= 0 && lb_engine_slot_in_use(&s->e, slot)) { s->adm_stalled = 1; break; }
                 if (defer_load(s, pr->adapter, slot)) { s->adm_stalled = 0; break; }
-                if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) return rc < 0 ? rc : -rc;
+                if ((rc = load_adapter(s, pr->adapter, slot, 0, err))) return rc;
             }
         }
         s->adm_stalled = 0;
         /* the reorder window bounds how far reading may run ahead of writing */
         if (u->next_read - u->ro.next >= u->ro.cap) {
-            if ((rc = drain_unit(s, u, err))) return rc < 0 ? rc : -rc;
+            if ((rc = drain_unit(s, u, err))) return rc;
             if (u->next_read - u->ro.next >= u->ro.cap) break;
         }
         rc = admit_one(s, (int)pr->unit, slot, err);
@@ -1118,8 +1118,7 @@ static int run_job(struct session *s, struct lb_err *err)
     for (;;) {
         double ta = s->stats ? lb_now_s() : 0, tb = 0, tc = 0, td = 0, pl = s->e.t_plan, ap = s->e.t_apply;
         /* admit while the engine's queue has room */
-        if ((rc = admit_records(s, err)) < 0) goto out;
-        rc = 0;
+        if ((rc = admit_records(s, err))) goto out;
         if (lb_engine_idle(&s->e) && !(s->run_i < plan.n_runs)) break;
         if (s->stats) tb = lb_now_s();
         if (!lb_engine_idle(&s->e)) {

@@ -767,17 +767,36 @@ static void test_lora(void)
  * accumulated into zeros; the layouts with base rows are skipped (set mode needs none). Run on
  * the default kernels (k_lora_expand_v3 writes the term) and on LB_CUDA_LORA=2 (zeros first by a
  * memset, then the accumulating expand). */
-static void test_lora_set(void)
+/* Does the backend under test accept a LoRA op of n_tgt targets (N 16 each) with these modes? */
+static int gpu_offers_lora(int n_tgt, int set, int act)
 {
-    NEED_GPU("lora");
     struct lb_op probe = {.kind = LB_OP_LORA};
-    probe.u.lora.n_tgt = 1;
-    probe.u.lora.set = 1;
+    probe.u.lora.n_tgt = n_tgt;
+    probe.u.lora.set = set;
+    probe.u.lora.act = act;
+    for (int j = 0; j < n_tgt; j++) probe.u.lora.n_out[j] = 16;
     struct lb_buf *xb = gpu.ops->alloc(&gpu, ACT, 16, &err);
     probe.u.lora.x = xb;
     int ok = xb && gpu.ops->supports(&gpu, &probe);
     if (xb) gpu.ops->buf_free(&gpu, xb);
-    if (!ok) T_SKIP("the backend under test has no set mode");
+    return ok;
+}
+
+/* test_lora under one mode flag (lora_set, lora_act) with every rank set, even under LB_OPS_SMALL */
+static void test_lora_every_rank_set(int *mode)
+{
+    const int keep = small;
+    small = 0;
+    *mode = 1;
+    test_lora();
+    *mode = 0;
+    small = keep;
+}
+
+static void test_lora_set(void)
+{
+    NEED_GPU("lora");
+    if (!gpu_offers_lora(1, 1, 0)) T_SKIP("the backend under test has no set mode");
     lora_set = 1;
     test_lora();
     if (!small && !gpu_reopen("2", NULL)) {
@@ -791,15 +810,7 @@ static void test_lora_set(void)
  * projections): y[0] = silu(gate + term) * (up + term) against the CPU's add then SwiGLU, every
  * layout (those with base rows go through the CUDA backend's composed path, the others through
  * k_lora_expand_act), each rank set, and with the fusion off (LB_CUDA_LORA_ACT=0: the add-mode op, then the SwiGLU kernel). */
-static void test_lora_act_cases(void)
-{
-    const int keep = small;
-    small = 0;
-    lora_act = 1;
-    test_lora();
-    lora_act = 0;
-    small = keep;
-}
+static void test_lora_act_cases(void) { test_lora_every_rank_set(&lora_act); }
 
 static void with_env(const char *var, const char *val, void (*const *fns)(void), int n);
 
@@ -811,15 +822,7 @@ static void test_lora_act(void)
      * offers LoRA ops only after one (H100 run 33 skipped this test for that reason) */
     struct lb_backend_setup s0 = base_setup();
     if (setup_both(&s0)) return;
-    struct lb_op probe = {.kind = LB_OP_LORA};
-    probe.u.lora.n_tgt = 2;
-    probe.u.lora.act = 1;
-    probe.u.lora.n_out[0] = probe.u.lora.n_out[1] = 16;
-    struct lb_buf *xb = gpu.ops->alloc(&gpu, ACT, 16, &err);
-    probe.u.lora.x = xb;
-    int ok = xb && gpu.ops->supports(&gpu, &probe);
-    if (xb) gpu.ops->buf_free(&gpu, xb);
-    if (!ok) T_SKIP("the backend under test has no act mode");
+    if (!gpu_offers_lora(2, 0, 1)) T_SKIP("the backend under test has no act mode");
     test_lora_act_cases();
     with_env("LB_CUDA_LORA_ACT", "0", fns, 1);
 }
@@ -1368,12 +1371,7 @@ static void test_lora_dense(void)
  * workspace as without the cache. */
 static void test_lora_set_all_ranks(void) /* every rank set even under LB_OPS_SMALL: the reloads matter here */
 {
-    const int keep = small;
-    small = 0;
-    lora_set = 1;
-    test_lora();
-    lora_set = 0;
-    small = keep;
+    test_lora_every_rank_set(&lora_set);
 }
 
 /* Steps whose active ranks add up to more than LB_CUDA_LORA_DENSE_RMAX (default 1024) columns
