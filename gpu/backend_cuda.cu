@@ -18,8 +18,11 @@
  * compute stream, or with LB_CUDA_COPY_STREAM=1 on a copy stream beside the queued ops (see
  * cu_lora_load).
  *
- * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity),
- * CUDA graphs (not worth it yet: tests/ops/NOTES.md, runs 6 and 7).
+ * Step graphs (graph_begin/graph_end): forward.c pads decode steps to fixed shapes and brackets
+ * their ops; a key's second step is recorded by stream capture and later ones replay it with one
+ * cudaGraphLaunch (see cu_graph_begin).
+ *
+ * Does not: tensor-parallel collectives (tp_size must be 1 for now: allreduce is the identity).
  *
  * Test: ./build.sh test, then on the device tests/gpu_run.sh (build/tests/test_ops). */
 #include <math.h>
@@ -48,6 +51,7 @@ int lb_cu_grow(struct lb_cu *c, void **p, size_t *cap, size_t n, const char *wha
     if (n <= *cap) return 0;
     const size_t want = n + n / 4 + ((size_t)1 << 20);
     LB_CU(cudaStreamSynchronize(c->stream)); /* the old buffer may still be in use */
+    c->mem_gen++;                            /* recorded graphs may point into it */
     if (*p) LB_CU(cudaFree(*p));
     *p = NULL;
     *cap = 0;
@@ -307,8 +311,106 @@ static int cu_supports(struct lb_backend *be, const struct lb_op *op)
     }
 }
 
+/* ------------------------------------------------------------------ step graphs */
+static void graph_drop(struct lb_cu *c, struct lb_cu_graph *g)
+{
+    if (g->exec) {
+        cudaGraphExecDestroy(g->exec); /* one still running is freed when it completes */
+        c->st_g_drop++;
+    }
+    g->exec = NULL;
+}
+
+static void graphs_free(struct lb_cu *c)
+{
+    if (c->g_rec) {
+        cudaGraph_t gr = NULL;
+        cudaStreamEndCapture(c->stream, &gr);
+        if (gr) cudaGraphDestroy(gr);
+        (void)cudaGetLastError();
+        c->g_rec = NULL;
+    }
+    for (int i = 0; i < c->n_graph; i++) graph_drop(c, &c->graph[i]);
+    c->n_graph = 0;
+}
+
+/* The backend contract (backend.h): the ops between graph_begin and graph_end are the same for
+ * every step of a key, only the uploaded buffers' contents differ. The first step of a key runs as
+ * ops, which sizes every workspace and makes the GEMM plans, so that recording the second calls
+ * nothing that allocates or synchronises (the capture is thread-local: such a call fails, the
+ * recording is abandoned, the key is marked failed and forward.c runs the ops again). A recording
+ * is dropped when memory it may use was freed since (mem_gen). Adapter copies on the copy stream
+ * are joined before the graph, outside the recording. */
+static int cu_graph_begin(struct lb_backend *be, uint64_t key, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    if (!c->graphs || c->prof || c->lora_dense_check || c->g_rec) return 0;
+    LB_TRY(cs_join(c, err));
+    struct lb_cu_graph *g = NULL;
+    for (int i = 0; i < c->n_graph && !g; i++)
+        if (c->graph[i].key == key) g = &c->graph[i];
+    if (!g) {
+        if (c->n_graph < LB_CU_GRAPH_CAP) g = &c->graph[c->n_graph++];
+        else { /* the least recently used makes room */
+            g = &c->graph[0];
+            for (int i = 1; i < c->n_graph; i++)
+                if (c->graph[i].last_use < g->last_use) g = &c->graph[i];
+            graph_drop(c, g);
+        }
+        memset(g, 0, sizeof *g);
+        g->key = key;
+    }
+    g->last_use = ++c->g_clock;
+    if (g->exec && g->mem_gen != c->mem_gen) graph_drop(c, g);
+    c->lc_valid = 0; /* the LoRA tile list is built inside the graph */
+    if (g->exec) {
+        LB_CU(cudaGraphLaunch(g->exec, c->stream));
+        c->st_g_replay++;
+        return 1;
+    }
+    if (g->failed || g->seen++ == 0) return 0;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        g->failed = 1;
+        c->st_g_fail++;
+        return 0;
+    }
+    c->g_rec = g;
+    return 0;
+}
+
+static int cu_graph_end(struct lb_backend *be, int ok, struct lb_err *err)
+{
+    struct lb_cu *c = cu_of(be);
+    struct lb_cu_graph *g = c->g_rec;
+    if (!g) return 0;
+    c->g_rec = NULL;
+    c->lc_valid = 0;
+    cudaGraph_t gr = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &gr);
+    if (e == cudaSuccess && ok && gr) e = cudaGraphInstantiate(&x, gr, 0);
+    if (gr) cudaGraphDestroy(gr);
+    if (e != cudaSuccess || !ok || !x || g->unfit) {
+        (void)cudaGetLastError();
+        if (x) cudaGraphExecDestroy(x);
+        g->failed = 1;
+        if (!c->st_g_fail++ && ok && !g->unfit)
+            fprintf(stderr, "lorabatch: cuda: recording a decode step as a graph failed (%s); such steps run as ops\n",
+                    cudaGetErrorName(e));
+        return 1;
+    }
+    g->exec = x;
+    g->mem_gen = c->mem_gen;
+    c->st_g_rec++;
+    LB_CU(cudaGraphLaunch(x, c->stream));
+    return 0;
+}
+
 static void free_state(struct lb_cu *c)
 {
+    graphs_free(c);
     if (c->stream) cudaStreamSynchronize(c->stream);
     if (c->cstream) cudaStreamSynchronize(c->cstream); /* no copy into the slots is left in flight */
     c->cs_pending = 0;
@@ -465,7 +567,10 @@ static struct lb_buf *cu_alloc(struct lb_backend *be, enum lb_dtype dt, size_t n
 
 static void cu_buf_free(struct lb_backend *be, struct lb_buf *b)
 {
-    if (be && be->impl) cu_of(be)->buf_gen++;
+    if (be && be->impl) {
+        cu_of(be)->buf_gen++;
+        cu_of(be)->mem_gen++; /* recorded graphs may point into it */
+    }
     if (!b) return;
     cudaFree(b->d);
     free(b);
@@ -819,6 +924,11 @@ static void cu_destroy(struct lb_backend *be)
                     "cuda stats: %lld steps of <= 512 tokens: host between %.1f us/step, enqueue %.1f us/step, wait "
                     "%.1f us/step\n",
                     nsm, 1e6 * c->st_small_gap / nsm, 1e6 * c->st_small_enq / nsm, 1e6 * c->st_small_wait / nsm);
+        if (c->st_g_replay || c->st_g_rec || c->st_g_fail)
+            fprintf(stderr,
+                    "cuda stats: step graphs: %lld steps replayed, %lld recorded, %lld recordings failed, %lld dropped "
+                    "(memory moved or evicted)\n",
+                    c->st_g_replay, c->st_g_rec, c->st_g_fail, c->st_g_drop);
         if (c->ld_taken || c->ld_skip_rmax || c->ld_skip_other)
             fprintf(stderr,
                     "cuda stats: dense LoRA path: %lld ops taken; left to the segmented kernels: %lld whose active "
@@ -849,6 +959,7 @@ static int cu_mem_info(struct lb_backend *be, size_t *free_bytes, size_t *total_
 static const struct lb_backend_ops cu_ops = {
     "cuda",      LB_BF16,         cu_supports,   cu_setup,      cu_alloc, cu_weight, cu_buf_free, cu_upload,
     cu_download, cu_run,          cu_lora_load,  cu_lora_clear, cu_sync,  cu_destroy, cu_mem_info,
+    cu_graph_begin, cu_graph_end,
 };
 
 extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb_err *err)
@@ -914,6 +1025,8 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->copy_threads = ev ? atoi(ev) : 4; /* H100 run 9: one thread staged adapters at ~5.8 GB/s */
         ev = getenv("LB_CUDA_STATS");
         c->stats = ev && atoi(ev) > 0;
+        ev = getenv("LB_CUDA_GRAPHS");
+        c->graphs = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_ELEM");
         /* default 2: the 16-byte kernels (H100, run 10: workload 1 +4.0% over the scalar ones,
          * LB_CUDA_ELEM=1; op tests pass) */

@@ -64,6 +64,17 @@ struct lb_cublas; /* dl_cublas.cu */
 
 #define LB_CU_PROF_KEYS (16 * 4 * 2) /* op kind x variant x (step <= 512 tokens, larger) */
 #define LB_CU_UP_NBLK 4
+#define LB_CU_GRAPH_CAP 64 /* recorded step graphs kept (least recently used dropped) */
+/* One recorded step (graph_begin/graph_end in backend_cuda.cu). */
+struct lb_cu_graph {
+    uint64_t key;
+    int seen;                     /* steps of this key so far */
+    int failed;                   /* recording failed once: its steps run as ops */
+    int unfit;                    /* an op of the recording depends on more than the key */
+    unsigned long long mem_gen;   /* c->mem_gen when recorded */
+    unsigned long long last_use;  /* for eviction */
+    cudaGraphExec_t exec;         /* NULL until recorded */
+};
 /* A ring of pinned host blocks for asynchronous host-to-device copies queued on one stream. */
 struct lb_cu_ring {
     char *h;             /* owned, pinned, LB_CU_UP_NBLK * blk bytes */
@@ -141,6 +152,18 @@ struct lb_cu {
     const void *lc_start, *lc_slot;
     int lc_nseg, lc_ntok, lc_valid;
     unsigned long long lc_gen;
+
+    /* CUDA graphs of decode steps (graph_begin/graph_end, backend_cuda.cu): LB_CUDA_GRAPHS=0 turns
+     * them off (default on). A key's first step runs as ops (sizing workspaces, making GEMM plans),
+     * its second is recorded, later ones replay the recording. mem_gen is bumped whenever device
+     * memory a recording may point into is freed (workspaces regrown, buffers freed): recordings
+     * of an older mem_gen are dropped and made again. */
+    int graphs;
+    struct lb_cu_graph graph[LB_CU_GRAPH_CAP];
+    int n_graph;
+    struct lb_cu_graph *g_rec; /* being recorded (stream capture on `stream`) */
+    unsigned long long mem_gen, g_clock;
+    long long st_g_replay, st_g_rec, st_g_fail, st_g_drop;
 
     /* Grow-only scratch for op workspaces (LoRA partials, attention splits, sampling). */
     void *d_ws;

@@ -232,6 +232,7 @@ static struct ld_ent *ld_cache_get(struct lb_cu *c, const struct lb_op *op, cons
         if (c->ldc_used - e->cap + bytes > c->lora_dense_cache) return NULL;
         const size_t n = bytes + bytes / 8;
         cudaError_t ce = cudaStreamSynchronize(c->stream); /* the old buffer may still be read */
+        c->mem_gen++;                                      /* recorded graphs may point into it */
         if (ce == cudaSuccess && e->d) ce = cudaFree(e->d);
         if (ce != cudaSuccess) {
             *rc = lb_err_set(err, LB_E_DEVICE, "cuda: LoRA gather cache: %s", cudaGetErrorString(ce));
@@ -282,6 +283,12 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
      * (LB_LORA_SET_MIN_TOK, src/forward.c), and those are the ones this path is for. Run 16 (H100):
      * the fixture goldens pass with every set-mode op on this path (strict). */
     if (!l.set) return 0;
+    if (c->g_rec) { /* its arguments depend on which slots the step holds, which a step graph's key
+                     * does not fix: fail the recording before touching any state (the cache);
+                     * the step then runs as ops (cu_graph_end, forward.c) */
+        c->g_rec->unfit = 1;
+        return lb_err_set(err, LB_E_UNSUPPORTED, "the dense LoRA path cannot be recorded in a step graph");
+    }
     if (!l.h_seg_start || !l.h_seg_slot) return ld_skip(c, &c->ld_skip_other, "no host copy of the segments", err);
     if (!l.x || l.x->dt != LB_BF16 || l.n_in % 8) return ld_skip(c, &c->ld_skip_other, "x not bf16 with K % 8 == 0", err);
     for (int j = 0; j < l.n_tgt; j++)

@@ -42,8 +42,9 @@ enum lb_op_kind {
     LB_OP_LORA,      /* y_j[T,N_j] += scale * (x[T,K] @ A^T) @ B^T per segment's slot, 1..3 targets
                       * (act: then the SwiGLU of gate and up, see u.lora.act) */
     LB_OP_ROPE,      /* in place on q[T,NH,D], k[T,NKV,D] at pos[T] (HF rotate_half layout) */
-    LB_OP_KV_WRITE,  /* cache[layer] at slot_map[t] <- k[T,NKV,D], v[T,NKV,D] */
-    LB_OP_ATTN,      /* out[T,NH,D] = causal GQA attention of q over the paged cache */
+    LB_OP_KV_WRITE,  /* cache[layer] at slot_map[t] <- k[T,NKV,D], v[T,NKV,D]; slot_map[t] < 0: none */
+    LB_OP_ATTN,      /* out[T,NH,D] = causal GQA attention of q over the paged cache (keys below
+                      * min(pos[t] + 1, kv_len[s]); none: zeros) */
     LB_OP_SWIGLU,    /* out[T,F] = silu(gate[T,F]) * up[T,F] */
     LB_OP_ADD,       /* y[n] += x[n] */
     LB_OP_GATHER,    /* out[n,H] = x[idx[i], :] */
@@ -171,6 +172,15 @@ struct lb_backend_ops {
     /* Device memory now free and in total (bytes). NULL on the CPU backend, whose KV cache is
      * sized without it. */
     int (*mem_info)(struct lb_backend *be, size_t *free_bytes, size_t *total_bytes, struct lb_err *err);
+    /* Optional (NULL: none): a step's ops as one recorded graph, replayed for later steps of the
+     * same key. The caller promises that steps of one key run the same ops with the same arguments
+     * (shapes, buffers), only the contents of uploaded buffers differing, and that it uploads a
+     * step's buffers before graph_begin. graph_begin returns 1 when it has queued the key's graph
+     * (the caller runs no op, calls no graph_end); 0: the caller runs the step's ops, then calls
+     * graph_end(ok = whether they all succeeded), which queues them if they were recorded and
+     * returns 1 when the recording failed (the caller runs the ops again, as they are) or 0. */
+    int (*graph_begin)(struct lb_backend *be, uint64_t key, struct lb_err *err);
+    int (*graph_end)(struct lb_backend *be, int ok, struct lb_err *err);
 };
 
 struct lb_backend {

@@ -223,6 +223,7 @@ static void op_kv_write(struct cpu *c, const struct lb_op *op)
     size_t row = (size_t)c->s.n_kv_head * c->s.head_dim;
     for (int t = 0; t < op->u.kv_write.n_tok; t++) {
         int slot = i32(op->u.kv_write.slot_map)[t];
+        if (slot < 0) continue; /* a padding row */
         memcpy(c->k_cache + kv_off(&c->s, op->u.kv_write.layer, slot), f32(op->u.kv_write.k) + t * row, row * 4);
         memcpy(c->v_cache + kv_off(&c->s, op->u.kv_write.layer, slot), f32(op->u.kv_write.v) + t * row, row * 4);
     }
@@ -242,7 +243,8 @@ static void attn_range(void *vctx, int r0, int r1)
         int t = r / NH, h = r % NH, g = h / group;
         int sq = a->tok_seq[t];
         int pos = i32(op->u.attn.pos)[t];
-        int n_ctx = pos + 1;
+        int n_ctx = pos + 1, kv = i32(op->u.attn.kv_len)[sq];
+        if (n_ctx > kv) n_ctx = kv; /* 0 on a padding row: zeros */
         if (n_ctx > cap) { free(score); cap = n_ctx; score = malloc((size_t)cap * 4); }
         const int32_t *pages = i32(op->u.attn.page_idx) + i32(op->u.attn.page_indptr)[sq];
         const float *q = f32(op->u.attn.q) + ((size_t)t * NH + h) * D;
@@ -256,7 +258,7 @@ static void attn_range(void *vctx, int r0, int r1)
         for (int p = 0; p < n_ctx; p++) { score[p] = expf(score[p] - mx); sum += score[p]; }
         float *out = f32(op->u.attn.out) + ((size_t)t * NH + h) * D;
         for (int d = 0; d < D; d++) out[d] = 0.0f;
-        for (int p = 0; p < n_ctx; p++) {
+        for (int p = 0; p < n_ctx && sum > 0.0f; p++) {
             const float *v = a->c->v_cache + kv_off(s, op->u.attn.layer, (int64_t)pages[p / B] * B + p % B) + (size_t)g * D;
             float w = score[p] / sum;
             for (int d = 0; d < D; d++) out[d] += w * v[d];

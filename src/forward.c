@@ -10,7 +10,15 @@
  *   g,u = h Wg, h Wu ; += LoRA(gate,up) ; g = silu(g) * u   (one op with the LoRA: LB_LORA_ACT)
  *   d = g Wd ; += LoRA(down)             (d lives in `o`; added to x by the next norm)
  * then h = rmsnorm(x += d) with the final norm, the rows that need a token are gathered,
- * logits = h_rows W_lm^T, sample. */
+ * logits = h_rows W_lm^T, sample.
+ *
+ * Decode steps (one row per sequence, each sampled) may run as CUDA graphs on a backend that
+ * offers them (graph_begin/graph_end): the step is padded to a bucket of LB_GRAPH_BUCKET rows
+ * (default 32, up to LB_GRAPH_MAX_TOK, default 512) and its adapter segments to a multiple of 16,
+ * so every op of the step has a shape fixed by the bucket and only the uploaded index buffers
+ * change; the backend records the bucket's ops once and replays them. Padding rows are sequences
+ * of no cached tokens (kv_len 0), no KV write (slot -1), token 0 at position 0, greedy, under the
+ * last real sequence's adapter; rows are independent in every op, so they change no real row. */
 #include "forward.h"
 
 #include <math.h>
@@ -58,6 +66,8 @@ void lb_runner_free(struct lb_runner *r)
     free(r->layers);
     free(r->h_seg_start);
     free(r->h_seg_slot);
+    free(r->pad);
+    free(r->pad_sp);
     memset(r, 0, sizeof *r);
 }
 
@@ -74,6 +84,13 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->lora_set_min_tok = fs ? atoi(fs) : 1024;
     fs = getenv("LB_LORA_ACT");
     r->lora_act = fs ? atoi(fs) : 1;
+    fs = getenv("LB_GRAPHS");
+    r->graph = fs ? atoi(fs) : 1;
+    if (r->graph == 1 && !be->ops->graph_begin) r->graph = 0;
+    fs = getenv("LB_GRAPH_BUCKET");
+    r->graph_bucket = fs && atoi(fs) > 0 ? atoi(fs) : 32;
+    fs = getenv("LB_GRAPH_MAX_TOK");
+    r->graph_max_tok = fs ? atoi(fs) : 512;
     const struct lb_model_config *c = &m->cfg;
     struct lb_backend_setup s = {
         .n_layer = c->n_layer, .n_head = c->n_head, .n_kv_head = c->n_kv_head, .head_dim = c->head_dim,
@@ -136,7 +153,9 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->tok_out = abuf(r, LB_I32, NS, &rc, err);
     r->h_seg_start = calloc(NS + 1, sizeof(int32_t));
     r->h_seg_slot = calloc(NS + 1, sizeof(int32_t));
-    if (!rc && (!r->h_seg_start || !r->h_seg_slot)) rc = lb_err_set(err, LB_E_OOM, "out of memory");
+    r->pad = calloc(8 * (NS + 1), sizeof(int32_t));
+    r->pad_sp = calloc(NS + 1, sizeof *r->pad_sp);
+    if (!rc && (!r->h_seg_start || !r->h_seg_slot || !r->pad || !r->pad_sp)) rc = lb_err_set(err, LB_E_OOM, "out of memory");
     if (rc) {
         lb_runner_free(r);
         return rc;
@@ -192,7 +211,7 @@ static int lora_set_first(const struct lb_runner *r, int T, int n_seg)
 {
     if (!n_seg || r->lora_set_min_tok < 0 || T < r->lora_set_min_tok) return 0;
     for (int g = 0; g < n_seg; g++)
-        if (r->h_seg_slot[g] < 0) return 0;
+        if (r->h_seg_slot[g] < 0 && r->h_seg_start[g + 1] > r->h_seg_start[g]) return 0;
     return 1;
 }
 
@@ -225,46 +244,17 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     return 0;
 }
 
-int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_out, float *logits_out, struct lb_err *err)
+/* The ops of one step (its index buffers uploaded): embedding, the layers, and the sampling of
+ * n_out rows. fault: fail halfway through the layers (LB_FAULT_STEP). */
+static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, int fault, struct lb_err *err)
 {
     struct lb_backend *be = r->be;
     const struct lb_model_config *c = &r->m->cfg;
-    int T = st->n_tok, NS = st->n_seq, rc = 0, l = -1;
-    if (T <= 0 || T > r->opt.max_tok || NS <= 0 || NS > r->opt.max_seq || st->n_out > r->opt.max_seq || st->n_out < 0)
-        return lb_err_set(err, LB_E_INTERNAL, "step: %d tokens / %d seqs / %d outputs exceed the workspace (%d / %d)", T, NS,
-                          st->n_out, r->opt.max_tok, r->opt.max_seq);
-    int n_pages = st->page_indptr[NS];
-    if (n_pages > r->opt.n_page + r->opt.max_seq) return lb_err_set(err, LB_E_INTERNAL, "step: %d pages listed", n_pages);
-    /* adapter segments: runs of equal slot over consecutive sequences */
-    int n_seg = 0;
-    for (int s = 0; s < NS; s++) {
-        if (n_seg && r->h_seg_slot[n_seg - 1] == st->seq_slot[s]) continue;
-        r->h_seg_start[n_seg] = st->q_indptr[s];
-        r->h_seg_slot[n_seg] = st->seq_slot[s];
-        n_seg++;
-    }
-    r->h_seg_start[n_seg] = T;
-    int any_lora = 0;
-    for (int g = 0; g < n_seg; g++) any_lora |= r->h_seg_slot[g] >= 0;
-    if (!any_lora) n_seg = 0; /* base-model rows only: every LoRA op is skipped */
-    const struct lb_backend_ops *B = be->ops;
-    if ((rc = B->upload(be, r->ids, 0, st->tokens, LB_I32, (size_t)T, err)) ||
-        (rc = B->upload(be, r->pos, 0, st->pos, LB_I32, (size_t)T, err)) ||
-        (rc = B->upload(be, r->slot_map, 0, st->slot_map, LB_I32, (size_t)T, err)) ||
-        (rc = B->upload(be, r->q_indptr, 0, st->q_indptr, LB_I32, (size_t)NS + 1, err)) ||
-        (rc = B->upload(be, r->kv_len, 0, st->kv_len, LB_I32, (size_t)NS, err)) ||
-        (rc = B->upload(be, r->page_indptr, 0, st->page_indptr, LB_I32, (size_t)NS + 1, err)) ||
-        (n_pages && (rc = B->upload(be, r->page_idx, 0, st->page_idx, LB_I32, (size_t)n_pages, err))) ||
-        (n_seg && (rc = B->upload(be, r->seg_start, 0, r->h_seg_start, LB_I32, (size_t)n_seg + 1, err))) ||
-        (n_seg && (rc = B->upload(be, r->seg_slot, 0, r->h_seg_slot, LB_I32, (size_t)n_seg, err))) ||
-        (st->n_out && (rc = B->upload(be, r->out_rows, 0, st->out_rows, LB_I32, (size_t)st->n_out, err))) ||
-        (st->n_out && (rc = B->upload(be, r->params, 0, st->sp, LB_U8, (size_t)st->n_out * sizeof *st->sp, err))))
-        return rc;
+    int rc = 0, l = -1;
     int H = c->n_hidden, D = c->head_dim, NH = c->n_head, NKV = c->n_kv_head, F = c->n_ff;
     int Q = NH * D, KV = NKV * D;
     float eps = c->rms_eps;
     RUN({.kind = LB_OP_EMBED, .u.embed = {r->ids, r->embed, r->x, T, H}});
-    int fault = r->fault_step > 0 && ++r->n_step_calls == r->fault_step;
     const int set_first = lora_set_first(r, T, n_seg);
     /* gate/up: LB_LORA_ACT (default 1) = 1: on steps that add the LoRA term after the projections,
      * the LoRA op also applies the SwiGLU (act), which a backend may fuse with the term's expansion
@@ -311,15 +301,145 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, 0, err))) return rc;
     }
     l = c->n_layer;
-    if (st->n_out) {
+    if (n_out) {
         RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, r->norm, r->h, T, H, eps}});
-        RUN({.kind = LB_OP_GATHER, .u.gather = {r->h, r->out_rows, r->hl, st->n_out, H}});
-        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, st->n_out, H, c->n_vocab, 0}});
-        RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, st->n_out, c->n_vocab}});
+        RUN({.kind = LB_OP_GATHER, .u.gather = {r->h, r->out_rows, r->hl, n_out, H}});
+        RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->hl, r->lm_head, NULL, r->logits, n_out, H, c->n_vocab, 0}});
+        RUN({.kind = LB_OP_SAMPLE, .u.sample = {r->logits, r->params, r->tok_out, n_out, c->n_vocab}});
     }
-    if (r->on_queued && (rc = r->on_queued(r->on_queued_ctx, T, err))) return rc;
-    if (!st->n_out) return 0;
-    if ((rc = B->download(be, r->tok_out, 0, tok_out, LB_I32, (size_t)st->n_out, err))) return rc;
-    if (logits_out && (rc = B->download(be, r->logits, 0, logits_out, LB_F32, (size_t)st->n_out * c->n_vocab, err))) return rc;
+    return 0;
+}
+
+/* Rows a decode step (one row per sequence, every one sampled) is padded to for a graph: T rounded
+ * up to r->graph_bucket, within the workspace; 0 when the step is not padded. */
+static int graph_rows(const struct lb_runner *r, const struct lb_step *st)
+{
+    int T = st->n_tok;
+    if (!r->graph || T != st->n_seq || st->n_out != T || T > r->graph_max_tok) return 0;
+    int lim = r->opt.max_tok < r->opt.max_seq ? r->opt.max_tok : r->opt.max_seq;
+    int Tp = (T + r->graph_bucket - 1) / r->graph_bucket * r->graph_bucket;
+    if (Tp > lim) Tp = lim;
+    return Tp >= T ? Tp : 0;
+}
+
+/* *ps = st padded to Tp rows in r's scratch (see the top of this file). */
+static void pad_step(struct lb_runner *r, const struct lb_step *st, int Tp, struct lb_step *ps)
+{
+    const int T = st->n_tok;
+    const size_t n = (size_t)r->opt.max_seq + 1;
+    int32_t *tok = r->pad, *pos = tok + n, *slot = pos + n, *qi = slot + n, *kvl = qi + n, *pi = kvl + n, *ss = pi + n,
+            *orow = ss + n;
+    struct lb_sample_param *sp = r->pad_sp;
+    memcpy(tok, st->tokens, sizeof *tok * T);
+    memcpy(pos, st->pos, sizeof *pos * T);
+    memcpy(slot, st->slot_map, sizeof *slot * T);
+    memcpy(qi, st->q_indptr, sizeof *qi * (T + 1));
+    memcpy(kvl, st->kv_len, sizeof *kvl * T);
+    memcpy(pi, st->page_indptr, sizeof *pi * (T + 1));
+    memcpy(ss, st->seq_slot, sizeof *ss * T);
+    memcpy(orow, st->out_rows, sizeof *orow * T);
+    memcpy(sp, st->sp, sizeof *sp * T);
+    for (int i = T; i < Tp; i++) {
+        tok[i] = 0;
+        pos[i] = 0;
+        slot[i] = -1;              /* no KV write */
+        qi[i + 1] = i + 1;         /* one row */
+        kvl[i] = 0;                /* attends to nothing: its output is zeros */
+        pi[i + 1] = pi[T];         /* no pages */
+        ss[i] = st->seq_slot[T - 1]; /* in the last real segment: no segment more */
+        orow[i] = i;
+        memset(&sp[i], 0, sizeof sp[i]);
+        sp[i].top_p = 1.0f;        /* greedy */
+    }
+    *ps = (struct lb_step){Tp, Tp, tok, pos, slot, qi, kvl, pi, st->page_idx, ss, Tp, orow, sp};
+}
+
+/* The step's ops, inside the backend's graph for its key when it is a padded decode step: the
+ * backend replays the graph (the ops are not run here), records them as it, or lets them run as
+ * they are (the key's first step; or an op failed while recording: then they run again). */
+static int run_step(struct lb_runner *r, int graph, uint64_t key, int T, int NS, int n_out, int n_seg, int fault,
+                    struct lb_err *err)
+{
+    struct lb_backend *be = r->be;
+    if (!graph) return step_ops(r, T, NS, n_out, n_seg, fault, err);
+    int rc = be->ops->graph_begin(be, key, err);
+    if (rc) return rc < 0 ? rc : 0; /* replayed */
+    rc = step_ops(r, T, NS, n_out, n_seg, fault, err);
+    struct lb_err e2 = {0};
+    int g = be->ops->graph_end(be, rc == 0, &e2);
+    if (g < 0) {
+        if (rc) return rc;
+        *err = e2;
+        return g;
+    }
+    if (g == 1) { /* the recording failed: run the ops as they are */
+        r->n_graph_rerun++;
+        return step_ops(r, T, NS, n_out, n_seg, fault, err);
+    }
+    return rc;
+}
+int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_out, float *logits_out, struct lb_err *err)
+{
+    struct lb_backend *be = r->be;
+    const struct lb_model_config *c = &r->m->cfg;
+    int T = st->n_tok, NS = st->n_seq, rc = 0;
+    const int T_real = T;
+    if (T <= 0 || T > r->opt.max_tok || NS <= 0 || NS > r->opt.max_seq || st->n_out > r->opt.max_seq || st->n_out < 0)
+        return lb_err_set(err, LB_E_INTERNAL, "step: %d tokens / %d seqs / %d outputs exceed the workspace (%d / %d)", T, NS,
+                          st->n_out, r->opt.max_tok, r->opt.max_seq);
+    int n_pages = st->page_indptr[NS];
+    if (n_pages > r->opt.n_page + r->opt.max_seq) return lb_err_set(err, LB_E_INTERNAL, "step: %d pages listed", n_pages);
+    const int n_real = st->n_out; /* tokens to download */
+    struct lb_step padded;
+    const int Tp = graph_rows(r, st);
+    if (Tp) {
+        pad_step(r, st, Tp, &padded);
+        st = &padded;
+        T = NS = Tp;
+    }
+    /* adapter segments: runs of equal slot over consecutive sequences */
+    int n_seg = 0;
+    for (int s = 0; s < NS; s++) {
+        if (n_seg && r->h_seg_slot[n_seg - 1] == st->seq_slot[s]) continue;
+        r->h_seg_start[n_seg] = st->q_indptr[s];
+        r->h_seg_slot[n_seg] = st->seq_slot[s];
+        n_seg++;
+    }
+    r->h_seg_start[n_seg] = T;
+    int any_lora = 0, all_slotted = 1;
+    for (int g = 0; g < n_seg; g++) {
+        any_lora |= r->h_seg_slot[g] >= 0;
+        all_slotted &= r->h_seg_slot[g] >= 0;
+    }
+    if (!any_lora) n_seg = 0; /* base-model rows only: every LoRA op is skipped */
+    if (Tp && n_seg) { /* padded: empty segments (no slot) up to a multiple of 16 */
+        int nb = (n_seg + 15) / 16 * 16;
+        if (nb > r->opt.max_seq) nb = r->opt.max_seq;
+        for (; n_seg < nb; n_seg++) {
+            r->h_seg_slot[n_seg] = -1;
+            r->h_seg_start[n_seg + 1] = T;
+        }
+    }
+    const struct lb_backend_ops *B = be->ops;
+    if ((rc = B->upload(be, r->ids, 0, st->tokens, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->pos, 0, st->pos, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->slot_map, 0, st->slot_map, LB_I32, (size_t)T, err)) ||
+        (rc = B->upload(be, r->q_indptr, 0, st->q_indptr, LB_I32, (size_t)NS + 1, err)) ||
+        (rc = B->upload(be, r->kv_len, 0, st->kv_len, LB_I32, (size_t)NS, err)) ||
+        (rc = B->upload(be, r->page_indptr, 0, st->page_indptr, LB_I32, (size_t)NS + 1, err)) ||
+        (n_pages && (rc = B->upload(be, r->page_idx, 0, st->page_idx, LB_I32, (size_t)n_pages, err))) ||
+        (n_seg && (rc = B->upload(be, r->seg_start, 0, r->h_seg_start, LB_I32, (size_t)n_seg + 1, err))) ||
+        (n_seg && (rc = B->upload(be, r->seg_slot, 0, r->h_seg_slot, LB_I32, (size_t)n_seg, err))) ||
+        (st->n_out && (rc = B->upload(be, r->out_rows, 0, st->out_rows, LB_I32, (size_t)st->n_out, err))) ||
+        (st->n_out && (rc = B->upload(be, r->params, 0, st->sp, LB_U8, (size_t)st->n_out * sizeof *st->sp, err))))
+        return rc;
+    int fault = r->fault_step > 0 && ++r->n_step_calls == r->fault_step;
+    /* the key: the shapes (rows, segments) and what the ops choose from the segments' slots */
+    const uint64_t key = (uint64_t)T | (uint64_t)n_seg << 20 | (uint64_t)all_slotted << 40;
+    if ((rc = run_step(r, Tp && be->ops->graph_begin && !fault, key, T, NS, st->n_out, n_seg, fault, err))) return rc;
+    if (r->on_queued && (rc = r->on_queued(r->on_queued_ctx, T_real, err))) return rc;
+    if (!n_real) return 0;
+    if ((rc = B->download(be, r->tok_out, 0, tok_out, LB_I32, (size_t)n_real, err))) return rc;
+    if (logits_out && (rc = B->download(be, r->logits, 0, logits_out, LB_F32, (size_t)n_real * c->n_vocab, err))) return rc;
     return 0;
 }

@@ -56,6 +56,13 @@ struct lb_runner {
     int64_t n_step_calls, fault_step;
     int lora_set_min_tok; /* see lora_set_first in forward.c; -1 when the backend has no set mode */
     int lora_act; /* see gate_up in forward.c: 0, 1 or 2; 0 when the backend has no act mode */
+    /* Decode steps as graphs (see the top of forward.c). LB_GRAPHS: 1 (default) where the backend
+     * offers graphs, 0 never, 2 also pad decode steps on a backend without them (a test of the
+     * padding: the outputs must not change). LB_GRAPH_BUCKET (32), LB_GRAPH_MAX_TOK (512). */
+    int graph, graph_bucket, graph_max_tok;
+    int32_t *pad;                   /* owned host scratch: 8 arrays of max_seq + 1 */
+    struct lb_sample_param *pad_sp; /* owned [max_seq + 1] */
+    int64_t n_graph_rerun;          /* graph steps whose recording failed, run again as ops */
     /* Optional: called once a step's work is queued on the backend and before the host waits
      * for its tokens, so host work done here (the job pipeline stages the plan's next adapter
      * load) overlaps the step on an asynchronous backend; n_tok: the step's tokens. A nonzero

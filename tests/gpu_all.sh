@@ -6,7 +6,8 @@
 # /tmp/lb-gpu): summary.txt and all.tgz (every log); exit 1 when a test step failed.
 #   ops      every op on CUDA against the CPU backend (tests/unit/test_ops.c), in full
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
-#            first reference near-tie), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
+#            first reference near-tie; decode steps as CUDA graphs, the default), without graphs
+#            (LB_GRAPHS=0), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=0 (adapter copies on
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
@@ -110,8 +111,11 @@ do_ncu() {
     grep -E 'k_lora|Duration|Throughput|Grid Size|Registers|Achieved Occupancy|Stall' "$L/ncu_lora.txt" | head -60 | tee -a "$S"
 }
 do_golden() {
-    LB_GOLDEN_DEVICE=cuda tested step test_golden.log 60 .gpu/test_golden
-    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden.log" | head -20 | tee -a "$S"
+    LB_CUDA_STATS=1 LB_GOLDEN_DEVICE=cuda tested step test_golden.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL|step graphs|recording' "$L/test_golden.log" | head -24 | tee -a "$S"
+    # decode steps as ops, unpadded (the default records them as CUDA graphs and replays them)
+    LB_GRAPHS=0 LB_GOLDEN_DEVICE=cuda tested step test_golden_nograph.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_nograph.log" | head -20 | sed 's/^/no-graphs /' | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
     # gate/up's LoRA op with the SwiGLU (LB_LORA_ACT; the default 1 covers decode steps above):
