@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Run 37 (one device call, after ./build.sh gpu-bundle; ~340 s; tenth session): workloads 2 and 1,
-# then workload 3 in full, all with decode steps as CUDA graphs (the default since run 36), with
-# the host-time and graph statistics (LB_CUDA_STATS=1, LB_RUN_STATS=1 for workload 3).
+# Run 37 (one device call, after ./build.sh gpu-bundle; ~480 s; tenth session): the op tests' small
+# set (test_lora_phase: add-mode LoRA ops split in two phases, phase 1's shrink on a second stream
+# beside the projections, against the CPU), the goldens (graphs, no graphs, overlap), workloads 2
+# and 1 with workload 1 also under LB_LORA_OVERLAP=1, then workload 3 in full under the defaults
+# (decode steps as CUDA graphs since run 36), with graph and host-time statistics.
 set -u
 OUT=${OUT:-/tmp/lb-gpu}
 export LB_CUDA_STATS=1
-W3_ENV="LB_RUN_STATS=1 LB_CUDA_STATS=1" W3_RESERVE=230 MAX_SEQS=512 PEER=0 PROFILE=0 \
-    BUDGET=${BUDGET:-400} tests/gpu_all.sh bench w3
+W1_VARIANTS="overlap:LB_LORA_OVERLAP=1" W3_ENV="LB_RUN_STATS=1 LB_CUDA_STATS=1" W3_RESERVE=230 MAX_SEQS=512 \
+    PEER=0 PROFILE=0 BUDGET=${BUDGET:-580} tests/gpu_all.sh ops_small golden bench w3
 rc=$?
 mkdir -p "$OUT/bench"
 cp /tmp/lb-gpu-logs/bench/*.json /tmp/lb-gpu-logs/bench/w3/*.json "$OUT/bench/" 2>/dev/null
