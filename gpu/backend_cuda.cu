@@ -51,7 +51,6 @@ int lb_cu_grow(struct lb_cu *c, void **p, size_t *cap, size_t n, const char *wha
     if (n <= *cap) return 0;
     const size_t want = n + n / 4 + ((size_t)1 << 20);
     LB_CU(cudaStreamSynchronize(c->stream)); /* the old buffer may still be in use */
-    if (c->lstream) LB_CU(cudaStreamSynchronize(c->lstream));
     c->mem_gen++;                            /* recorded graphs may point into it */
     if (*p) LB_CU(cudaFree(*p));
     *p = NULL;
@@ -173,7 +172,6 @@ static void prof_print(struct lb_cu *c)
 static int stream_sync(struct lb_cu *c, struct lb_err *err)
 {
     LB_CU(cudaStreamSynchronize(c->stream));
-    if (c->lstream) LB_CU(cudaStreamSynchronize(c->lstream)); /* joined into stream but for a failed step */
     ring_all_free(&c->up);
     if (c->prof) prof_harvest(c);
     return 0;
@@ -904,7 +902,6 @@ static void cu_destroy(struct lb_backend *be)
     if (!c) return;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->lstream) cudaStreamSynchronize(c->lstream);
     if (c->cstream) cudaStreamSynchronize(c->cstream);
     if (c->prof) {
         prof_harvest(c);
@@ -948,9 +945,6 @@ static void cu_destroy(struct lb_backend *be)
     if (c->cs_ev) cudaEventDestroy(c->cs_ev);
     if (c->cstream) cudaStreamDestroy(c->cstream);
     if (c->stream) cudaStreamDestroy(c->stream);
-    if (c->lstream) cudaStreamDestroy(c->lstream);
-    if (c->l_fork) cudaEventDestroy(c->l_fork);
-    if (c->l_join) cudaEventDestroy(c->l_join);
     free(c);
     be->impl = NULL;
 }
@@ -989,9 +983,6 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
     e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&c->lstream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->l_fork, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->l_join, cudaEventDisableTiming);
     if (e != cudaSuccess) rc = lb_err_set(err, LB_E_DEVICE, "cuda: device %d: %s", device, cudaGetErrorString(e));
     if (rc == 0) {
         c->n_sm = prop.multiProcessorCount;
@@ -1018,8 +1009,6 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_expand = ev && atoi(ev) == 2 ? 2 : 3;
         ev = getenv("LB_CUDA_LORA_ACT");
         c->lora_act = !(ev && atoi(ev) == 0);
-        ev = getenv("LB_CUDA_LORA_OVERLAP");
-        c->lora_overlap = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_SPLIT");

@@ -118,13 +118,6 @@ struct lb_cu {
     int lora_expand; /* LB_CUDA_LORA_EXPAND=2: variant 3 keeps the v2 expand (A/B); default 3 */
     int lora_act; /* LB_CUDA_LORA_ACT=0: an act LoRA op (gate/up + SwiGLU) runs as the add-mode op and the
                    * SwiGLU kernel; default 1: k_lora_expand_act where it applies */
-    int lora_overlap; /* LB_CUDA_LORA_OVERLAP=0: LoRA ops split in phases (forward.c, LB_LORA_OVERLAP) run
-                       * whole in phase 2; default 1: phase 1 runs the shrink on lstream beside the
-                       * projections, phase 2 waits for it (events l_fork, l_join) */
-    cudaStream_t lstream;
-    cudaEvent_t l_fork, l_join;
-    int ph1_valid, ph1_layer, ph1_tgt, ph1_ntgt; /* the op whose phase 1 ran, at buf_gen ph1_gen */
-    unsigned long long ph1_gen;
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */

@@ -681,7 +681,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         struct lb_op o2 = *op, sw;
         o2.u.lora.act = 0;
         LB_TRY(lb_cuda_lora(c, &o2, err));
-        if (l.phase == 1) return 0; /* the SwiGLU comes with phase 2 */
         memset(&sw, 0, sizeof sw);
         sw.kind = LB_OP_SWIGLU;
         sw.u.swiglu.gate = l.y[0];
@@ -703,10 +702,6 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int n_even = 1;
     for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
     const int use_v3 = work && tc && c->lora_variant >= 3 && c->lora_expand >= 3 && n_even;
-    /* phase 1 (add mode, before the projections): the shrink on the side stream, beside them; the
-     * other paths do the whole op in phase 2 */
-    const int ovl = l.phase && !l.set && c->lora_overlap && c->lstream && use_v3;
-    if (l.phase == 1 && !ovl) return 0;
     if (l.set && !use_v3) /* y = the LoRA term: zeros first (k_lora_expand_v3 writes every row itself) */
         for (int j = 0; j < l.n_tgt; j++) {
             LB_TRY(lb_cu_check_buf(l.y[j], l.x ? (int)l.x->dt : -1, T * l.n_out[j], "y", err));
@@ -802,28 +797,8 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         void (*kf)(lora_args, const bf16 *) = a.async ? k_lora_shrink_tc<1> : k_lora_shrink_tc<0>;
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        const int pend = ovl && l.phase == 2 && c->ph1_valid && c->ph1_layer == l.layer && c->ph1_tgt == (int)l.tgt[0] &&
-                         c->ph1_ntgt == l.n_tgt && c->ph1_gen == c->buf_gen;
-        if (l.phase == 1) { /* fork: the shrink waits for what is queued so far (x, the tile list) */
-            LB_CU(cudaEventRecord(c->l_fork, c->stream));
-            LB_CU(cudaStreamWaitEvent(c->lstream, c->l_fork, 0));
-            kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->lstream>>>(a, (const bf16 *)l.x->d);
-            LB_CU_LAUNCH();
-            LB_CU(cudaEventRecord(c->l_join, c->lstream));
-            c->ph1_valid = 1;
-            c->ph1_layer = l.layer;
-            c->ph1_tgt = (int)l.tgt[0];
-            c->ph1_ntgt = l.n_tgt;
-            c->ph1_gen = c->buf_gen;
-            return 0;
-        }
-        if (pend) { /* join: phase 1's shrink wrote v */
-            LB_CU(cudaStreamWaitEvent(c->stream, c->l_join, 0));
-            c->ph1_valid = 0;
-        } else {
-            kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
-            LB_CU_LAUNCH();
-        }
+        kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
+        LB_CU_LAUNCH();
         if (l.act) { /* lora_act_fusable held: use_v3 too */
             k_lora_expand_act<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, 256), 1), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();

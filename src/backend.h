@@ -92,13 +92,6 @@ struct lb_op {
                                                * follows the gate/up projections, so a backend may fuse
                                                * it with the LoRA term's expansion; y[1] is left
                                                * undefined */
-            int phase;                        /* 0: the whole op. Add mode may be split in two ops
-                                               * with the same arguments: 1 queued before the
-                                               * projections that write y (it may read only x:
-                                               * the shrink, overlapping those projections), 2
-                                               * after them (the rest). A backend may do it all
-                                               * in phase 2 (the CPU does); nothing but those
-                                               * projections runs between the two. */
         } lora;
         struct { struct lb_buf *q, *k, *pos; int n_tok, n_head, n_kv_head, head_dim; } rope;
         struct { int layer; struct lb_buf *k, *v, *slot_map; int n_tok; } kv_write;

@@ -444,9 +444,7 @@ static int cpu_run(struct lb_backend *be, const struct lb_op *op, struct lb_err 
     case LB_OP_EMBED: op_embed(op); return 0;
     case LB_OP_RMSNORM: op_rmsnorm(op); return 0;
     case LB_OP_MATMUL: op_matmul(c, op); return 0;
-    case LB_OP_LORA:
-        if (op->u.lora.phase != 1) op_lora(c, op); /* phase 1: nothing, all of it in phase 2 */
-        return 0;
+    case LB_OP_LORA: op_lora(c, op); return 0;
     case LB_OP_ROPE: op_rope(c, op); return 0;
     case LB_OP_KV_WRITE: op_kv_write(c, op); return 0;
     case LB_OP_ATTN: return op_attn(c, op, err);

@@ -84,8 +84,6 @@ int lb_runner_init(struct lb_runner *r, struct lb_backend *be, const struct lb_m
     r->lora_set_min_tok = fs ? atoi(fs) : 1024;
     fs = getenv("LB_LORA_ACT");
     r->lora_act = fs ? atoi(fs) : 1;
-    fs = getenv("LB_LORA_OVERLAP");
-    r->lora_overlap = fs ? atoi(fs) > 0 : 0;
     fs = getenv("LB_GRAPHS");
     r->graph = fs ? atoi(fs) : 1;
     if (r->graph == 1 && !be->ops->graph_begin) r->graph = 0;
@@ -218,7 +216,7 @@ static int lora_set_first(const struct lb_runner *r, int T, int n_seg)
 }
 
 static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt, struct lb_buf *x, int n_in,
-                struct lb_buf *const *y, int T, int n_seg, int set, int act, int phase, struct lb_err *err)
+                struct lb_buf *const *y, int T, int n_seg, int set, int act, struct lb_err *err)
 {
     struct lb_backend *be = r->be;
     int rc;
@@ -236,7 +234,6 @@ static int lora(struct lb_runner *r, int l, int n_tgt, const enum lb_target *tgt
     op.u.lora.h_seg_slot = r->h_seg_slot;
     op.u.lora.set = set;
     op.u.lora.act = act;
-    op.u.lora.phase = phase;
     for (int j = 0; j < n_tgt; j++) {
         op.u.lora.tgt[j] = tgt[j];
         op.u.lora.y[j] = y[j];
@@ -265,9 +262,6 @@ static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, in
      * set-first steps too (gate/up then runs projection-first); 0: never */
     const int gu_set = set_first && r->lora_act < 2;
     const int gu_act = n_seg && !gu_set && r->lora_act > 0;
-    /* LB_LORA_OVERLAP (see lb_runner): add-mode LoRA ops split in two, the first (x's part) queued
-     * before the projections so that a backend may run it beside them */
-    const int ph = n_seg && !set_first && r->lora_overlap, gu_ph = n_seg && !gu_set && r->lora_overlap;
     for (l = 0; l < c->n_layer; l++) {
         struct lb_layer_bufs *L = &r->layers[l];
         if (fault && l == c->n_layer / 2)
@@ -276,12 +270,11 @@ static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, in
         else RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->attn_norm, r->h, T, H, eps}});
         static const enum lb_target qkv[3] = {LB_T_Q, LB_T_K, LB_T_V};
         struct lb_buf *yqkv[3] = {r->q, r->k, r->v};
-        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, 0, 0, err))) return rc;
-        if (ph && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, 0, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wq, L->bq, r->q, T, H, Q, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wk, L->bk, r->k, T, H, KV, set_first}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->wv, L->bv, r->v, T, H, KV, set_first}});
-        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, 0, ph * 2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 3, qkv, r->h, H, yqkv, T, n_seg, 0, 0, err))) return rc;
         if (c->qk_norm) {
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->q, NULL, L->q_norm, r->q, T * NH, D, eps}});
             RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->k, NULL, L->k_norm, r->k, T * NKV, D, eps}});
@@ -291,24 +284,21 @@ static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, in
         RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
                                             r->pos, 1.0f / sqrtf((float)D)}});
         static const enum lb_target o_t[1] = {LB_T_O};
-        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, 0, 0, err))) return rc;
-        if (ph && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, 0, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, 0, ph * 2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 0, 0, err))) return rc;
         RUN({.kind = LB_OP_RMSNORM, .u.rmsnorm = {r->o, r->x, L->ffn_norm, r->h, T, H, eps}});
         static const enum lb_target gu[2] = {LB_T_GATE, LB_T_UP};
         struct lb_buf *ygu[2] = {r->g, r->u};
-        if (gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, 0, 0, err))) return rc;
-        if (gu_ph && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, gu_act, 1, err))) return rc;
+        if (gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_gate, NULL, r->g, T, H, F, gu_set}});
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->h, L->w_up, NULL, r->u, T, H, F, gu_set}});
-        if (!gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, gu_act, gu_ph * 2, err))) return rc;
+        if (!gu_set && (rc = lora(r, l, 2, gu, r->h, H, ygu, T, n_seg, 0, gu_act, err))) return rc;
         if (!gu_act) RUN({.kind = LB_OP_SWIGLU, .u.swiglu = {r->g, r->u, r->g, T, F}});
         static const enum lb_target d_t[1] = {LB_T_DOWN};
-        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, 0, 0, err))) return rc;
-        if (ph && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, 0, 1, err))) return rc;
+        if (set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->g, L->w_down, NULL, r->o, T, F, H, set_first}});
-        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, 0, ph * 2, err))) return rc;
+        if (!set_first && (rc = lora(r, l, 1, d_t, r->g, F, &r->o, T, n_seg, 0, 0, err))) return rc;
     }
     l = c->n_layer;
     if (n_out) {

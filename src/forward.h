@@ -56,8 +56,6 @@ struct lb_runner {
     int64_t n_step_calls, fault_step;
     int lora_set_min_tok; /* see lora_set_first in forward.c; -1 when the backend has no set mode */
     int lora_act; /* see gate_up in forward.c: 0, 1 or 2; 0 when the backend has no act mode */
-    int lora_overlap; /* LB_LORA_OVERLAP=1: add-mode LoRA ops as two phases around their projections
-                       * (lb_op.u.lora.phase), so the CUDA backend runs the shrink beside them */
     /* Decode steps as graphs (see the top of forward.c). LB_GRAPHS: 1 (default) where the backend
      * offers graphs, 0 never, 2 also pad decode steps on a backend without them (a test of the
      * padding: the outputs must not change). LB_GRAPH_BUCKET (32), LB_GRAPH_MAX_TOK (512). */

@@ -7,8 +7,7 @@
 #   ops      every op on CUDA against the CPU backend (tests/unit/test_ops.c), in full
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie; decode steps as CUDA graphs, the default), without graphs
-#            (LB_GRAPHS=0), with the LoRA shrink beside the projections (LB_LORA_OVERLAP=1), and
-#            again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
+#            (LB_GRAPHS=0), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=0 (adapter copies on
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
@@ -117,9 +116,6 @@ do_golden() {
     # decode steps as ops, unpadded (the default records them as CUDA graphs and replays them)
     LB_GRAPHS=0 LB_GOLDEN_DEVICE=cuda tested step test_golden_nograph.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_nograph.log" | head -20 | sed 's/^/no-graphs /' | tee -a "$S"
-    # add-mode LoRA ops in two phases, the shrink beside the projections (LB_LORA_OVERLAP=1)
-    LB_LORA_OVERLAP=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_overlap.log 60 .gpu/test_golden
-    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_overlap.log" | head -20 | sed 's/^/overlap /' | tee -a "$S"
     LB_LORA_SET_MIN_TOK=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_setfirst.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_setfirst.log" | head -20 | sed 's/^/set-first /' | tee -a "$S"
     # gate/up's LoRA op with the SwiGLU (LB_LORA_ACT; the default 1 covers decode steps above):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run 37 (one device call, after ./build.sh gpu-bundle; ~480 s; tenth session): the op tests' small
+# Run 37 (ran at commit 680db78, whose LB_LORA_OVERLAP was removed after it: 2% slower; one device call, after ./build.sh gpu-bundle; ~480 s; tenth session): the op tests' small
 # set (test_lora_phase: add-mode LoRA ops split in two phases, phase 1's shrink on a second stream
 # beside the projections, against the CPU), the goldens (graphs, no graphs, overlap), workloads 2
 # and 1 with workload 1 also under LB_LORA_OVERLAP=1, then workload 3 in full under the defaults

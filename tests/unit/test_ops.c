@@ -658,7 +658,6 @@ static void lora_op_pair(struct lb_op *oc, struct lb_op *og, int layer, int n_tg
 
 static int lora_set; /* test_lora_set: the op in set mode (y = the LoRA term) on the GPU side */
 static int lora_act; /* test_lora_act: gate/up only, the op with act (y[0] = silu(gate + term) * (up + term)) on both sides */
-static int lora_phase; /* test_lora_phase: the GPU runs the op as phase 1 then phase 2 (forward.c's LB_LORA_OVERLAP) */
 static int lora_wide; /* test_lora_dense_wide: 12 slots of ranks 64-128, one rank set (the active
                        * ranks of a target add up to 1328 columns when every slot is in the step) */
 
@@ -724,19 +723,9 @@ static void test_lora(void)
                     lora_op_pair(&oc, &og, 1, n_tgt, tg, N, T, K, S, &px, &pss, &psl, ss, sl, ys, lora_set);
                     oc.u.lora.act = og.u.lora.act = lora_act;
                     char what[160];
-                    snprintf(what, sizeof what, "lora%s%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : lora_act ? " act" : "",
-                             lora_phase ? " phases" : "", rs, T, layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
-                    int ph_ok = 1;
-                    if (lora_phase) { /* phase 1 first (the shrink, on its own stream), phase 2 below */
-                        og.u.lora.phase = 1;
-                        if (gpu.ops->run(&gpu, &og, &err) < 0) {
-                            T_CHECK(0, "%s: phase 1: %s", what, err.msg);
-                            note_fail(LB_OP_LORA, 0);
-                            ph_ok = 0;
-                        }
-                        og.u.lora.phase = 2;
-                    }
-                    if (ph_ok && run_both(&oc, &og, what) > 0) {
+                    snprintf(what, sizeof what, "lora%s ranks#%d T=%d %s S=%d %s%s", lora_set ? " set" : lora_act ? " act" : "",
+                             rs, T, layout_name[l], S, lb_target_name(tg[0]), n_tgt > 1 ? "+" : "");
+                    if (run_both(&oc, &og, what) > 0) {
                         int ok = 1;
                         /* act: y[0] holds the SwiGLU over every row (base rows included: the CPU's
                          * SwiGLU of them is the reference), y[1] is undefined */
@@ -824,28 +813,6 @@ static void test_lora_set(void)
 static void test_lora_act_cases(void) { test_lora_every_rank_set(&lora_act); }
 
 static void with_env(const char *var, const char *val, void (*const *fns)(void), int n);
-
-/* Add mode split in two ops around the projections (LB_LORA_OVERLAP; the CUDA backend runs phase
- * 1's shrink on a second stream and phase 2 waits for it): every layout and rank set, plain and
- * with act, against the CPU's whole op; and with LB_CUDA_LORA_OVERLAP=0 (all in phase 2). */
-static void test_lora_phase_cases(void)
-{
-    test_lora_every_rank_set(&lora_phase);
-    lora_act = 1;
-    test_lora_every_rank_set(&lora_phase);
-    lora_act = 0;
-}
-
-static void test_lora_phase(void)
-{
-    static void (*const fns[])(void) = {test_lora_phase_cases};
-    NEED_GPU("lora");
-    struct lb_backend_setup s0 = base_setup();
-    if (setup_both(&s0)) return;
-    if (!gpu_offers_lora(2, 0, 1)) T_SKIP("the backend under test has no act mode");
-    test_lora_phase_cases();
-    with_env("LB_CUDA_LORA_OVERLAP", "0", fns, 1);
-}
 
 static void test_lora_act(void)
 {
@@ -1914,7 +1881,6 @@ int main(void)
     T_RUN(test_lora_set_matmul);
     T_RUN(test_lora_dense_wide);
     T_RUN(test_lora_act);
-    T_RUN(test_lora_phase);
     T_RUN(test_gemm_tune);
     T_RUN(test_dtypes);
     T_RUN(test_upload_reuse);
