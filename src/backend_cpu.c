@@ -258,7 +258,7 @@ static void attn_range(void *vctx, int r0, int r1)
         for (int p = 0; p < n_ctx; p++) { score[p] = expf(score[p] - mx); sum += score[p]; }
         float *out = f32(op->u.attn.out) + ((size_t)t * NH + h) * D;
         for (int d = 0; d < D; d++) out[d] = 0.0f;
-        for (int p = 0; p < n_ctx && sum > 0.0f; p++) {
+        for (int p = 0; p < n_ctx; p++) {
             const float *v = a->c->v_cache + kv_off(s, op->u.attn.layer, (int64_t)pages[p / B] * B + p % B) + (size_t)g * D;
             float w = score[p] / sum;
             for (int d = 0; d < D; d++) out[d] += w * v[d];

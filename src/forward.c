@@ -372,12 +372,10 @@ static int run_step(struct lb_runner *r, int graph, uint64_t key, int T, int NS,
         *err = e2;
         return g;
     }
-    if (g == 1) { /* the recording failed: run the ops as they are */
-        r->n_graph_rerun++;
-        return step_ops(r, T, NS, n_out, n_seg, fault, err);
-    }
+    if (g == 1) return step_ops(r, T, NS, n_out, n_seg, fault, err); /* the recording failed: as they are */
     return rc;
 }
+
 int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_out, float *logits_out, struct lb_err *err)
 {
     struct lb_backend *be = r->be;

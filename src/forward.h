@@ -62,7 +62,6 @@ struct lb_runner {
     int graph, graph_bucket, graph_max_tok;
     int32_t *pad;                   /* owned host scratch: 8 arrays of max_seq + 1 */
     struct lb_sample_param *pad_sp; /* owned [max_seq + 1] */
-    int64_t n_graph_rerun;          /* graph steps whose recording failed, run again as ops */
     /* Optional: called once a step's work is queued on the backend and before the host waits
      * for its tokens, so host work done here (the job pipeline stages the plan's next adapter
      * load) overlaps the step on an asynchronous backend; n_tok: the step's tokens. A nonzero
