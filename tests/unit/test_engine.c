@@ -35,6 +35,126 @@ static int on_done(void *ctx, const struct lb_result *r, struct lb_err *err)
     return 0;
 }
 
+/* A recording backend around the CPU one, to test forward.c's side of graph_begin/graph_end
+ * (backend.h) without a GPU: a key's first step runs as ops, its second is recorded (the ops are
+ * kept, not run, until graph_end runs them), later ones replay the kept ops with the arguments of
+ * the recording. If forward.c gave two steps of one key different op arguments, a replay would
+ * run the recorded ones and the tokens would differ from the plain backend's. fail: every
+ * recording fails (graph_end returns 1 and forward.c must run the ops again). */
+struct rec_graph { uint64_t key; int seen, n; struct lb_op *ops; };
+struct rec {
+    struct lb_backend in;
+    struct lb_backend_ops ops;
+    int fail, recording, n_g, n_cur, cap_cur;
+    struct rec_graph g[64], *cur_g;
+    struct lb_op *cur;
+};
+static long long g_replay, g_recorded, g_failed;
+static int g_wrap; /* run(): 0 plain CPU backend, 1 recording, 2 recording that always fails */
+
+#define REC(be) ((struct rec *)(be)->impl)
+static int w_supports(struct lb_backend *be, const struct lb_op *op) { return REC(be)->in.ops->supports(&REC(be)->in, op); }
+static int w_setup(struct lb_backend *be, const struct lb_backend_setup *s, struct lb_err *err) { return REC(be)->in.ops->setup(&REC(be)->in, s, err); }
+static struct lb_buf *w_alloc(struct lb_backend *be, enum lb_dtype dt, size_t n, struct lb_err *err) { return REC(be)->in.ops->alloc(&REC(be)->in, dt, n, err); }
+static struct lb_buf *w_weight(struct lb_backend *be, enum lb_dtype dt, const void *h, size_t n, struct lb_err *err) { return REC(be)->in.ops->weight(&REC(be)->in, dt, h, n, err); }
+static void w_buf_free(struct lb_backend *be, struct lb_buf *b) { REC(be)->in.ops->buf_free(&REC(be)->in, b); }
+static int w_upload(struct lb_backend *be, struct lb_buf *b, size_t off, const void *src, enum lb_dtype dt, size_t n, struct lb_err *err) { return REC(be)->in.ops->upload(&REC(be)->in, b, off, src, dt, n, err); }
+static int w_download(struct lb_backend *be, const struct lb_buf *b, size_t off, void *dst, enum lb_dtype dt, size_t n, struct lb_err *err) { return REC(be)->in.ops->download(&REC(be)->in, b, off, dst, dt, n, err); }
+static int w_lora_load(struct lb_backend *be, int slot, int layer, enum lb_target t, const struct lb_lora_module *m, struct lb_err *err) { return REC(be)->in.ops->lora_load(&REC(be)->in, slot, layer, t, m, err); }
+static int w_lora_clear(struct lb_backend *be, int slot, struct lb_err *err) { return REC(be)->in.ops->lora_clear(&REC(be)->in, slot, err); }
+static int w_sync(struct lb_backend *be, struct lb_err *err) { return REC(be)->in.ops->sync(&REC(be)->in, err); }
+static int w_run(struct lb_backend *be, const struct lb_op *op, struct lb_err *err)
+{
+    struct rec *w = REC(be);
+    if (!w->recording) return w->in.ops->run(&w->in, op, err);
+    if (w->n_cur == w->cap_cur) {
+        w->cap_cur = w->cap_cur ? 2 * w->cap_cur : 256;
+        w->cur = realloc(w->cur, sizeof *w->cur * (size_t)w->cap_cur);
+    }
+    w->cur[w->n_cur++] = *op;
+    return 0;
+}
+static int w_play(struct rec *w, const struct lb_op *ops, int n, struct lb_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = w->in.ops->run(&w->in, &ops[i], err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+static int w_graph_begin(struct lb_backend *be, uint64_t key, struct lb_err *err)
+{
+    struct rec *w = REC(be);
+    struct rec_graph *g = NULL;
+    for (int i = 0; i < w->n_g && !g; i++)
+        if (w->g[i].key == key) g = &w->g[i];
+    if (!g) {
+        if (w->n_g == 64) return 0;
+        g = &w->g[w->n_g++];
+        g->key = key;
+    }
+    if (g->ops) {
+        g_replay++;
+        int rc = w_play(w, g->ops, g->n, err);
+        return rc ? rc : 1;
+    }
+    if (g->seen++ == 0) return 0;
+    w->recording = 1;
+    w->n_cur = 0;
+    w->cur_g = g;
+    return 0;
+}
+static int w_graph_end(struct lb_backend *be, int ok, struct lb_err *err)
+{
+    struct rec *w = REC(be);
+    if (!w->recording) return 0;
+    w->recording = 0;
+    if (!ok || w->fail) {
+        g_failed++;
+        return 1;
+    }
+    struct rec_graph *g = w->cur_g;
+    g->ops = malloc(sizeof *g->ops * (size_t)w->n_cur);
+    memcpy(g->ops, w->cur, sizeof *g->ops * (size_t)w->n_cur);
+    g->n = w->n_cur;
+    g_recorded++;
+    return w_play(w, g->ops, g->n, err);
+}
+static void w_destroy(struct lb_backend *be)
+{
+    struct rec *w = REC(be);
+    w->in.ops->destroy(&w->in);
+    for (int i = 0; i < w->n_g; i++) free(w->g[i].ops);
+    free(w->cur);
+    free(w);
+    be->impl = NULL;
+}
+
+static void rec_wrap(struct lb_backend *be, int fail)
+{
+    struct rec *w = calloc(1, sizeof *w);
+    w->in = *be;
+    w->fail = fail;
+    w->ops = *be->ops;
+    w->ops.supports = w_supports;
+    w->ops.setup = w_setup;
+    w->ops.alloc = w_alloc;
+    w->ops.weight = w_weight;
+    w->ops.buf_free = w_buf_free;
+    w->ops.upload = w_upload;
+    w->ops.download = w_download;
+    w->ops.run = w_run;
+    w->ops.lora_load = w_lora_load;
+    w->ops.lora_clear = w_lora_clear;
+    w->ops.sync = w_sync;
+    w->ops.destroy = w_destroy;
+    w->ops.mem_info = NULL;
+    w->ops.graph_begin = w_graph_begin;
+    w->ops.graph_end = w_graph_end;
+    be->ops = &w->ops;
+    be->impl = w;
+}
+
 /* Run requests `which` (mask) with the given limits; slot_of_adapter maps g_ad index -> slot. */
 static int run(struct collect *out, unsigned which, int max_seqs, int max_batch, int n_page, const int *slot_of_adapter,
                float temperature, int64_t *n_preempt)
@@ -45,6 +165,7 @@ static int run(struct collect *out, unsigned which, int max_seqs, int max_batch,
     struct lb_err err = {0};
     memset(out, 0, sizeof *out);
     if (lb_backend_cpu_open(&be, 2, &err)) return -1;
+    if (g_wrap) rec_wrap(&be, g_wrap == 2);
     struct lb_runner_opts ro = {max_batch, max_seqs, n_page, 4, 2, 16};
     int rc = lb_runner_init(&r, &be, &g_m, &ro, &err);
     for (int a = 0; a < 2 && !rc; a++) rc = lb_runner_load_adapter(&r, slot_of_adapter[a], &g_ad[a], &err);
@@ -96,6 +217,38 @@ static void invariance(float temperature)
 
 static void test_greedy_invariance(void) { invariance(0.0f); }
 static void test_sampled_invariance(void) { invariance(0.8f); }
+
+/* Decode steps padded and run through the recording backend (graphs: forward.c's keys and
+ * padding) give the plain backend's tokens, with buckets of 2 rows, the same limits as above, and
+ * with every recording failing (the ops run again). */
+static void graph_case(float temperature)
+{
+    const int slots[2] = {0, 1};
+    const unsigned every = (1u << N_REQ) - 1;
+    struct collect ref, got;
+    const struct { int seqs, batch, pages; } lim[] = {{8, 256, 256}, {3, 5, 256}, {7, 64, 14}, {5, 9, 256}};
+    setenv("LB_GRAPH_BUCKET", "2", 1);
+    for (size_t k = 0; k < sizeof lim / sizeof lim[0]; k++) {
+        g_wrap = 0;
+        T_CHECK(run(&ref, every, lim[k].seqs, lim[k].batch, lim[k].pages, slots, temperature, NULL) == 0, "plain");
+        for (int mode = 1; mode <= 2; mode++) {
+            long long rp = g_replay, rc = g_recorded, fl = g_failed;
+            g_wrap = mode;
+            T_CHECK(run(&got, every, lim[k].seqs, lim[k].batch, lim[k].pages, slots, temperature, NULL) == 0, "graphs");
+            char what[96];
+            snprintf(what, sizeof what, "graphs%s, max_seqs %d, %d tokens/step, %d pages", mode == 2 ? " (recordings fail)" : "",
+                     lim[k].seqs, lim[k].batch, lim[k].pages);
+            check_same(&ref, &got, every, what);
+            if (mode == 1) T_CHECK(g_replay > rp && g_recorded > rc, "%s: %lld replays, %lld recordings", what, g_replay - rp, g_recorded - rc);
+            else T_CHECK(g_failed > fl && g_replay == rp, "%s: %lld failed recordings, %lld replays", what, g_failed - fl, g_replay - rp);
+        }
+    }
+    g_wrap = 0;
+    unsetenv("LB_GRAPH_BUCKET");
+}
+
+static void test_graph_greedy(void) { graph_case(0.0f); }
+static void test_graph_sampled(void) { graph_case(0.8f); }
 
 /* logits of the last prompt token: bitwise equal alone and inside a mixed batch */
 static void test_logits_bitwise(void)
@@ -211,6 +364,8 @@ int main(void)
     T_RUN(test_logits_bitwise);
     T_RUN(test_greedy_invariance);
     T_RUN(test_sampled_invariance);
+    T_RUN(test_graph_greedy);
+    T_RUN(test_graph_sampled);
     lb_adapter_free(&g_ad[0]);
     lb_adapter_free(&g_ad[1]);
     lb_model_free(&g_m);
