@@ -296,6 +296,7 @@ static void bench_attn(const char *name, int n_seq, int ctx, int q_per_seq, int 
     at.u.attn.page_idx = bpx;
     at.u.attn.pos = bpos;
     at.u.attn.scale = 1.0f / sqrtf((float)D);
+    at.u.attn.max_q = q_per_seq; /* the hint forward.c passes (1: no prefill kernel on decode) */
     double m, mn;
     time_ops(&at, 1, q_per_seq > 1 ? 5 : 20, &m, &mn);
     double pairs = 0;

@@ -1290,6 +1290,9 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     /* v2: sequences with >= 2 query rows (prefill chunks) go to the tensor-core kernel; the SIMT
      * kernel below then takes only the single-row (decode) sequences. */
     const int tc = c->attn_variant >= 2 && D % 16 == 0 && D <= ATC_DMAX && at.n_seq >= 1;
+    /* the prefill kernel's tile list and launch; none when the caller says every sequence has one
+     * row (max_q 1: a decode step, where its grid of T / 16 + S blocks would only exit) */
+    const int pre = tc && at.max_q != 1;
     a.skip_multi = tc;
     a.dec_order = 0;
     /* Enough blocks to fill the GPU twice over; cap the split count at 64. */
@@ -1311,13 +1314,13 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         if (n_split > 64) n_split = 64;
         a.n_split = n_split;
     }
-    size_t n_tile_max = tc ? (T + 15) / 16 + S : 0;
+    size_t n_tile_max = pre ? (T + 15) / 16 + S : 0;
     size_t tiles_bytes = (n_tile_max * sizeof(atc_tile) + 255) / 256 * 256;
     size_t part_bytes = n_split > 1 ? (size_t)n_split * T * NH * (D + 2) * sizeof(float) : 0;
     void *ws = NULL;
-    if (tc || n_split > 1) LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + part_bytes, &ws, err));
+    if (pre || n_split > 1) LB_TRY(lb_cu_ws(c, 256 + tiles_bytes + part_bytes, &ws, err));
     if (n_split > 1) a.part = (float *)((char *)ws + 256 + tiles_bytes);
-    if (tc) {
+    if (pre) {
         int *d_count = (int *)ws;
         atc_tile *tiles = (atc_tile *)((char *)ws + 256);
         k_attn_tiles<<<1, 1024, 0, c->stream>>>(a.q_indptr, at.n_seq, tiles, d_count);

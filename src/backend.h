@@ -105,6 +105,8 @@ struct lb_op {
             struct lb_buf *page_idx;          /* i32 [page_indptr[n_seq]] */
             struct lb_buf *pos;               /* i32 [T]: token t attends positions 0..pos[t] */
             float scale;                      /* softmax scale, 1/sqrt(D) */
+            int max_q;                        /* hint: no sequence has more query rows than this (0: not
+                                               * known); 1 lets a backend skip its prefill machinery */
         } attn;
         struct { struct lb_buf *gate, *up, *out; int n_tok, n_ff; } swiglu;
         struct { struct lb_buf *x, *y; int64_t n; } add;

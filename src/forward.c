@@ -282,7 +282,7 @@ static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, in
         RUN({.kind = LB_OP_ROPE, .u.rope = {r->q, r->k, r->pos, T, NH, NKV, D}});
         RUN({.kind = LB_OP_KV_WRITE, .u.kv_write = {l, r->k, r->v, r->slot_map, T}});
         RUN({.kind = LB_OP_ATTN, .u.attn = {l, r->q, r->att, T, NS, r->q_indptr, r->kv_len, r->page_indptr, r->page_idx,
-                                            r->pos, 1.0f / sqrtf((float)D)}});
+                                            r->pos, 1.0f / sqrtf((float)D), r->step_max_q}});
         static const enum lb_target o_t[1] = {LB_T_O};
         if (set_first && (rc = lora(r, l, 1, o_t, r->att, Q, &r->o, T, n_seg, 1, 0, err))) return rc;
         RUN({.kind = LB_OP_MATMUL, .u.matmul = {r->att, L->wo, NULL, r->o, T, Q, H, set_first}});
@@ -316,6 +316,8 @@ static int graph_rows(const struct lb_runner *r, const struct lb_step *st)
 {
     int T = st->n_tok;
     if (!r->graph || T != st->n_seq || st->n_out != T || T > r->graph_max_tok) return 0;
+    for (int s = 0; s < T; s++) /* one row each (the attention op's max_q hint is then 1) */
+        if (st->q_indptr[s + 1] - st->q_indptr[s] != 1) return 0;
     int lim = r->opt.max_tok < r->opt.max_seq ? r->opt.max_tok : r->opt.max_seq;
     int Tp = (T + r->graph_bucket - 1) / r->graph_bucket * r->graph_bucket;
     if (Tp > lim) Tp = lim;
@@ -395,6 +397,9 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         st = &padded;
         T = NS = Tp;
     }
+    r->step_max_q = 0; /* the attention op's hint */
+    for (int s = 0; s < NS; s++)
+        if (st->q_indptr[s + 1] - st->q_indptr[s] > r->step_max_q) r->step_max_q = st->q_indptr[s + 1] - st->q_indptr[s];
     /* adapter segments: runs of equal slot over consecutive sequences */
     int n_seg = 0;
     for (int s = 0; s < NS; s++) {

@@ -60,6 +60,7 @@ struct lb_runner {
      * offers graphs, 0 never, 2 also pad decode steps on a backend without them (a test of the
      * padding: the outputs must not change). LB_GRAPH_BUCKET (32), LB_GRAPH_MAX_TOK (512). */
     int graph, graph_bucket, graph_max_tok;
+    int step_max_q;                 /* the step's most query rows of one sequence (the attention op's hint) */
     int32_t *pad;                   /* owned host scratch: 8 arrays of max_seq + 1 */
     struct lb_sample_param *pad_sp; /* owned [max_seq + 1] */
     /* Optional: called once a step's work is queued on the backend and before the host waits

@@ -984,6 +984,11 @@ struct attn_case {
     int chunked;        /* write the prefix in an earlier kv_write, then the new rows */
 };
 
+/* 1: the attention op carries its max_q hint (the most query rows of a sequence, as forward.c
+ * passes it; 1 on decode-only cases, where the CUDA backend then skips its prefill kernel);
+ * 0: no hint (test_attn_v4), every case through the prefill kernel's tile list as before */
+static int attn_hint = 1;
+
 static void run_attn_case(const struct attn_case *ac)
 {
     struct lb_backend_setup s = base_setup();
@@ -1075,11 +1080,13 @@ static void run_attn_case(const struct attn_case *ac)
         return;
     struct lb_op oc = {.kind = LB_OP_ATTN}, og = oc;
     float scale = 1.0f / sqrtf((float)D);
-    oc.u.attn = (__typeof__(oc.u.attn)){layer, pq.c, po.c, T, n_seq, pqi.c, pkl.c, ppi.c, ppx.c, pps.c, scale};
-    og.u.attn = (__typeof__(og.u.attn)){layer, pq.g, po.g, T, n_seq, pqi.g, pkl.g, ppi.g, ppx.g, pps.g, scale};
+    int max_q = 0;
+    for (int i = 0; attn_hint && i < n_seq; i++) max_q = qn[i] > max_q ? qn[i] : max_q;
+    oc.u.attn = (__typeof__(oc.u.attn)){layer, pq.c, po.c, T, n_seq, pqi.c, pkl.c, ppi.c, ppx.c, pps.c, scale, max_q};
+    og.u.attn = (__typeof__(og.u.attn)){layer, pq.g, po.g, T, n_seq, pqi.g, pkl.g, ppi.g, ppx.g, pps.g, scale, max_q};
     char what[160];
-    snprintf(what, sizeof what, "attn %s T=%d seqs=%d NH=%d NKV=%d D=%d B=%d kv=%d", ac->name, T, n_seq, NH, NKV, D, B,
-             n_kv_tok);
+    snprintf(what, sizeof what, "attn %s T=%d seqs=%d NH=%d NKV=%d D=%d B=%d kv=%d max_q=%d", ac->name, T, n_seq, NH, NKV, D,
+             B, n_kv_tok, max_q);
     if (run_both(&oc, &og, what) > 0) note_fail(LB_OP_ATTN, compare(LB_OP_ATTN, &po, 2e-4, what));
     pair_free(&pq);
     pair_free(&po);
@@ -1175,12 +1182,15 @@ static void test_attn_v3(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, the default). */
+/* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, the
+ * default), without the max_q hint: decode-only cases then also launch the prefill kernel. */
 static void test_attn_v4(void)
 {
     NEED_GPU("attn");
     if (gpu_reopen(NULL, "4")) return;
+    attn_hint = 0;
     test_attn();
+    attn_hint = 1;
     gpu_reopen(NULL, NULL);
 }
 
