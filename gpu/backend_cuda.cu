@@ -934,11 +934,18 @@ static void cu_destroy(struct lb_backend *be)
                     "cuda stats: dense LoRA path: %lld ops taken; left to the segmented kernels: %lld whose active "
                     "ranks add up to more than %d columns (LB_CUDA_LORA_DENSE_RMAX), %lld for other reasons\n",
                     c->ld_taken, c->ld_skip_rmax, c->lora_dense_rmax, c->ld_skip_other);
+        if (c->ld_hybrid)
+            fprintf(stderr,
+                    "cuda stats: dense LoRA path: %lld ops left slots of fewer than %d rows "
+                    "(LB_CUDA_LORA_DENSE_MIN_ROWS) to the segmented kernels, %.1f rows per op\n",
+                    c->ld_hybrid, c->lora_dense_min_rows, (double)c->ld_hybrid_rows / c->ld_hybrid);
     }
     free_state(c);
     lb_cublas_close(c);
     if (c->d_ws) cudaFree(c->d_ws);
     if (c->d_lora_tl) cudaFree(c->d_lora_tl);
+    if (c->d_hyb_slot) cudaFree(c->d_hyb_slot);
+    free(c->h_hyb_slot);
     if (c->h_stage) cudaFreeHost(c->h_stage);
     ring_free(&c->up);
     ring_free(&c->ld);
@@ -1003,6 +1010,10 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_LORA_DENSE_RMAX");
         c->lora_dense_rmax = ev && atoi(ev) > 0 ? atoi(ev) : 1024;
         if (c->lora_dense_rmax > 4096) c->lora_dense_rmax = 4096;
+        ev = getenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
+        c->lora_dense_min_rows = ev && atoi(ev) > 0 ? atoi(ev) : 0;
+        ev = getenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
+        c->lora_hybrid_skip = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
         c->lora_dense_check = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_EXPAND");

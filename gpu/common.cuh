@@ -112,6 +112,15 @@ struct lb_cu {
                             * but cannot is an error (tests) */
     int lora_dense_rmax; /* LB_CUDA_LORA_DENSE_RMAX: the most columns (the step's active ranks summed
                           * per target, rounded up to 64) the dense path takes; default 1024 */
+    int lora_dense_min_rows; /* LB_CUDA_LORA_DENSE_MIN_ROWS=N: the dense path takes only the slots with
+                              * at least N rows in the step; the other slots' rows get their term from
+                              * the segmented kernels after it (0: every slot dense) */
+    int32_t *d_hyb_slot, *h_hyb_slot; /* owned: seg_slot with the dense slots as -1 (device, host) */
+    size_t hyb_bytes, h_hyb_n;
+    int lora_exact_grid; /* set around the hybrid's segmented op: grid from the host copy's tiles */
+    int lora_hybrid_skip; /* LB_CUDA_LORA_DENSE_HYBRID_SKIP=1 (tests only): the hybrid's segmented part is
+                           * not run, so its rows keep y = 0; test_lora_dense_hybrid must then fail */
+    long long ld_hybrid, ld_hybrid_rows; /* dense ops that left slots to the segmented kernels; their rows */
     long long ld_taken, ld_skip_rmax, ld_skip_other; /* dense path: ops it ran, ops of >= LB_CUDA_LORA_DENSE
                                                       * tokens it left to the segmented kernels (their
                                                       * ranks over lora_dense_rmax; any other reason) */

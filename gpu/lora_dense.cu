@@ -49,6 +49,7 @@
 #define LD_MAX_ACT 32
 #define LD_PAD 64
 #define LD_ROWS 32 /* token rows per block of the mask kernel */
+#define LD_HYB_SLOTS 1024 /* LB_CUDA_LORA_DENSE_MIN_ROWS applies with at most this many slots */
 
 /* The plan of one op, filled once on the host and passed by value to both kernels (~2.6 KB). */
 struct ld_args {
@@ -174,6 +175,57 @@ static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ 
 
 static size_t ld_al(size_t n) { return (n + 255) & ~(size_t)255; }
 
+/* seg_slot with the dense path's slots replaced by -1 (the hybrid's segmented part skips them) */
+static __global__ void k_ld_hyb_slots(const int32_t *seg_slot, int n_seg, const __grid_constant__ ld_args a,
+                                      int32_t *out)
+{
+    for (int s = threadIdx.x; s < n_seg; s += blockDim.x) {
+        int sl = seg_slot[s];
+        for (int i = 0; i < a.n_act; i++)
+            if (a.act_slot[i] == sl) sl = -1;
+        out[s] = sl;
+    }
+}
+
+/* The hybrid's second part (LB_CUDA_LORA_DENSE_MIN_ROWS): the dense products wrote y = 0 on the rows
+ * of the slots they left out; the segmented kernels add those rows' term (add mode: y = 0 + the
+ * term in fp32, one rounding, as set mode gives), over a copy of the segments in which the dense
+ * slots are -1 (no tiles). The copy's host twin serves the ops' host-side checks and sizing. */
+static int ld_hybrid_rest(struct lb_cu *c, const struct lb_op *op, const ld_args &a, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    const size_t n = (size_t)l.n_seg;
+    if (c->lora_hybrid_skip) return 0;
+    LB_TRY(lb_cu_grow(c, (void **)&c->d_hyb_slot, &c->hyb_bytes, n * sizeof(int32_t), "hybrid LoRA segments", err));
+    if (c->h_hyb_n < n) {
+        int32_t *h = (int32_t *)realloc(c->h_hyb_slot, n * sizeof *h);
+        if (!h) return lb_err_set(err, LB_E_OOM, "hybrid LoRA segments: out of host memory");
+        c->h_hyb_slot = h;
+        c->h_hyb_n = n;
+    }
+    int rows = 0;
+    for (int s = 0; s < l.n_seg; s++) {
+        int sl = l.h_seg_slot[s];
+        for (int i = 0; i < a.n_act; i++)
+            if (a.act_slot[i] == sl) sl = -1;
+        c->h_hyb_slot[s] = sl;
+        if (sl >= 0) rows += l.h_seg_start[s + 1] - l.h_seg_start[s];
+    }
+    k_ld_hyb_slots<<<1, 256, 0, c->stream>>>((const int32_t *)l.seg_slot->d, l.n_seg, a, c->d_hyb_slot);
+    LB_CU_LAUNCH();
+    struct lb_buf sb = {LB_I32, n, c->d_hyb_slot, 0};
+    struct lb_op o2 = *op;
+    o2.u.lora.set = 0;
+    o2.u.lora.seg_slot = &sb;
+    o2.u.lora.h_seg_slot = c->h_hyb_slot;
+    c->ld_hybrid++;
+    c->ld_hybrid_rows += rows;
+    c->lora_exact_grid = 1;
+    const int rc = lb_cuda_lora(c, &o2, err); /* not set mode: the dense path declines it */
+    c->lora_exact_grid = 0;
+    return rc;
+}
+
 /* The gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in): one entry per (layer, the op's first
  * target) holds the A_stack and B_j that op gathered last, with the key they were gathered for
  * (active slots in order, each slot's load generation, kmul). An op whose key matches skips the
@@ -295,11 +347,28 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         if (!l.y[j] || l.y[j]->dt != LB_BF16) return ld_skip(c, &c->ld_skip_other, "y not bf16", err);
     const int T = l.n_tok, K = l.n_in;
     if (l.h_seg_start[0] != 0 || l.h_seg_start[l.n_seg] != T) return 0; /* the segmented path reports what is wrong */
+    /* LB_CUDA_LORA_DENSE_MIN_ROWS: a slot with fewer rows in the step (a few decode rows beside a
+     * prefill chunk) is left out of the dense products, which would multiply every row by its
+     * columns; its rows get y = 0 here and their term from the segmented kernels after */
+    int min_rows = c->lora_dense_min_rows, n_small_rows = 0;
+    int rows_of[LD_HYB_SLOTS];
+    if (c->s.n_slot > LD_HYB_SLOTS) min_rows = 0;
+    if (min_rows > 0) {
+        memset(rows_of, 0, sizeof rows_of);
+        for (int s = 0; s < l.n_seg; s++) {
+            const int sl = l.h_seg_slot[s], len = l.h_seg_start[s + 1] - l.h_seg_start[s];
+            if (sl >= 0 && sl < c->s.n_slot && len > 0) rows_of[sl] += len;
+        }
+    }
     int act[LD_MAX_ACT], n_act = 0;
     for (int s = 0; s < l.n_seg; s++) {
         const int sl = l.h_seg_slot[s];
         if (sl < 0 || l.h_seg_start[s + 1] <= l.h_seg_start[s]) continue;
         if (sl >= c->s.n_slot) return 0; /* the segmented path ignores such rows */
+        if (min_rows > 0 && rows_of[sl] < min_rows) {
+            n_small_rows += l.h_seg_start[s + 1] - l.h_seg_start[s];
+            continue;
+        }
         int seen = 0;
         for (int i = 0; i < n_act; i++) seen |= act[i] == sl;
         if (seen) continue;
@@ -355,6 +424,11 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     for (int j = 0; j < l.n_tgt; j++) LB_TRY(lb_cu_check_buf(l.y[j], LB_BF16, (size_t)T * l.n_out[j], "y", err));
     if (a.ld_vf == 0) { /* no active slot has a module for these targets: the term is 0 */
         for (int j = 0; j < l.n_tgt; j++) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
+        if (n_small_rows) { /* the slots left out may have modules for them */
+            a.n_act = n_act;
+            for (int i = 0; i < n_act; i++) a.act_slot[i] = act[i];
+            LB_TRY(ld_hybrid_rest(c, op, a, err));
+        }
         return 1;
     }
     void *ws;
@@ -413,5 +487,6 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
         LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.kmul * a.Rp[j], a.N[j], 0, err)); /* y = the term */
     }
     c->ld_taken++;
+    if (n_small_rows) LB_TRY(ld_hybrid_rest(c, op, a, err));
     return 1;
 }

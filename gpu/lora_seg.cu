@@ -698,6 +698,18 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     }
     size_t n_tile_max = (T + LORA_TM - 1) / LORA_TM + (size_t)l.n_seg;
     const int tc = c->lora_variant >= 2 && l.x && l.x->dt == LB_BF16 && K % 8 == 0 && n_tile_max <= 65535;
+    /* the grid: one block per tile the bound allows; the hybrid's part (lora_dense.cu) has a few
+     * tiles among many rows, so there the grid and the K split follow the tiles its host copy of
+     * the segments makes (k_lora_tiles makes the same ones); the tile list is sized by the bound */
+    size_t n_grid = n_tile_max;
+    if (c->lora_exact_grid && l.h_seg_start && l.h_seg_slot) {
+        size_t n = 0;
+        for (int s = 0; s < l.n_seg; s++) {
+            const int len = l.h_seg_start[s + 1] - l.h_seg_start[s];
+            if (l.h_seg_slot[s] >= 0 && len > 0) n += (size_t)(len + LORA_TM - 1) / LORA_TM;
+        }
+        if (n < n_grid) n_grid = n ? n : 1;
+    }
     const int work = l.n_tok && l.n_seg && c->s.n_slot > 0 && c->s.max_rank > 0;
     int n_even = 1;
     for (int j = 0; j < l.n_tgt; j++) n_even &= (l.n_out[j] % 2) == 0;
@@ -742,7 +754,7 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     /* LB_CUDA_LORA_SPLIT=N: aim at N shrink blocks per SM instead (fewer K splits: fewer v planes
      * for the expand to sum, a thinner shrink grid). H100 run 11: 4 and 2 are slower on decode
      * steps than the default 8 (lora_bench_run11_split*_h100.txt) */
-    size_t want = (size_t)c->n_sm * (tc ? (c->lora_split_blocks > 0 ? c->lora_split_blocks : 8) : 2), base = n_tile_max * l.n_tgt;
+    size_t want = (size_t)c->n_sm * (tc ? (c->lora_split_blocks > 0 ? c->lora_split_blocks : 8) : 2), base = n_grid * l.n_tgt;
     /* K split only pays when tiles are few; keep >= 256 of K per split. */
     int n_split = base >= want ? 1 : (int)((want + base - 1) / base);
     int max_split = (int)(K / 256) > 0 ? (int)(K / 256) : 1;
@@ -792,15 +804,15 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
                                                 l.n_seg, (lora_tile *)a.tiles, d_count);
         LB_CU_LAUNCH();
     }
-    dim3 g_shrink((unsigned)n_tile_max, l.n_tgt, n_split), g_expand((unsigned)n_tile_max, cdiv(n_out_max, 256), l.n_tgt);
+    dim3 g_shrink((unsigned)n_grid, l.n_tgt, n_split), g_expand((unsigned)n_grid, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
         void (*kf)(lora_args, const bf16 *) = a.async ? k_lora_shrink_tc<1> : k_lora_shrink_tc<0>;
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        kf<<<dim3(l.n_tgt, (unsigned)n_tile_max, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
+        kf<<<dim3(l.n_tgt, (unsigned)n_grid, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
         LB_CU_LAUNCH();
         if (l.act) { /* lora_act_fusable held: use_v3 too */
-            k_lora_expand_act<<<dim3((unsigned)n_tile_max, cdiv(n_out_max, 256), 1), 256, 0, c->stream>>>(a);
+            k_lora_expand_act<<<dim3((unsigned)n_grid, cdiv(n_out_max, 256), 1), 256, 0, c->stream>>>(a);
             LB_CU_LAUNCH();
             return 0;
         }

@@ -9,12 +9,14 @@
 #include <string.h>
 
 static int t_pass, t_fail, t_skip, t_cur_fail, t_cur_skip;
+static int t_expect_fail; /* 1 while a test provokes failures on purpose: they print as "expected" */
 
 #define T_CHECK(cond, ...)                                                      \
     do {                                                                        \
         if (!(cond)) {                                                          \
             t_cur_fail++;                                                       \
-            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, "  %s:%d: %s: %s: ", __FILE__, __LINE__,           \
+                    t_expect_fail ? "expected failure" : "check failed", #cond); \
             fprintf(stderr, __VA_ARGS__);                                       \
             fprintf(stderr, "\n");                                              \
         }                                                                       \

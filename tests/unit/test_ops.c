@@ -1409,6 +1409,37 @@ static void test_lora_dense_wide(void)
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
 }
 
+/* The hybrid dense path (LB_CUDA_LORA_DENSE_MIN_ROWS): the slots with fewer rows than the limit
+ * are left out of the dense products (their rows get y = 0) and get their term from the
+ * segmented kernels after, in add mode. At 24 rows the layouts with one large segment beside small
+ * ones, and the Zipf ones, split between the two; at T = 300 uniform segments stay dense, at
+ * T = 133 they all go to the segmented kernels. Then again with the segmented part skipped
+ * (LB_CUDA_LORA_DENSE_HYBRID_SKIP=1, a test switch): some cases must fail, which shows that the
+ * split happened and that a missing part is seen. */
+static void test_lora_dense_hybrid(void)
+{
+    static void (*const fns[])(void) = {test_lora_set};
+    NEED_GPU("lora");
+    setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "24", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    const int keep_fail = t_cur_fail;
+    const long long keep_stat = stats[stat_row[LB_OP_LORA]].failed;
+    setenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP", "1", 1);
+    t_expect_fail = 1;
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    t_expect_fail = 0;
+    unsetenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
+    const int broke = t_cur_fail - keep_fail;
+    fprintf(stderr, "  test_lora_dense_hybrid: %d expected failures with the segmented part skipped\n", broke);
+    t_cur_fail = keep_fail;
+    stats[stat_row[LB_OP_LORA]].failed = keep_stat;
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
+    unsetenv("LB_CUDA_LORA_DENSE_STRICT");
+    gpu_reopen(NULL, NULL);
+    T_CHECK(broke > 0, "skipping the hybrid's segmented part changed no result: the split never happened");
+}
+
 static void test_lora_dense_cache(void)
 {
     static void (*const fns[])(void) = {test_lora_set_all_ranks};
@@ -1887,6 +1918,7 @@ int main(void)
     T_RUN(test_sample);
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
+    T_RUN(test_lora_dense_hybrid);
     T_RUN(test_lora_dense_cache);
     T_RUN(test_lora_set_matmul);
     T_RUN(test_lora_dense_wide);
