@@ -434,6 +434,7 @@ int main(int argc, char **argv)
     }
     if (!attn_only) bench_elem();
     bench_attn("decode", 256, 640, 1, 16);
+    bench_attn("decode-512", 512, 640, 1, 16); /* workload 1's decode steps */
     bench_attn("decode-2k", 256, 2048, 1, 16);
     bench_attn("decode-long", 8, 8192, 1, 16);
     bench_attn("prefill", 16, 512, 512, 16);

@@ -1010,10 +1010,11 @@ static __global__ void __launch_bounds__(128) k_attn_decode_tc(attn_args a)
     bf16 *stg = (bf16 *)sm;
     int *row_ok = (int *)(sm + (size_t)ADT_NST * STAGE * sizeof(bf16)); /* [NST][KT] */
     int *pg_s = row_ok + ADT_NST * ADT_KT;                              /* [PMAX] */
-    const int s = blockIdx.x;
+    /* grid (S, NKV, splits), or with dec_order (NKV, S, splits): a sequence's kv heads together */
+    const int s = a.dec_order ? blockIdx.y : blockIdx.x;
     const int q0 = a.q_indptr[s];
     if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: the prefill kernel; empty: nothing */
-    const int t = q0, kvh = blockIdx.y, split = blockIdx.z, G = a.G;
+    const int t = q0, kvh = a.dec_order ? blockIdx.x : blockIdx.y, split = blockIdx.z, G = a.G;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int qr = lane >> 2, qc = (lane & 3) * 2; /* fragment row (and row + 8), column pair */
 
@@ -1221,6 +1222,236 @@ static int adt_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err
     return 0;
 }
 
+/* ------------------------------------------------------------------ v5: decode, one warp per item
+ * k_attn_decode_w<D, NST>  one warp per (sequence with exactly one query row, kv head, KV split),
+ *   ADW_WPB warps per block, each on its own item: no block barrier and no merge across warps. The
+ *   items are numbered kv head fastest, then split, then sequence, so the warps that run together
+ *   read the same tokens' rows of the cache (all kv heads of a token are one 2 KB row for Llama-3-8B)
+ *   where v4's grid ran sequences fastest. A warp streams its keys in tiles of 16 through an NST-deep
+ *   cp.async ring in its own slice of shared memory (page ids staged there too), and per tile does
+ *   what a v4 warp does for its 16 keys of a 64-key tile: S (16 heads x 16 keys) = Q K^T by
+ *   mma.sync, the online softmax on the fragments, O += P V. It holds its item's whole (m, l, O), so
+ *   it ends with a normalisation in registers and a store (or, split, k_attn_merge's record).
+ *   LB_CUDA_ATTN=5; D = 64 or 128 and G <= 16, as v4. */
+#define ADW_KT 16
+#define ADW_WPB 2
+#define ADW_PMAX 64 /* page ids staged per warp (else read from global per copy) */
+
+template <int D, int NST>
+__host__ __device__ constexpr size_t adw_smem_bytes()
+{
+    return (size_t)ADW_WPB * (NST * 2 * ADW_KT * (D + 8) * 2 + NST * ADW_KT * 4 + ADW_PMAX * 4);
+}
+
+template <int D, int NST>
+static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args a)
+{
+    constexpr int LD = D + 8;              /* bf16 row stride of a stage (ldmatrix conflict-free) */
+    constexpr int STAGE = 2 * ADW_KT * LD; /* elements: K tile then V tile */
+    extern __shared__ __align__(128) unsigned char sm[];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    bf16 *stg = (bf16 *)sm + (size_t)warp * NST * STAGE;
+    int *row_ok = (int *)((bf16 *)sm + (size_t)ADW_WPB * NST * STAGE) + warp * NST * ADW_KT; /* [NST][KT] */
+    int *pg_s = (int *)((bf16 *)sm + (size_t)ADW_WPB * NST * STAGE) + ADW_WPB * NST * ADW_KT + warp * ADW_PMAX;
+    const long long item = (long long)blockIdx.x * ADW_WPB + warp;
+    const int kvh = (int)(item % a.NKV);
+    const long long rest = item / a.NKV;
+    const int split = (int)(rest % a.n_split);
+    const long long s = rest / a.n_split;
+    if (s >= a.n_seq) return;
+    const int q0 = a.q_indptr[s];
+    if (a.q_indptr[s + 1] - q0 != 1) return; /* prefill rows: the prefill kernel; empty: nothing */
+    const int t = q0, G = a.G;
+    const int qr = lane >> 2, qc = (lane & 3) * 2; /* fragment row (and row + 8), column pair */
+
+    int len = min(a.pos[t] + 1, a.kv_len[s]);
+    if (len < 0) len = 0;
+    int chunk = (len + a.n_split - 1) / a.n_split;
+    chunk = (chunk + ADW_KT - 1) / ADW_KT * ADW_KT;
+    const int k0 = min(len, split * chunk), k1 = min(len, k0 + chunk);
+    const int n_kt = (k1 - k0 + ADW_KT - 1) / ADW_KT;
+    const int *pages = a.page_idx + a.page_indptr[s];
+    const int p0 = k0 / a.B;
+    const int np = k1 > k0 ? (k1 - 1) / a.B - p0 + 1 : 0;
+    const bool pg_sh = np <= ADW_PMAX;
+    if (pg_sh)
+        for (int i = lane; i < np; i += 32) pg_s[i] = pages[p0 + i];
+    __syncwarp();
+    const size_t row_stride = (size_t)a.NKV * D;
+
+    uint32_t qf[D / 16][4]; /* row r = query head kvh * G + r (zero for r >= G) */
+    {
+        const bool r0ok = qr < G, r1ok = qr + 8 < G;
+        const bf16 *qb = a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D;
+        const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            int c0 = kk * 16 + qc;
+            qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
+            qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
+            qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
+            qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
+        }
+    }
+
+    auto issue = [&](int it, int st) {
+        bf16 *ks = stg + st * STAGE, *vs = ks + ADW_KT * LD;
+        const int kt = k0 + it * ADW_KT;
+#pragma unroll 4
+        for (int i = lane; i < ADW_KT * (D / 8); i += 32) {
+            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+            bool ok = false;
+            size_t off = 0;
+            if (key < k1) {
+                int pi = key / a.B;
+                int page = pg_sh ? pg_s[pi - p0] : pages[pi];
+                ok = page >= 0 && page < a.n_page;
+                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+            }
+            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+            if (c == 0) row_ok[st * ADW_KT + r] = ok;
+        }
+    };
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f; /* rows qr and qr + 8 */
+
+#pragma unroll
+    for (int j = 0; j < NST - 1; j++) {
+        if (j < n_kt) issue(j, j);
+        cp_async_commit();
+    }
+    for (int it = 0; it < n_kt; it++) {
+        const int st = it % NST;
+        {
+            const int nx = it + NST - 1; /* into the stage tile it - 1 left, freed by the __syncwarp below */
+            if (nx < n_kt) issue(nx, nx % NST);
+            cp_async_commit();
+        }
+        cp_async_wait<NST - 1>(); /* tile it has landed (this lane's copies) */
+        __syncwarp();             /* ... and every lane's, with row_ok */
+        const int kbase = k0 + it * ADW_KT;
+        const bf16 *ks = stg + st * STAGE, *vs = ks + ADW_KT * LD;
+        float sc[2][4];
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++) {
+            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t b0, b1;
+                /* lanes 0-7: keys nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
+                const bf16 *pk = ks + (nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
+                ldsm_x2(b0, b1, pk);
+                mma_bf16_16816(sc[nb], qf[kk], b0, b1);
+            }
+        }
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int kr = nb * 8 + qc + e;
+                const bool ok = kbase + kr < k1 && row_ok[st * ADW_KT + kr] != 0;
+                float x0 = ok ? sc[nb][e] * a.scale_log2 : -INFINITY;
+                float x1 = ok ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
+                sc[nb][e] = x0;
+                sc[nb][2 + e] = x1;
+                mx0 = fmaxf(mx0, x0);
+                mx1 = fmaxf(mx1, x1);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+        const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+        m0 = mn0;
+        m1 = mn1;
+        uint32_t pf[4];
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int nb = 0; nb < 2; nb++) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float mm = e < 2 ? mn0 : mn1;
+                float x = sc[nb][e];
+                p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+            }
+            uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+            __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+            s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
+            s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+            pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
+            pf[nb * 2 + 1] = hi;
+        }
+        l0 = l0 * c0 + s0;
+        l1 = l1 * c1 + s1;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            o[nd][0] *= c0;
+            o[nd][1] *= c0;
+            o[nd][2] *= c1;
+            o[nd][3] *= c1;
+            uint32_t b0, b1;
+            /* lanes 0-7: V rows (keys) lane, lanes 8-15: keys + 8; dims nd*8..+7 */
+            ldsm_x2_t(b0, b1, vs + (lane & 15) * LD + nd * 8);
+            mma_bf16_16816(o[nd], pf, b0, b1);
+        }
+        __syncwarp(); /* stage st is free for tile it + NST */
+    }
+    cp_async_wait<0>();
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const size_t oi0 = (size_t)t * a.NH + (size_t)kvh * G + qr, oi1 = oi0 + 8;
+    const bool w0 = qr < G, w1 = qr + 8 < G;
+    if (a.n_split == 1) {
+        const float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            if (w0) *(__nv_bfloat162 *)(a.out + oi0 * D + nd * 8 + qc) = __floats2bfloat162_rn(o[nd][0] * i0, o[nd][1] * i0);
+            if (w1) *(__nv_bfloat162 *)(a.out + oi1 * D + nd * 8 + qc) = __floats2bfloat162_rn(o[nd][2] * i1, o[nd][3] * i1);
+        }
+    } else { /* k_attn_merge's record: the unnormalised O, m, l */
+        float *pp0 = a.part + ((size_t)split * a.n_tok * a.NH + oi0) * (D + 2);
+        float *pp1 = a.part + ((size_t)split * a.n_tok * a.NH + oi1) * (D + 2);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            if (w0) *(float2 *)(pp0 + nd * 8 + qc) = make_float2(o[nd][0], o[nd][1]);
+            if (w1) *(float2 *)(pp1 + nd * 8 + qc) = make_float2(o[nd][2], o[nd][3]);
+        }
+        if ((lane & 3) == 0) {
+            if (w0) {
+                pp0[D] = m0;
+                pp0[D + 1] = l0;
+            }
+            if (w1) {
+                pp1[D] = m1;
+                pp1[D + 1] = l1;
+            }
+        }
+    }
+}
+
+template <int D, int NST>
+static int adw_launch(struct lb_cu *c, const attn_args &a, size_t n_items, struct lb_err *err)
+{
+    const size_t bytes = adw_smem_bytes<D, NST>();
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    k_attn_decode_w<D, NST><<<(unsigned)((n_items + ADW_WPB - 1) / ADW_WPB), ADW_WPB * 32, bytes, c->stream>>>(a);
+    LB_CU_LAUNCH();
+    return 0;
+}
+
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &w = op->u.kv_write;
@@ -1307,9 +1538,11 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     const int n_hg_dec = (a.G + GH - 1) / GH;
     /* v4: the tensor-core decode when its shapes apply (LB_CUDA_ATTN=3 keeps k_attn_decode) */
     const int dec4 = dec && c->attn_variant >= 4 && (D == 64 || D == 128) && a.G <= 16;
+    const int dec5 = dec4 && c->attn_variant == 5; /* LB_CUDA_ATTN=5: one warp per item */
     if (dec) {
-        /* v3: about two waves of 3 blocks per SM; v4: two waves of 2 blocks per SM */
-        size_t base_d = S * NKV * (dec4 ? 1 : n_hg_dec), want_d = (size_t)c->n_sm * (dec4 ? 4 : 6);
+        /* v3: about two waves of 3 blocks per SM; v4: two waves of 2 blocks per SM; v5: one wave
+         * of 8 warps per SM */
+        size_t base_d = S * NKV * (dec4 ? 1 : n_hg_dec), want_d = (size_t)c->n_sm * (dec5 ? 8 : dec4 ? 4 : 6);
         n_split = base_d >= want_d ? 1 : (int)((want_d + base_d - 1) / base_d);
         if (n_split > 64) n_split = 64;
         a.n_split = n_split;
@@ -1338,8 +1571,20 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         }
     }
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
+    if (dec5) {
+        const size_t n_items = S * NKV * n_split;
+        if (D == 64) LB_TRY((c->attn_dec_nst == 4 ? adw_launch<64, 4>(c, a, n_items, err) : adw_launch<64, 3>(c, a, n_items, err)));
+        else LB_TRY((c->attn_dec_nst == 4 ? adw_launch<128, 4>(c, a, n_items, err) : adw_launch<128, 3>(c, a, n_items, err)));
+        if (n_split > 1) {
+            k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
+            LB_CU_LAUNCH();
+        }
+        return 0;
+    }
     if (dec4) {
+        a.dec_order = c->attn_dec_order && S <= 65535;
         dim3 gd((unsigned)S, (unsigned)NKV, (unsigned)n_split);
+        if (a.dec_order) gd = dim3((unsigned)NKV, (unsigned)S, (unsigned)n_split);
         if (D == 64) LB_TRY(adt_launch<64>(c, a, gd, err));
         else LB_TRY(adt_launch<128>(c, a, gd, err));
         if (n_split > 1) {

@@ -1046,8 +1046,11 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
         /* default 4: the tensor-core decode (measured on the H100, run 8: workload 1 +12% over v3,
-         * LB_CUDA_ATTN=3; op tests and goldens pass); 1-3 select the older kernels */
-        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 4 ? atoi(ev) : 4;
+         * LB_CUDA_ATTN=3; op tests and goldens pass); 1-3 select the older kernels; 5 the decode
+         * with one warp per item (k_attn_decode_w; LB_CUDA_ATTN_DEC_NST=4: four stages, else 3) */
+        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 5 ? atoi(ev) : 4;
+        ev = getenv("LB_CUDA_ATTN_DEC_NST");
+        c->attn_dec_nst = ev && atoi(ev) == 4 ? 4 : 3;
         if (prop.major < 8)
             rc = lb_err_set(err, LB_E_UNSUPPORTED, "cuda: %s has compute capability %d.%d; bf16 kernels need 8.0+",
                             prop.name, prop.major, prop.minor);

@@ -131,8 +131,9 @@ struct lb_cu {
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style */
-    int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: k_attn_decode grid with kv heads fastest (not yet
-                         * measured on a device; default 0, sequences fastest as measured in run 4) */
+    int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: the v3 and v4 decode grids with kv heads fastest
+                         * (v3: no gain in run 7; default 0, sequences fastest) */
+    int attn_dec_nst;   /* LB_CUDA_ATTN_DEC_NST: cp.async stages of the v5 decode (3 or 4; default 3) */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 

@@ -1194,6 +1194,30 @@ static void test_attn_v4(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The attention cases with the v5 decode (k_attn_decode_w, one warp per item; LB_CUDA_ATTN=5), its
+ * three-stage and four-stage rings (LB_CUDA_ATTN_DEC_NST=4). */
+static void test_attn_v5(void)
+{
+    NEED_GPU("attn");
+    if (gpu_reopen(NULL, "5")) return;
+    test_attn();
+    setenv("LB_CUDA_ATTN_DEC_NST", "4", 1);
+    if (gpu_reopen(NULL, "5") == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_DEC_NST");
+    gpu_reopen(NULL, NULL);
+}
+
+/* The attention cases with the v4 decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1: a
+ * sequence's kv heads fastest). */
+static void test_attn_v4_order(void)
+{
+    NEED_GPU("attn");
+    setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
+    if (gpu_reopen(NULL, "4") == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_DEC_ORDER");
+    gpu_reopen(NULL, NULL);
+}
+
 /* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1, v3). */
 static void test_attn_dec_order(void)
 {
@@ -1912,6 +1936,8 @@ int main(void)
     T_RUN(test_attn_v3);
     T_RUN(test_attn_v4);
     T_RUN(test_attn_dec_order);
+    T_RUN(test_attn_v5);
+    T_RUN(test_attn_v4_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
     T_RUN(test_gather);
