@@ -66,7 +66,7 @@ run_lb() { # name with_adapters
         [ "$ad" = 1 ] && args+=(--use "a$i")
         args+=(--prompt-ids "$p"); i=$((i + 1))
     done <<< "$PROMPTS"
-    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-512} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN=${LB_CUDA_ATTN:-default} LB_CUDA_ELEM=${LB_CUDA_ELEM:-default} LB_CUDA_GEMM_TUNE=${LB_CUDA_GEMM_TUNE:-default} LB_CUDA_LORA_DENSE=${LB_CUDA_LORA_DENSE:-default} LB_CUDA_LORA_DENSE_HILO=${LB_CUDA_LORA_DENSE_HILO:-default} LB_CUDA_COPY_STREAM=${LB_CUDA_COPY_STREAM:-default} LB_GRAPHS=${LB_GRAPHS:-default} LB_CUDA_ATTN_DEC_ORDER=${LB_CUDA_ATTN_DEC_ORDER:-default} LB_CUDA_ATTN_DEC_NST=${LB_CUDA_ATTN_DEC_NST:-default}" > "$OUT/$name.settings"
+    echo "NREQ=$NREQ MAX_SEQS=${MAX_SEQS:-512} LB_LORA_SET_MIN_TOK=${LB_LORA_SET_MIN_TOK:-default} LB_CUDA_ATTN=${LB_CUDA_ATTN:-default} LB_CUDA_ELEM=${LB_CUDA_ELEM:-default} LB_CUDA_GEMM_TUNE=${LB_CUDA_GEMM_TUNE:-default} LB_CUDA_LORA_DENSE=${LB_CUDA_LORA_DENSE:-default} LB_CUDA_LORA_DENSE_HILO=${LB_CUDA_LORA_DENSE_HILO:-default} LB_CUDA_COPY_STREAM=${LB_CUDA_COPY_STREAM:-default} LB_GRAPHS=${LB_GRAPHS:-default} LB_CUDA_ATTN_DEC_ORDER=${LB_CUDA_ATTN_DEC_ORDER:-default} LB_CUDA_ATTN_DEC_NST=${LB_CUDA_ATTN_DEC_NST:-default} LB_CUDA_LORA_DENSE_MIN_ROWS=${LB_CUDA_LORA_DENSE_MIN_ROWS:-default}" > "$OUT/$name.settings"
     local w; w=$(mem_watch "$OUT/mem_$name.txt")
     timeout 170 "$BIN" generate --device cuda --model $M "${args[@]}" --repeat $((NREQ / 16)) --max-tokens 256 --ignore-eos \
         --max-seqs ${MAX_SEQS:-512} --max-batch-tokens 8192 > "$OUT/out_$name.jsonl" 2> "$OUT/$name.log"

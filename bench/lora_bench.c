@@ -31,12 +31,12 @@
 static struct lb_backend be;
 static struct lb_err err;
 static FILE *json;
-/* the kernel variant an LB_CUDA_* switch selects; unset: the backend's default (lora 3, attn 4, elem 2) */
+/* the kernel variant an LB_CUDA_* switch selects; unset: the backend's default (lora 3, attn 5, elem 2) */
 static const char *variant(const char *env)
 {
     const char *v = getenv(env);
     if (v && *v) return v;
-    return !strcmp(env, "LB_CUDA_ATTN") ? "4" : !strcmp(env, "LB_CUDA_ELEM") ? "2" : "3";
+    return !strcmp(env, "LB_CUDA_ATTN") ? "5" : !strcmp(env, "LB_CUDA_ELEM") ? "2" : "3";
 }
 
 static double now_s(void)

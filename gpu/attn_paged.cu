@@ -1232,7 +1232,11 @@ static int adt_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err
  *   what a v4 warp does for its 16 keys of a 64-key tile: S (16 heads x 16 keys) = Q K^T by
  *   mma.sync, the online softmax on the fragments, O += P V. It holds its item's whole (m, l, O), so
  *   it ends with a normalisation in registers and a store (or, split, k_attn_merge's record).
- *   LB_CUDA_ATTN=5; D = 64 or 128 and G <= 16, as v4. */
+ *   D = 64 or 128 and G <= 16, as v4. The default (LB_CUDA_ATTN=5) where it needs no KV split;
+ *   LB_CUDA_ATTN=6 everywhere. H100 run 39 (lora_bench, 512 sequences x 640 keys): 463 us, 2.90
+ *   TB/s, against v4's 536 us, 2.51 TB/s (96% of the copy rate measured in the same call); split
+ *   over few long sequences (8 x 8192) it was slower than v4 (147 against 130 us), and four stages
+ *   (LB_CUDA_ATTN_DEC_NST=4: 3 warps' rings per SM fewer) slower everywhere (620 us). */
 #define ADW_KT 16
 #define ADW_WPB 2
 #define ADW_PMAX 64 /* page ids staged per warp (else read from global per copy) */
@@ -1538,7 +1542,10 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     const int n_hg_dec = (a.G + GH - 1) / GH;
     /* v4: the tensor-core decode when its shapes apply (LB_CUDA_ATTN=3 keeps k_attn_decode) */
     const int dec4 = dec && c->attn_variant >= 4 && (D == 64 || D == 128) && a.G <= 16;
-    const int dec5 = dec4 && c->attn_variant == 5; /* LB_CUDA_ATTN=5: one warp per item */
+    /* v5 (one warp per item): at 6 everywhere; at 5 (the default) where one wave of 8 warps per SM
+     * needs no KV split (H100 run 39: 463 against v4's 536 us at 512 sequences x 640 keys, but 147
+     * against 130 us at 8 x 8192, split), else v4 */
+    const int dec5 = dec4 && (c->attn_variant == 6 || (c->attn_variant == 5 && S * NKV >= (size_t)c->n_sm * 8));
     if (dec) {
         /* v3: about two waves of 3 blocks per SM; v4: two waves of 2 blocks per SM; v5: one wave
          * of 8 warps per SM */

@@ -1011,7 +1011,9 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_rmax = ev && atoi(ev) > 0 ? atoi(ev) : 1024;
         if (c->lora_dense_rmax > 4096) c->lora_dense_rmax = 4096;
         ev = getenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
-        c->lora_dense_min_rows = ev && atoi(ev) > 0 ? atoi(ev) : 0;
+        /* default 128 (H100 run 39: workload 3 22,307 tok/s with it and the v5 decode, against
+         * 20,455 without either in run 37); 0: every slot through the dense products */
+        c->lora_dense_min_rows = ev ? (atoi(ev) > 0 ? atoi(ev) : 0) : 128;
         ev = getenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
         c->lora_hybrid_skip = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");
@@ -1045,10 +1047,12 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         ev = getenv("LB_CUDA_PROFILE");
         c->prof = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_ATTN");
-        /* default 4: the tensor-core decode (measured on the H100, run 8: workload 1 +12% over v3,
-         * LB_CUDA_ATTN=3; op tests and goldens pass); 1-3 select the older kernels; 5 the decode
-         * with one warp per item (k_attn_decode_w; LB_CUDA_ATTN_DEC_NST=4: four stages, else 3) */
-        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 5 ? atoi(ev) : 4;
+        /* default 5: the decode with one warp per item (k_attn_decode_w) where it needs no KV
+         * split, else the v4 tensor-core decode (H100 run 39: workload 1 +3.1% over v4 alone,
+         * LB_CUDA_ATTN=4; op tests and goldens pass); 6: k_attn_decode_w everywhere
+         * (LB_CUDA_ATTN_DEC_NST=4: its four-stage ring); 1-3 select the older kernels (v4 was the
+         * default from run 8 to run 39: workload 1 +12% over v3) */
+        c->attn_variant = ev && atoi(ev) >= 1 && atoi(ev) <= 6 ? atoi(ev) : 5;
         ev = getenv("LB_CUDA_ATTN_DEC_NST");
         c->attn_dec_nst = ev && atoi(ev) == 4 ? 4 : 3;
         if (prop.major < 8)

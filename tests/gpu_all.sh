@@ -7,7 +7,8 @@
 #   ops      every op on CUDA against the CPU backend (tests/unit/test_ops.c), in full
 #   golden   the fixture models against Hugging Face on CUDA (greedy tokens identical up to the
 #            first reference near-tie; decode steps as CUDA graphs, the default), without graphs
-#            (LB_GRAPHS=0), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
+#            (LB_GRAPHS=0), with the hybrid dense path forced to split the fixtures' small steps
+#            (LB_CUDA_LORA_DENSE_MIN_ROWS=16, dense strict), and again with LB_LORA_SET_MIN_TOK=1 (LoRA before its
 #            projection on every step it applies to), with LB_CUDA_COPY_STREAM=0 (adapter copies on
 #            the compute stream; the copy stream is the default) and with LB_LORA_SET_MIN_TOK=1
 #            LB_CUDA_LORA_DENSE=1 (every set-mode LoRA op through the dense cuBLAS path, strict: an
@@ -25,8 +26,8 @@
 #            and the segmented ones under each LB_CUDA_LORA_SPLIT of LORA_SPLITS (e.g. "4 2") and
 #            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0") and each setting of LORA_OPTS
 #            (e.g. "LB_CUDA_LORA_SPLIT=4"); LORA_SET=0 skips set mode
-#   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=3 (v3 decode) and the
-#            default (v4 tensor-core decode)
+#   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=4 (v4 tensor-core
+#            decode) and the default (v5: one warp per item where no KV split is needed, else v4)
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 under
 #            each setting of W1_VARIANTS (default none; e.g. "ddc:LB_LORA_SET_MIN_TOK=1,
 #            LB_CUDA_LORA_DENSE=1,LB_CUDA_LORA_DENSE_CACHE=3072"); leaves
@@ -127,14 +128,18 @@ do_golden() {
     # the dense LoRA path (set mode only; the default on steps of >= 1024 tokens): LoRA before its
     # projection on every step that allows it (LB_LORA_SET_MIN_TOK=1), those ops on the dense path
     # (strict)
-    LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
+    LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
+    # the hybrid (the default leaves slots of < 128 rows to the segmented kernels; the fixtures'
+    # steps are small, so at 16 rows: some slots dense, some not; the statistics count the split)
+    LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_hybrid.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL|left slots' "$L/test_golden_hybrid.log" | head -24 | sed 's/^/hybrid /' | tee -a "$S"
     # the same with the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1, the default of
     # runs 11-26: reported, a failure does not fail the call)
-    LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden
+    LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_hilo.log" | head -20 | sed 's/^/dense-hilo /' | tee -a "$S"
     # and with the dense path's gather cache (LB_CUDA_LORA_DENSE_CACHE=MiB, opt-in: reported only)
-    LB_CUDA_LORA_DENSE_CACHE=2048 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_dcache.log 60 .gpu/test_golden
+    LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_CUDA_LORA_DENSE_CACHE=2048 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_dcache.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dcache.log" | head -20 | sed 's/^/dense-cache /' | tee -a "$S"
 }
 do_demo() {
@@ -168,11 +173,11 @@ PY
         say "element-wise v2 not faster on all three: the steps after this run with LB_CUDA_ELEM=1"
     fi
 }
-do_attn() { # the v3 decode, then the default v4 tensor-core decode, for the A/B
-    step attn.txt 30 env LB_CUDA_ATTN=3 .gpu/lora_bench --attn-only
-    grep -h '^attn' "$L/attn.txt" | sed 's/^/v3 /' | tee -a "$S"
-    step attn_v4.txt 30 .gpu/lora_bench --attn-only
-    grep -h '^attn' "$L/attn_v4.txt" | sed 's/^/v4 /' | tee -a "$S"
+do_attn() { # the v4 decode, then the default (v5 where it needs no KV split), for the A/B
+    step attn.txt 30 env LB_CUDA_ATTN=4 .gpu/lora_bench --attn-only
+    grep -h '^attn' "$L/attn.txt" | sed 's/^/v4 /' | tee -a "$S"
+    step attn_v5.txt 30 .gpu/lora_bench --attn-only
+    grep -h '^attn' "$L/attn_v5.txt" | sed 's/^/v5 /' | tee -a "$S"
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, then set mode on the
     # v3 kernels and on the dense cuBLAS path

@@ -796,6 +796,10 @@ static void test_lora_every_rank_set(int *mode)
 static void test_lora_set(void)
 {
     NEED_GPU("lora");
+    /* a backend just reopened (with_env) has no setup, and the CUDA backend offers LoRA ops only
+     * after one: without this, test_lora_dense skipped itself from H100 run 33 to run 39 */
+    struct lb_backend_setup s0 = base_setup();
+    if (setup_both(&s0)) return;
     if (!gpu_offers_lora(1, 1, 0)) T_SKIP("the backend under test has no set mode");
     lora_set = 1;
     test_lora();
@@ -1183,7 +1187,8 @@ static void test_attn_v3(void)
 }
 
 /* The attention cases with the v4 tensor-core decode (k_attn_decode_tc; LB_CUDA_ATTN=4, the
- * default), without the max_q hint: decode-only cases then also launch the prefill kernel. */
+ * default's fallback where v5 would split), without the max_q hint: decode-only cases then also
+ * launch the prefill kernel. */
 static void test_attn_v4(void)
 {
     NEED_GPU("attn");
@@ -1194,15 +1199,16 @@ static void test_attn_v4(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the v5 decode (k_attn_decode_w, one warp per item; LB_CUDA_ATTN=5), its
+/* The attention cases with the v5 decode (k_attn_decode_w, one warp per item) on every decode
+ * sequence, KV splits included (LB_CUDA_ATTN=6; the default 5 leaves split steps to v4), with its
  * three-stage and four-stage rings (LB_CUDA_ATTN_DEC_NST=4). */
 static void test_attn_v5(void)
 {
     NEED_GPU("attn");
-    if (gpu_reopen(NULL, "5")) return;
+    if (gpu_reopen(NULL, "6")) return;
     test_attn();
     setenv("LB_CUDA_ATTN_DEC_NST", "4", 1);
-    if (gpu_reopen(NULL, "5") == 0) test_attn();
+    if (gpu_reopen(NULL, "6") == 0) test_attn();
     unsetenv("LB_CUDA_ATTN_DEC_NST");
     gpu_reopen(NULL, NULL);
 }
@@ -1393,7 +1399,9 @@ static void test_lora_dense(void)
     static void (*const fns[])(void) = {test_lora_set};
     NEED_GPU("lora");
     setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1); /* every slot dense (the hybrid: test_lora_dense_hybrid) */
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
     gpu_reopen(NULL, NULL);
 }
@@ -1427,7 +1435,9 @@ static void test_lora_dense_wide(void)
     NEED_GPU("lora");
     setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
     setenv("LB_CUDA_LORA_DENSE_RMAX", "2048", 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1); /* every slot dense: the widest GEMMs */
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
     unsetenv("LB_CUDA_LORA_DENSE_RMAX");
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
@@ -1469,11 +1479,13 @@ static void test_lora_dense_cache(void)
     static void (*const fns[])(void) = {test_lora_set_all_ranks};
     NEED_GPU("lora");
     setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1); /* every slot dense: every op gathers */
     setenv("LB_CUDA_LORA_DENSE_CACHE", "64", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
     setenv("LB_CUDA_LORA_DENSE_CACHE", "1", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
     unsetenv("LB_CUDA_LORA_DENSE_CACHE");
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
     gpu_reopen(NULL, NULL);
 }
@@ -1570,13 +1582,17 @@ static void test_lora_set_matmul_cases(void)
 }
 
 /* ... on the default path (the segmented kernels below LB_CUDA_LORA_DENSE tokens) and with every
- * set-mode op on the dense cuBLAS path (LB_CUDA_LORA_DENSE=1) */
+ * set-mode op on the dense cuBLAS path (LB_CUDA_LORA_DENSE=1), every slot dense and as the default
+ * hybrid (slots of fewer than LB_CUDA_LORA_DENSE_MIN_ROWS rows on the segmented kernels) */
 static void test_lora_set_matmul(void)
 {
     static void (*const fns[])(void) = {test_lora_set_matmul_cases};
     NEED_GPU("lora");
     test_lora_set_matmul_cases();
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
 }
 
 /* The scalar element-wise kernels (LB_CUDA_ELEM=1; the default is the 16-byte v2 RMSNorm, SwiGLU
