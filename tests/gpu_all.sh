@@ -41,7 +41,7 @@
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
 #            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0, LB_CUDA_LORA_ASYNC=0, and
-#            LB_CUDA_LORA_DENSE_HILO=1 (reported only)
+#            LB_CUDA_LORA_DENSE_HILO=1 (reported only; OPS_SMALL_EXTRA=0 skips these three)
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
@@ -86,6 +86,7 @@ do_ops() {
 do_ops_small() {
     LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
+    [ "${OPS_SMALL_EXTRA:-1}" = 0 ] && return # only the main pass
     # the LoRA cases again with adapter copies on the compute stream (LB_CUDA_COPY_STREAM=0)
     LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_COPY_STREAM=0 tested step test_ops_cstream.log 40 .gpu/test_ops
     grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_cstream.log" | head -10 | sed 's/^/no-copy-stream /' | tee -a "$S"
