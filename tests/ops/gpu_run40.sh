@@ -9,7 +9,7 @@
 set -u
 OUT=${OUT:-/tmp/lb-gpu}
 export LB_CUDA_STATS=1
-OPS_SMALL_EXTRA=0 W1_VARIANTS="nohyb:LB_CUDA_LORA_DENSE_MIN_ROWS=0" MAX_SEQS=512 \
+OPS_SMALL_EXTRA=0 W1_VARIANTS=${W1_VARIANTS-"nohyb:LB_CUDA_LORA_DENSE_MIN_ROWS=0"} MAX_SEQS=512 \
     PEER=0 PROFILE=0 BUDGET=${BUDGET:-400} tests/gpu_all.sh ops_small golden bench demo fault
 rc=$?
 mkdir -p "$OUT/bench"
