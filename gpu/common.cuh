@@ -114,7 +114,7 @@ struct lb_cu {
                           * per target, rounded up to 64) the dense path takes; default 1024 */
     int lora_dense_min_rows; /* LB_CUDA_LORA_DENSE_MIN_ROWS=N: the dense path takes only the slots with
                               * at least N rows in the step; the other slots' rows get their term from
-                              * the segmented kernels after it (default 128; 0: every slot dense) */
+                              * the segmented kernels after it (default 0: every slot dense) */
     int32_t *d_hyb_slot, *h_hyb_slot; /* owned: seg_slot with the dense slots as -1 (device, host) */
     size_t hyb_bytes, h_hyb_n;
     int lora_exact_grid; /* set around the hybrid's segmented op: grid from the host copy's tiles */

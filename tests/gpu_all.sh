@@ -131,8 +131,9 @@ do_golden() {
     # (strict)
     LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
-    # the hybrid (the default leaves slots of < 128 rows to the segmented kernels; the fixtures'
-    # steps are small, so at 16 rows: some slots dense, some not; the statistics count the split)
+    # the hybrid (LB_CUDA_LORA_DENSE_MIN_ROWS, opt-in: slots with fewer rows go to the segmented
+    # kernels; the fixtures' steps are small, so at 16 rows some slots are dense, some not; the
+    # statistics count the split)
     LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_hybrid.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL|left slots' "$L/test_golden_hybrid.log" | head -24 | sed 's/^/hybrid /' | tee -a "$S"
     # the same with the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1, the default of

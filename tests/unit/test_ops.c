@@ -1582,15 +1582,16 @@ static void test_lora_set_matmul_cases(void)
 }
 
 /* ... on the default path (the segmented kernels below LB_CUDA_LORA_DENSE tokens) and with every
- * set-mode op on the dense cuBLAS path (LB_CUDA_LORA_DENSE=1), every slot dense and as the default
- * hybrid (slots of fewer than LB_CUDA_LORA_DENSE_MIN_ROWS rows on the segmented kernels) */
+ * set-mode op on the dense cuBLAS path (LB_CUDA_LORA_DENSE=1), every slot dense and as the hybrid
+ * at 128 rows (slots of fewer rows on the segmented kernels: the cases of 133 and 300 tokens) */
 static void test_lora_set_matmul(void)
 {
     static void (*const fns[])(void) = {test_lora_set_matmul_cases};
     NEED_GPU("lora");
     test_lora_set_matmul_cases();
-    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
     setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "128", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
     unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
 }
