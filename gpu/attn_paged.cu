@@ -1236,7 +1236,10 @@ static int adt_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err
  *   LB_CUDA_ATTN=6 everywhere. H100 run 39 (lora_bench, 512 sequences x 640 keys): 463 us, 2.90
  *   TB/s, against v4's 536 us, 2.51 TB/s (96% of the copy rate measured in the same call); split
  *   over few long sequences (8 x 8192) it was slower than v4 (147 against 130 us), and four stages
- *   (LB_CUDA_ATTN_DEC_NST=4: 3 warps' rings per SM fewer) slower everywhere (620 us). */
+ *   (LB_CUDA_ATTN_DEC_NST=4: 6 warps per SM instead of 8) slower everywhere (620 us). The per-tile
+ *   arithmetic repeats v4's warp code (Q fragments, S, softmax, P V); it was left as a copy so that
+ *   v4, measured, stayed unchanged while no GPU could check a shared helper: fold the two into one
+ *   __device__ function in a session with device time. */
 #define ADW_KT 16
 #define ADW_WPB 2
 #define ADW_PMAX 64 /* page ids staged per warp (else read from global per copy) */
