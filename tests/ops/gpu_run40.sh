@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run 40 (prepared in the eleventh session; NOT YET RUN: the device budget went to failed starts;
 # one device call after ./build.sh gpu-bundle; ~560 s): the op tests' small set, with
-# test_lora_dense running again (it had skipped itself since run 33) and test_lora_dense_hybrid's
+# test_lora_dense running again (it had skipped itself in runs 20, 25 and 39) and test_lora_dense_hybrid's
 # must-fail pass (the hybrid dense path, LB_CUDA_LORA_DENSE_MIN_ROWS, opt-in); the goldens (a
 # hybrid pass among them); workloads 2 and 1 under the defaults (v5 decode attention where it
 # needs no KV split), workload 1 with the hybrid at 128 rows; workload 3 with it (run 39: 22,307

@@ -797,7 +797,7 @@ static void test_lora_set(void)
 {
     NEED_GPU("lora");
     /* a backend just reopened (with_env) has no setup, and the CUDA backend offers LoRA ops only
-     * after one: without this, test_lora_dense skipped itself from H100 run 33 to run 39 */
+     * after one: without this, test_lora_dense skipped itself in H100 runs 20, 25 and 39 (its logs) */
     struct lb_backend_setup s0 = base_setup();
     if (setup_both(&s0)) return;
     if (!gpu_offers_lora(1, 1, 0)) T_SKIP("the backend under test has no set mode");
@@ -1445,9 +1445,9 @@ static void test_lora_dense_wide(void)
 
 /* The hybrid dense path (LB_CUDA_LORA_DENSE_MIN_ROWS): the slots with fewer rows than the limit
  * are left out of the dense products (their rows get y = 0) and get their term from the
- * segmented kernels after, in add mode. At 24 rows the layouts with one large segment beside small
- * ones, and the Zipf ones, split between the two; at T = 300 uniform segments stay dense, at
- * T = 133 they all go to the segmented kernels. Then again with the segmented part skipped
+ * segmented kernels after, in add mode. At 24 rows the skewed layouts (three one-row segments
+ * beside a large one, T = 133 and 300) split between the two; at T = 300 uniform segments stay
+ * dense, at T = 133 they all go to the segmented kernels. Then again with the segmented part skipped
  * (LB_CUDA_LORA_DENSE_HYBRID_SKIP=1, a test switch): some cases must fail, which shows that the
  * split happened and that a missing part is seen. */
 static void test_lora_dense_hybrid(void)
