@@ -978,6 +978,106 @@ static int afa_launch(struct lb_cu *c, const attn_args &a, dim3 g, const atc_til
     return 0;
 }
 
+/* The decode kernels' warp code (v4 and v5). A warp's query heads kvh * G .. + G - 1 are the 16
+ * rows of an mma.sync m16n8k16 A fragment (rows >= G zero): adt_load_q loads them from q (the
+ * token's kv-head group); adt_warp_keys takes 16 keys (rows kw .. kw + 15 of a K and a V tile in
+ * shared memory, row stride LD; key kbase is row kw; row_ok[] marks rows with a valid page):
+ * S (16 heads x 16 keys: two C fragments) = Q K^T with K fragments by ldmatrix, the online softmax
+ * on the C fragments (a row lives in a quad), P repacked into one A fragment (bf16; l sums the
+ * rounded p, as in the prefill kernel), O (16 x D) += P V with V fragments by ldmatrix.trans.
+ * (m0, l0) and (m1, l1) are rows qr and qr + 8 of the lane. */
+template <int D>
+__device__ __forceinline__ void adt_load_q(const bf16 *qb, int G, int lane, uint32_t (&qf)[D / 16][4])
+{
+    const int qr = lane >> 2, qc = (lane & 3) * 2;
+    const bool r0ok = qr < G, r1ok = qr + 8 < G;
+    const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        int c0 = kk * 16 + qc;
+        qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
+        qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
+        qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
+        qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
+    }
+}
+
+template <int D, int LD>
+__device__ __forceinline__ void adt_warp_keys(const bf16 *ks, const bf16 *vs, int kw, const int *row_ok, int kbase, int k1,
+                                              float scale_log2, const uint32_t (&qf)[D / 16][4], int lane,
+                                              float (&o)[D / 8][4], float &m0, float &m1, float &l0, float &l1)
+{
+    const int qc = (lane & 3) * 2;
+    float sc[2][4];
+#pragma unroll
+    for (int nb = 0; nb < 2; nb++) {
+        sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t b0, b1;
+            /* lanes 0-7: keys kw + nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
+            const bf16 *pk = ks + (kw + nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
+            ldsm_x2(b0, b1, pk);
+            mma_bf16_16816(sc[nb], qf[kk], b0, b1);
+        }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < 2; nb++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int j = nb * 8 + qc + e;
+            const bool ok = kbase + j < k1 && row_ok[kw + j] != 0;
+            float x0 = ok ? sc[nb][e] * scale_log2 : -INFINITY;
+            float x1 = ok ? sc[nb][2 + e] * scale_log2 : -INFINITY;
+            sc[nb][e] = x0;
+            sc[nb][2 + e] = x1;
+            mx0 = fmaxf(mx0, x0);
+            mx1 = fmaxf(mx1, x1);
+        }
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
+    const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    uint32_t pf[4];
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int nb = 0; nb < 2; nb++) {
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float mm = e < 2 ? mn0 : mn1;
+            float x = sc[nb][e];
+            p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+        }
+        uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+        __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+        s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
+        s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+        pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
+        pf[nb * 2 + 1] = hi;
+    }
+    l0 = l0 * c0 + s0;
+    l1 = l1 * c1 + s1;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        o[nd][0] *= c0;
+        o[nd][1] *= c0;
+        o[nd][2] *= c1;
+        o[nd][3] *= c1;
+        uint32_t b0, b1;
+        /* lanes 0-7: V rows (keys) kw + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
+        ldsm_x2_t(b0, b1, vs + (kw + (lane & 15)) * LD + nd * 8);
+        mma_bf16_16816(o[nd], pf, b0, b1);
+    }
+}
+
 /* ------------------------------------------------------------------ v4: decode on tensor cores
  * k_attn_decode_tc<D>  one block (4 warps) per (sequence with exactly one query row, kv head,
  *   KV split). The G <= 16 query heads of the kv head are the 16 rows of an mma.sync m16n8k16 A
@@ -1032,21 +1132,8 @@ static __global__ void __launch_bounds__(128) k_attn_decode_tc(attn_args a)
         for (int i = threadIdx.x; i < np; i += 128) pg_s[i] = pages[p0 + i];
     const size_t row_stride = (size_t)a.NKV * D;
 
-    /* Q fragments: row r = query head kvh * G + r (zero for r >= G) */
     uint32_t qf[D / 16][4];
-    {
-        const bool r0ok = qr < G, r1ok = qr + 8 < G;
-        const bf16 *qb = a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D;
-        const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            int c0 = kk * 16 + qc;
-            qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
-            qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
-            qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
-            qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
-        }
-    }
+    adt_load_q<D>(a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D, G, lane, qf);
     __syncthreads(); /* pg_s */
 
     auto issue = [&](int it, int st) {
@@ -1090,75 +1177,9 @@ static __global__ void __launch_bounds__(128) k_attn_decode_tc(attn_args a)
         const int kw = warp * 16;     /* this warp's keys inside the tile */
         const int kbase = k0 + it * ADT_KT + kw;
         if (kbase < k1) {
-            const bf16 *ks = stg + st * STAGE, *vs = ks + ADT_KT * LD;
-            float sc[2][4];
-#pragma unroll
-            for (int nb = 0; nb < 2; nb++) {
-                sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++) {
-                    uint32_t b0, b1;
-                    /* lanes 0-7: keys kw + nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
-                    const bf16 *pk = ks + (kw + nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
-                    ldsm_x2(b0, b1, pk);
-                    mma_bf16_16816(sc[nb], qf[kk], b0, b1);
-                }
-            }
-            float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-            for (int nb = 0; nb < 2; nb++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int kr = kw + nb * 8 + qc + e;
-                    const bool ok = kbase + nb * 8 + qc + e < k1 && row_ok[st * ADT_KT + kr] != 0;
-                    float x0 = ok ? sc[nb][e] * a.scale_log2 : -INFINITY;
-                    float x1 = ok ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
-                    sc[nb][e] = x0;
-                    sc[nb][2 + e] = x1;
-                    mx0 = fmaxf(mx0, x0);
-                    mx1 = fmaxf(mx1, x1);
-                }
-            }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-            const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
-            const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
-            m0 = mn0;
-            m1 = mn1;
-            uint32_t pf[4];
-            float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-            for (int nb = 0; nb < 2; nb++) {
-                float p[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float mm = e < 2 ? mn0 : mn1;
-                    float x = sc[nb][e];
-                    p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
-                }
-                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
-                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
-                s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
-                s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
-                pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
-                pf[nb * 2 + 1] = hi;
-            }
-            l0 = l0 * c0 + s0;
-            l1 = l1 * c1 + s1;
-#pragma unroll
-            for (int nd = 0; nd < D / 8; nd++) {
-                o[nd][0] *= c0;
-                o[nd][1] *= c0;
-                o[nd][2] *= c1;
-                o[nd][3] *= c1;
-                uint32_t b0, b1;
-                /* lanes 0-7: V rows (keys) kw + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
-                ldsm_x2_t(b0, b1, vs + (kw + (lane & 15)) * LD + nd * 8);
-                mma_bf16_16816(o[nd], pf, b0, b1);
-            }
+            const bf16 *ks = stg + st * STAGE;
+            adt_warp_keys<D, LD>(ks, ks + ADT_KT * LD, kw, row_ok + st * ADT_KT, kbase, k1, a.scale_log2, qf, lane, o, m0,
+                                 m1, l0, l1);
         }
         __syncthreads(); /* stage st is free for tile it + NST */
     }
@@ -1236,10 +1257,9 @@ static int adt_launch(struct lb_cu *c, const attn_args &a, dim3 g, struct lb_err
  *   LB_CUDA_ATTN=6 everywhere. H100 run 39 (lora_bench, 512 sequences x 640 keys): 463 us, 2.90
  *   TB/s, against v4's 536 us, 2.51 TB/s (96% of the copy rate measured in the same call); split
  *   over few long sequences (8 x 8192) it was slower than v4 (147 against 130 us), and four stages
- *   (LB_CUDA_ATTN_DEC_NST=4: 6 warps per SM instead of 8) slower everywhere (620 us). The per-tile
- *   arithmetic repeats v4's warp code (Q fragments, S, softmax, P V); it was left as a copy so that
- *   v4, measured, stayed unchanged while no GPU could check a shared helper: fold the two into one
- *   __device__ function in a session with device time. */
+ *   (LB_CUDA_ATTN_DEC_NST=4: 6 warps per SM instead of 8) slower everywhere (620 us). The warp
+ *   code is v4's (adt_load_q, adt_warp_keys; made shared after run 39, which measured them as two
+ *   copies: the PTX of v4 has the same instructions as before, reordered). */
 #define ADW_KT 16
 #define ADW_WPB 2
 #define ADW_PMAX 64 /* page ids staged per warp (else read from global per copy) */
@@ -1286,20 +1306,8 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
     __syncwarp();
     const size_t row_stride = (size_t)a.NKV * D;
 
-    uint32_t qf[D / 16][4]; /* row r = query head kvh * G + r (zero for r >= G) */
-    {
-        const bool r0ok = qr < G, r1ok = qr + 8 < G;
-        const bf16 *qb = a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D;
-        const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            int c0 = kk * 16 + qc;
-            qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
-            qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
-            qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
-            qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
-        }
-    }
+    uint32_t qf[D / 16][4];
+    adt_load_q<D>(a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D, G, lane, qf);
 
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + ADW_KT * LD;
@@ -1341,75 +1349,9 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
         cp_async_wait<NST - 1>(); /* tile it has landed (this lane's copies) */
         __syncwarp();             /* ... and every lane's, with row_ok */
         const int kbase = k0 + it * ADW_KT;
-        const bf16 *ks = stg + st * STAGE, *vs = ks + ADW_KT * LD;
-        float sc[2][4];
-#pragma unroll
-        for (int nb = 0; nb < 2; nb++) {
-            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t b0, b1;
-                /* lanes 0-7: keys nb*8 + lane, dims kk*16..+7; lanes 8-15: same keys, dims +8 */
-                const bf16 *pk = ks + (nb * 8 + (lane & 7)) * LD + kk * 16 + ((lane >> 3) & 1) * 8;
-                ldsm_x2(b0, b1, pk);
-                mma_bf16_16816(sc[nb], qf[kk], b0, b1);
-            }
-        }
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int nb = 0; nb < 2; nb++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const int kr = nb * 8 + qc + e;
-                const bool ok = kbase + kr < k1 && row_ok[st * ADW_KT + kr] != 0;
-                float x0 = ok ? sc[nb][e] * a.scale_log2 : -INFINITY;
-                float x1 = ok ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
-                sc[nb][e] = x0;
-                sc[nb][2 + e] = x1;
-                mx0 = fmaxf(mx0, x0);
-                mx1 = fmaxf(mx1, x1);
-            }
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
-        const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
-        m0 = mn0;
-        m1 = mn1;
-        uint32_t pf[4];
-        float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-        for (int nb = 0; nb < 2; nb++) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float mm = e < 2 ? mn0 : mn1;
-                float x = sc[nb][e];
-                p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
-            }
-            uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
-            __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
-            s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
-            s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
-            pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
-            pf[nb * 2 + 1] = hi;
-        }
-        l0 = l0 * c0 + s0;
-        l1 = l1 * c1 + s1;
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            o[nd][0] *= c0;
-            o[nd][1] *= c0;
-            o[nd][2] *= c1;
-            o[nd][3] *= c1;
-            uint32_t b0, b1;
-            /* lanes 0-7: V rows (keys) lane, lanes 8-15: keys + 8; dims nd*8..+7 */
-            ldsm_x2_t(b0, b1, vs + (lane & 15) * LD + nd * 8);
-            mma_bf16_16816(o[nd], pf, b0, b1);
-        }
+        const bf16 *ks = stg + st * STAGE;
+        adt_warp_keys<D, LD>(ks, ks + ADW_KT * LD, 0, row_ok + st * ADW_KT, kbase, k1, a.scale_log2, qf, lane, o, m0, m1,
+                             l0, l1);
         __syncwarp(); /* stage st is free for tile it + NST */
     }
     cp_async_wait<0>();

@@ -311,13 +311,13 @@ static int step_ops(struct lb_runner *r, int T, int NS, int n_out, int n_seg, in
 }
 
 /* Rows a decode step (one row per sequence, every one sampled) is padded to for a graph: T rounded
- * up to r->graph_bucket, within the workspace; 0 when the step is not padded. */
+ * up to r->graph_bucket, within the workspace; 0 when the step is not padded (r->step_max_q: the
+ * step's, set before). */
 static int graph_rows(const struct lb_runner *r, const struct lb_step *st)
 {
     int T = st->n_tok;
     if (!r->graph || T != st->n_seq || st->n_out != T || T > r->graph_max_tok) return 0;
-    for (int s = 0; s < T; s++) /* one row each (the attention op's max_q hint is then 1) */
-        if (st->q_indptr[s + 1] - st->q_indptr[s] != 1) return 0;
+    if (r->step_max_q != 1) return 0; /* one row each (padding adds one-row sequences: still 1) */
     int lim = r->opt.max_tok < r->opt.max_seq ? r->opt.max_tok : r->opt.max_seq;
     int Tp = (T + r->graph_bucket - 1) / r->graph_bucket * r->graph_bucket;
     if (Tp > lim) Tp = lim;
@@ -390,6 +390,9 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
     int n_pages = st->page_indptr[NS];
     if (n_pages > r->opt.n_page + r->opt.max_seq) return lb_err_set(err, LB_E_INTERNAL, "step: %d pages listed", n_pages);
     const int n_real = st->n_out; /* tokens to download */
+    r->step_max_q = 0; /* the attention op's hint */
+    for (int s = 0; s < NS; s++)
+        if (st->q_indptr[s + 1] - st->q_indptr[s] > r->step_max_q) r->step_max_q = st->q_indptr[s + 1] - st->q_indptr[s];
     struct lb_step padded;
     const int Tp = graph_rows(r, st);
     if (Tp) {
@@ -397,9 +400,6 @@ int lb_runner_step(struct lb_runner *r, const struct lb_step *st, int32_t *tok_o
         st = &padded;
         T = NS = Tp;
     }
-    r->step_max_q = 0; /* the attention op's hint */
-    for (int s = 0; s < NS; s++)
-        if (st->q_indptr[s + 1] - st->q_indptr[s] > r->step_max_q) r->step_max_q = st->q_indptr[s + 1] - st->q_indptr[s];
     /* adapter segments: runs of equal slot over consecutive sequences */
     int n_seg = 0;
     for (int s = 0; s < NS; s++) {

@@ -1213,26 +1213,29 @@ static void test_attn_v5(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the v4 decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1: a
- * sequence's kv heads fastest). */
-static void test_attn_v4_order(void)
+/* The attention cases under a decode variant with the other grid order (LB_CUDA_ATTN_DEC_ORDER=1:
+ * a sequence's kv heads fastest) */
+static void attn_dec_order(const char *variant)
 {
-    NEED_GPU("attn");
     setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
-    if (gpu_reopen(NULL, "4") == 0) test_attn();
+    if (gpu_reopen(NULL, variant) == 0) test_attn();
     unsetenv("LB_CUDA_ATTN_DEC_ORDER");
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with k_attn_decode's other grid order (LB_CUDA_ATTN_DEC_ORDER=1, v3). */
+/* ... v4 (k_attn_decode_tc) */
+static void test_attn_v4_order(void)
+{
+    NEED_GPU("attn");
+    attn_dec_order("4");
+}
+
+/* ... v3 (k_attn_decode) */
 static void test_attn_dec_order(void)
 {
     NEED_GPU("attn");
     if (small) T_SKIP("small mode");
-    setenv("LB_CUDA_ATTN_DEC_ORDER", "1", 1);
-    if (gpu_reopen(NULL, "3") == 0) test_attn();
-    unsetenv("LB_CUDA_ATTN_DEC_ORDER");
-    gpu_reopen(NULL, NULL);
+    attn_dec_order("3");
 }
 
 /* ================================================================== swiglu, add, gather */
