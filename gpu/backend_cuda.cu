@@ -1011,10 +1011,11 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_dense_rmax = ev && atoi(ev) > 0 ? atoi(ev) : 1024;
         if (c->lora_dense_rmax > 4096) c->lora_dense_rmax = 4096;
         ev = getenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
-        /* default 0 (every slot through the dense products) until its op test has run on a GPU:
-         * at 128, H100 run 39 measured workload 3 at 22,307 tok/s with the v5 decode, against 20,455
-         * without either in run 37, but test_lora_dense_hybrid skipped itself in that call */
-        c->lora_dense_min_rows = ev && atoi(ev) > 0 ? atoi(ev) : 0;
+        /* default 128: H100 run 39 measured workload 3 at 22,307 tok/s with it (v5 decode), against
+         * 20,455 without either in run 37; H200 run 40: workload 3 24,089 tok/s (93.6% of workload
+         * 1), workload 1 25,836 against 25,745 without; its op test (test_lora_dense_hybrid, with a
+         * must-fail pass) and the hybrid golden passed there. 0: every slot dense */
+        c->lora_dense_min_rows = ev ? (atoi(ev) > 0 ? atoi(ev) : 0) : 128;
         ev = getenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
         c->lora_hybrid_skip = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");

@@ -131,7 +131,7 @@ do_golden() {
     # (strict)
     LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_dense.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_dense.log" | head -20 | sed 's/^/dense /' | tee -a "$S"
-    # the hybrid (LB_CUDA_LORA_DENSE_MIN_ROWS, opt-in: slots with fewer rows go to the segmented
+    # the hybrid (LB_CUDA_LORA_DENSE_MIN_ROWS, default 128: slots with fewer rows go to the segmented
     # kernels; the fixtures' steps are small, so at 16 rows some slots are dense, some not; the
     # statistics count the split)
     LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_hybrid.log 60 .gpu/test_golden
