@@ -183,5 +183,8 @@ case "$MODE" in
         cp "$OUT"/tests/test_ops "$OUT"/tests/test_golden .gpu/
         if [ -n "$NVCC" ]; then bench/build.sh >&2 && cp "$OUT"/bench/lora_bench .gpu/; fi
         strip .gpu/* # symbols stay in build/; the device call carries at most 64 MiB
+        # each binary carries the kernels for four GPU targets (~19 MB): carried as one gzip
+        # archive, which tests/gpu_all.sh unpacks on the device
+        (cd .gpu && files=$(ls) && tar czf bin.tgz $files && rm -f $files)
         du -sh .gpu >&2 ;;
 esac

@@ -38,6 +38,7 @@
  * KV), prefill 16 x 512 4.4 ms (7.8 TFLOP/s: each row re-read its K/V prefix on CUDA cores).
  *
  * Test: build/tests/test_ops (kv_write, attn cases: ragged, page sizes, chunked prefill, 4k+ decode). */
+#include <limits.h>
 #include <math.h>
 
 #include <mma.h>
@@ -103,6 +104,7 @@ struct attn_args {
     float scale_log2; /* softmax scale * log2(e) */
     int skip_multi;   /* 1: tokens of sequences with >= 2 query rows are left to the tensor-core kernel */
     int dec_order;    /* k_attn_decode grid order, see there (LB_CUDA_ATTN_DEC_ORDER=1; default 0) */
+    int B_shift;      /* log2(B) when B is a power of two, else -1 (the lean prefill's page arithmetic) */
 };
 
 template <int DPL>
@@ -789,7 +791,13 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 }
 
 #define AFA_KT 64
-template <int D>
+#define AFA_PMAX 512 /* LEAN: page ids staged in shared memory (else read from global per copy) */
+/* LEAN (LB_CUDA_ATTN_PREFILL=4): the block stages its page ids in shared memory once (the copies
+ * read them there, not from global memory, where each cp.async waited on a dependent load), uses a
+ * shift and a mask for the page arithmetic when the page size is a power of two, and skips the
+ * per-score mask on key tiles below every row's causal limit (all pages valid), which is all but
+ * the last tile or two of a row block. Same products and softmax otherwise. */
+template <int D, bool LEAN>
 static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, const atc_tile *tiles, const int *n_tiles)
 {
     constexpr int LD = D + 8; /* bf16 row stride of the K/V stages: 16-byte padded, ldmatrix conflict-free */
@@ -797,6 +805,7 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
     extern __shared__ __align__(128) unsigned char sm[];
     bf16 *stg = (bf16 *)sm;
     int *row_ok = (int *)(sm + 2 * STAGE * sizeof(bf16)); /* [2][KT] */
+    int *pg_s = row_ok + 2 * AFA_KT;                       /* LEAN: [AFA_PMAX] */
     if ((int)blockIdx.x >= *n_tiles) return;
     const atc_tile tl = tiles[blockIdx.x];
     const int n_hg = (a.G + 3) / 4;
@@ -826,28 +835,66 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
         }
     }
     /* keys needed by the tile, and each of this lane's two rows' causal limits */
-    int kmax = 0;
-    for (int r = 0; r < tl.tn; r++) kmax = max(kmax, a.pos[tl.t0 + r] + 1);
+    int kmax = 0, lmin = INT_MAX; /* keys needed by some row / by every row of the tile */
+    for (int r = 0; r < tl.tn; r++) {
+        const int p1 = a.pos[tl.t0 + r] + 1;
+        kmax = max(kmax, p1);
+        lmin = min(lmin, p1);
+    }
     kmax = min(kmax, kv_len);
+    lmin = min(lmin, kv_len);
     const int lim0 = qr < tl.tn ? min(a.pos[tl.t0 + qr] + 1, kv_len) : 0;
     const int lim1 = qr + 8 < tl.tn ? min(a.pos[tl.t0 + qr + 8] + 1, kv_len) : 0;
     const int n_kt = (kmax + AFA_KT - 1) / AFA_KT;
+    /* LEAN: the page ids of keys [0, kmax) in shared memory, and whether all are valid */
+    const int n_pg = kmax > 0 ? (kmax - 1) / a.B + 1 : 0;
+    const bool pg_sh = LEAN && n_pg <= AFA_PMAX;
+    bool pages_ok = false;
+    if (LEAN) {
+        int ok = 1;
+        if (pg_sh)
+            for (int i = threadIdx.x; i < n_pg; i += 128) {
+                const int pg = pages[i];
+                pg_s[i] = pg;
+                ok &= pg >= 0 && pg < a.n_page;
+            }
+        pages_ok = __syncthreads_and(ok) && pg_sh; /* also publishes pg_s */
+    }
 
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
         const int kt = it * AFA_KT;
-        for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
-            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
-            bool ok = false;
-            size_t off = 0;
-            if (key < kmax) {
-                int page = pages[key / a.B];
-                ok = page >= 0 && page < a.n_page;
-                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+        if (LEAN) {
+            const int sh = a.B_shift;
+            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+                const int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+                bool ok = false;
+                size_t off = 0;
+                if (key < kmax) {
+                    const int pi = sh >= 0 ? key >> sh : key / a.B;
+                    const int page = pg_sh ? pg_s[pi] : pages[pi];
+                    ok = page >= 0 && page < a.n_page;
+                    const int kin = sh >= 0 ? key & (a.B - 1) : key - pi * a.B;
+                    if (ok) off = ((size_t)page * a.B + kin) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+                }
+                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+                if (c == 0) row_ok[st * AFA_KT + r] = ok;
             }
-            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
-            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
-            if (c == 0) row_ok[st * AFA_KT + r] = ok;
+        } else {
+            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+                int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+                bool ok = false;
+                size_t off = 0;
+                if (key < kmax) {
+                    int page = pages[key / a.B];
+                    ok = page >= 0 && page < a.n_page;
+                    if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+                }
+                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+                if (c == 0) row_ok[st * AFA_KT + r] = ok;
+            }
         }
     };
 
@@ -880,20 +927,35 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
                     mma_bf16_16816(sc[nb], qf[kk], b0, b1);
                 }
             }
-            /* scale, mask, row max over the quad */
+            /* scale, mask, row max over the quad (LEAN: no mask on a tile below every row's limit;
+             * rows past the tile then get finite scores of q = 0 and are never stored) */
             float mx0 = -INFINITY, mx1 = -INFINITY;
+            if (LEAN && pages_ok && kt + AFA_KT <= lmin) {
 #pragma unroll
-            for (int nb = 0; nb < AFA_KT / 8; nb++) {
+                for (int nb = 0; nb < AFA_KT / 8; nb++) {
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int key = kt + nb * 8 + qc + e;
-                    bool ok = row_ok[st * AFA_KT + nb * 8 + qc + e] != 0;
-                    float x0 = (ok && key < lim0) ? sc[nb][e] * a.scale_log2 : -INFINITY;
-                    float x1 = (ok && key < lim1) ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
-                    sc[nb][e] = x0;
-                    sc[nb][2 + e] = x1;
-                    mx0 = fmaxf(mx0, x0);
-                    mx1 = fmaxf(mx1, x1);
+                    for (int e = 0; e < 2; e++) {
+                        const float x0 = sc[nb][e] * a.scale_log2, x1 = sc[nb][2 + e] * a.scale_log2;
+                        sc[nb][e] = x0;
+                        sc[nb][2 + e] = x1;
+                        mx0 = fmaxf(mx0, x0);
+                        mx1 = fmaxf(mx1, x1);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int nb = 0; nb < AFA_KT / 8; nb++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        int key = kt + nb * 8 + qc + e;
+                        bool ok = row_ok[st * AFA_KT + nb * 8 + qc + e] != 0;
+                        float x0 = (ok && key < lim0) ? sc[nb][e] * a.scale_log2 : -INFINITY;
+                        float x1 = (ok && key < lim1) ? sc[nb][2 + e] * a.scale_log2 : -INFINITY;
+                        sc[nb][e] = x0;
+                        sc[nb][2 + e] = x1;
+                        mx0 = fmaxf(mx0, x0);
+                        mx1 = fmaxf(mx1, x1);
+                    }
                 }
             }
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
@@ -964,16 +1026,17 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
     }
 }
 
-template <int D>
+template <int D, bool LEAN>
 static int afa_launch(struct lb_cu *c, const attn_args &a, dim3 g, const atc_tile *tiles, const int *cnt,
                       struct lb_err *err)
 {
-    size_t bytes = (size_t)2 * 2 * AFA_KT * (D + 8) * sizeof(bf16) + 2 * AFA_KT * sizeof(int);
+    size_t bytes = (size_t)2 * 2 * AFA_KT * (D + 8) * sizeof(bf16) + 2 * AFA_KT * sizeof(int) +
+                   (LEAN ? AFA_PMAX * sizeof(int) : 0);
     if (bytes > 48 * 1024) {
-        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D, LEAN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+        LB_CU(cudaFuncSetAttribute(k_attn_prefill_fa<D, LEAN>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
     }
-    k_attn_prefill_fa<D><<<g, 128, bytes, c->stream>>>(a, tiles, cnt);
+    k_attn_prefill_fa<D, LEAN><<<g, 128, bytes, c->stream>>>(a, tiles, cnt);
     LB_CU_LAUNCH();
     return 0;
 }
@@ -1002,7 +1065,11 @@ __device__ __forceinline__ void adt_load_q(const bf16 *qb, int G, int lane, uint
     }
 }
 
-template <int D, int LD>
+/* HI false (the caller knows G <= 8): rows qr + 8 are padding, never stored; their softmax and
+ * rescale are skipped (m1, l1 and O's rows qr + 8 are left as they were). LAZY: O and l are rescaled
+ * only when some row's maximum grew in this tile (a warp vote); otherwise the factors are exactly 1
+ * and the products are identities, so the result is the same bit for bit. */
+template <int D, int LD, bool HI = true, bool LAZY = false>
 __device__ __forceinline__ void adt_warp_keys(const bf16 *ks, const bf16 *vs, int kw, const int *row_ok, int kbase, int k1,
                                               float scale_log2, const uint32_t (&qf)[D / 16][4], int lane,
                                               float (&o)[D / 8][4], float &m0, float &m1, float &l0, float &l1)
@@ -1029,20 +1096,22 @@ __device__ __forceinline__ void adt_warp_keys(const bf16 *ks, const bf16 *vs, in
             const int j = nb * 8 + qc + e;
             const bool ok = kbase + j < k1 && row_ok[kw + j] != 0;
             float x0 = ok ? sc[nb][e] * scale_log2 : -INFINITY;
-            float x1 = ok ? sc[nb][2 + e] * scale_log2 : -INFINITY;
+            float x1 = HI && ok ? sc[nb][2 + e] * scale_log2 : -INFINITY;
             sc[nb][e] = x0;
             sc[nb][2 + e] = x1;
             mx0 = fmaxf(mx0, x0);
-            mx1 = fmaxf(mx1, x1);
+            if (HI) mx1 = fmaxf(mx1, x1);
         }
     }
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    if (HI) {
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    }
+    const float mn0 = fmaxf(m0, mx0), mn1 = HI ? fmaxf(m1, mx1) : m1;
     const float c0 = mn0 == -INFINITY ? 1.0f : exp2f(m0 - mn0);
-    const float c1 = mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
+    const float c1 = !HI || mn1 == -INFINITY ? 1.0f : exp2f(m1 - mn1);
     m0 = mn0;
     m1 = mn1;
     uint32_t pf[4];
@@ -1054,23 +1123,35 @@ __device__ __forceinline__ void adt_warp_keys(const bf16 *ks, const bf16 *vs, in
         for (int e = 0; e < 4; e++) {
             float mm = e < 2 ? mn0 : mn1;
             float x = sc[nb][e];
-            p[e] = x == -INFINITY ? 0.0f : exp2f(x - mm);
+            p[e] = (!HI && e >= 2) || x == -INFINITY ? 0.0f : exp2f(x - mm);
         }
         uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
         __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
         s0 += __bfloat162float(blo.x) + __bfloat162float(blo.y);
-        s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
+        if (HI) s1 += __bfloat162float(bhi.x) + __bfloat162float(bhi.y);
         pf[nb * 2 + 0] = lo; /* keys 0-7: a0a1 (row qr), a2a3 (row qr+8); keys 8-15: a4a5, a6a7 */
         pf[nb * 2 + 1] = hi;
     }
-    l0 = l0 * c0 + s0;
-    l1 = l1 * c1 + s1;
+    /* the rescale, skipped by LAZY when no lane's factor differs from 1 */
+    const bool rescale = !LAZY || __any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f);
+    if (rescale) {
+        l0 = fmaf(l0, c0, s0); /* one rounding, as nvcc contracts l * c + s */
+        if (HI) l1 = fmaf(l1, c1, s1);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            o[nd][0] *= c0;
+            o[nd][1] *= c0;
+            if (HI) {
+                o[nd][2] *= c1;
+                o[nd][3] *= c1;
+            }
+        }
+    } else { /* c0 = c1 = 1: l * 1 + s, one rounding as the fused form above */
+        l0 += s0;
+        if (HI) l1 += s1;
+    }
 #pragma unroll
     for (int nd = 0; nd < D / 8; nd++) {
-        o[nd][0] *= c0;
-        o[nd][1] *= c0;
-        o[nd][2] *= c1;
-        o[nd][3] *= c1;
         uint32_t b0, b1;
         /* lanes 0-7: V rows (keys) kw + lane, lanes 8-15: keys + 8; dims nd*8..+7 */
         ldsm_x2_t(b0, b1, vs + (kw + (lane & 15)) * LD + nd * 8);
@@ -1270,7 +1351,7 @@ __host__ __device__ constexpr size_t adw_smem_bytes()
     return (size_t)ADW_WPB * (NST * 2 * ADW_KT * (D + 8) * 2 + NST * ADW_KT * 4 + ADW_PMAX * 4);
 }
 
-template <int D, int NST>
+template <int D, int NST, bool LEAN>
 static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args a)
 {
     constexpr int LD = D + 8;              /* bf16 row stride of a stage (ldmatrix conflict-free) */
@@ -1309,9 +1390,32 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
     uint32_t qf[D / 16][4];
     adt_load_q<D>(a.q + ((size_t)t * a.NH + (size_t)kvh * G) * D, G, lane, qf);
 
+    /* LEAN, pages a multiple of 16 tokens: a tile of 16 keys (k0 is a multiple of 16) lies in one page,
+     * so the page is looked up once per tile and a lane's rows are fixed strides from its first one,
+     * where the general loop divides by the page size for every 16-byte copy */
+    const bool tile_pg = LEAN && a.B % ADW_KT == 0;
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + ADW_KT * LD;
         const int kt = k0 + it * ADW_KT;
+        if (tile_pg) {
+            constexpr int CPR = D / 8, RPI = 32 / CPR; /* 16-byte chunks per row, rows per pass */
+            const int pi = kt / a.B;
+            const int page = pg_sh ? pg_s[pi - p0] : pages[pi];
+            const bool pok = page >= 0 && page < a.n_page;
+            const int c = lane % CPR, r0 = lane / CPR;
+            const size_t base =
+                pok ? ((size_t)page * a.B + (kt - pi * a.B) + r0) * row_stride + (size_t)kvh * D + (size_t)c * 8 : 0;
+#pragma unroll
+            for (int j = 0; j < ADW_KT / RPI; j++) {
+                const int r = r0 + j * RPI;
+                const bool ok = pok && kt + r < k1;
+                const size_t off = ok ? base + (size_t)(j * RPI) * row_stride : 0;
+                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+                if (c == 0) row_ok[st * ADW_KT + r] = ok;
+            }
+            return;
+        }
 #pragma unroll 4
         for (int i = lane; i < ADW_KT * (D / 8); i += 32) {
             int r = i / (D / 8), c = i % (D / 8), key = kt + r;
@@ -1350,8 +1454,15 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
         __syncwarp();             /* ... and every lane's, with row_ok */
         const int kbase = k0 + it * ADW_KT;
         const bf16 *ks = stg + st * STAGE;
-        adt_warp_keys<D, LD>(ks, ks + ADW_KT * LD, 0, row_ok + st * ADW_KT, kbase, k1, a.scale_log2, qf, lane, o, m0, m1,
-                             l0, l1);
+        if (!LEAN)
+            adt_warp_keys<D, LD>(ks, ks + ADW_KT * LD, 0, row_ok + st * ADW_KT, kbase, k1, a.scale_log2, qf, lane, o, m0,
+                                 m1, l0, l1);
+        else if (G > 8)
+            adt_warp_keys<D, LD, true, true>(ks, ks + ADW_KT * LD, 0, row_ok + st * ADW_KT, kbase, k1, a.scale_log2, qf,
+                                             lane, o, m0, m1, l0, l1);
+        else /* rows qr + 8 are padding */
+            adt_warp_keys<D, LD, false, true>(ks, ks + ADW_KT * LD, 0, row_ok + st * ADW_KT, kbase, k1, a.scale_log2, qf,
+                                              lane, o, m0, m1, l0, l1);
         __syncwarp(); /* stage st is free for tile it + NST */
     }
     cp_async_wait<0>();
@@ -1390,15 +1501,29 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
     }
 }
 
-template <int D, int NST>
+template <int D, int NST, bool LEAN>
 static int adw_launch(struct lb_cu *c, const attn_args &a, size_t n_items, struct lb_err *err)
 {
     const size_t bytes = adw_smem_bytes<D, NST>();
-    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
-    k_attn_decode_w<D, NST><<<(unsigned)((n_items + ADW_WPB - 1) / ADW_WPB), ADW_WPB * 32, bytes, c->stream>>>(a);
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST, LEAN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    LB_CU(cudaFuncSetAttribute(k_attn_decode_w<D, NST, LEAN>, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+    k_attn_decode_w<D, NST, LEAN><<<(unsigned)((n_items + ADW_WPB - 1) / ADW_WPB), ADW_WPB * 32, bytes, c->stream>>>(a);
     LB_CU_LAUNCH();
     return 0;
+}
+
+/* v5's instance for the settings: LB_CUDA_ATTN_DEC_NST (2, 3 or 4 stages), LB_CUDA_ATTN_DEC_LEAN */
+template <int D>
+static int adw_pick(struct lb_cu *c, const attn_args &a, size_t n_items, struct lb_err *err)
+{
+    const int nst = c->attn_dec_nst;
+    if (c->attn_dec_lean)
+        return nst == 2 ? adw_launch<D, 2, true>(c, a, n_items, err)
+               : nst == 4 ? adw_launch<D, 4, true>(c, a, n_items, err)
+                          : adw_launch<D, 3, true>(c, a, n_items, err);
+    return nst == 2 ? adw_launch<D, 2, false>(c, a, n_items, err)
+           : nst == 4 ? adw_launch<D, 4, false>(c, a, n_items, err)
+                      : adw_launch<D, 3, false>(c, a, n_items, err);
 }
 
 int lb_cuda_kv_write(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
@@ -1464,6 +1589,9 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     a.G = NH / NKV;
     a.n_hgrp = (a.G + ATT_G - 1) / ATT_G;
     a.B = c->s.page_size;
+    a.B_shift = -1;
+    for (int sh = 0; sh < 31; sh++)
+        if ((1 << sh) == a.B) a.B_shift = sh;
     a.n_page = c->s.n_page;
     a.scale_log2 = at.scale * 1.4426950408889634f;
 
@@ -1512,8 +1640,11 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
         LB_CU_LAUNCH();
         dim3 g((unsigned)n_tile_max, (unsigned)(NKV * ((a.G + 3) / 4)));
         if (c->attn_variant >= 3 && c->attn_prefill >= 3 && (D == 64 || D == 128)) {
-            if (D == 64) LB_TRY(afa_launch<64>(c, a, g, tiles, d_count, err));
-            else LB_TRY(afa_launch<128>(c, a, g, tiles, d_count, err));
+            const bool lean = c->attn_prefill >= 4;
+            if (D == 64) LB_TRY((lean ? afa_launch<64, true>(c, a, g, tiles, d_count, err)
+                                      : afa_launch<64, false>(c, a, g, tiles, d_count, err)));
+            else LB_TRY((lean ? afa_launch<128, true>(c, a, g, tiles, d_count, err)
+                              : afa_launch<128, false>(c, a, g, tiles, d_count, err)));
         } else {
             atc_smem_layout L = atc_layout(D);
             if (L.bytes > 48 * 1024)
@@ -1525,8 +1656,8 @@ int lb_cuda_attn(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     int dpl = D <= 32 ? 1 : D <= 64 ? 2 : D <= 128 ? 4 : 8;
     if (dec5) {
         const size_t n_items = S * NKV * n_split;
-        if (D == 64) LB_TRY((c->attn_dec_nst == 4 ? adw_launch<64, 4>(c, a, n_items, err) : adw_launch<64, 3>(c, a, n_items, err)));
-        else LB_TRY((c->attn_dec_nst == 4 ? adw_launch<128, 4>(c, a, n_items, err) : adw_launch<128, 3>(c, a, n_items, err)));
+        if (D == 64) LB_TRY(adw_pick<64>(c, a, n_items, err));
+        else LB_TRY(adw_pick<128>(c, a, n_items, err));
         if (n_split > 1) {
             k_attn_merge<<<dim3((unsigned)T, (unsigned)NH), D < 128 ? D : 128, 0, c->stream>>>(a);
             LB_CU_LAUNCH();

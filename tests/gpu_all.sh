@@ -27,7 +27,8 @@
 #            each LB_CUDA_LORA_ASYNC of LORA_ASYNCS (e.g. "0") and each setting of LORA_OPTS
 #            (e.g. "LB_CUDA_LORA_SPLIT=4"); LORA_SET=0 skips set mode
 #   attn     attention kernel timings (lora_bench --attn-only), LB_CUDA_ATTN=4 (v4 tensor-core
-#            decode) and the default (v5: one warp per item where no KV split is needed, else v4)
+#            decode) and the default (v5: one warp per item where no KV split is needed, else v4),
+#            then each setting of ATTN_OPTS (e.g. "lean:LB_CUDA_ATTN_DEC_LEAN=1,LB_CUDA_ATTN_PREFILL=4")
 #   bench    workloads 2 and 1 (bench/gpu_bench.sh), the per-op GPU profile, workload 1 under
 #            each setting of W1_VARIANTS (default none; e.g. "ddc:LB_LORA_SET_MIN_TOK=1,
 #            LB_CUDA_LORA_DENSE=1,LB_CUDA_LORA_DENSE_CACHE=3072"); leaves
@@ -52,6 +53,8 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# ./build.sh gpu-bundle carries the binaries as one archive (the carry limit is 64 MiB)
+[ -f .gpu/bin.tgz ] && { tar xzf .gpu/bin.tgz -C .gpu || { echo "cannot unpack .gpu/bin.tgz"; exit 1; }; }
 O=${OUT:-/tmp/lb-gpu}
 L=/tmp/lb-gpu-logs
 B=.gpu/lorabatch
@@ -180,6 +183,11 @@ do_attn() { # the v4 decode, then the default (v5 where it needs no KV split), f
     grep -h '^attn' "$L/attn.txt" | sed 's/^/v4 /' | tee -a "$S"
     step attn_v5.txt 30 .gpu/lora_bench --attn-only
     grep -h '^attn' "$L/attn_v5.txt" | sed 's/^/v5 /' | tee -a "$S"
+    # ATTN_OPTS="name:VAR=value,VAR=value ...": the timings again under each setting
+    for v in ${ATTN_OPTS:-}; do
+        step "attn_${v%%:*}.txt" 30 env $(echo "${v#*:}" | tr , ' ') .gpu/lora_bench --attn-only
+        grep -h '^attn' "$L/attn_${v%%:*}.txt" | sed "s/^/${v%%:*} /" | tee -a "$S"
+    done
 }
 do_lora() { # LoRA op timings (lora_bench --lora-only): the default v3 kernels, then set mode on the
     # v3 kernels and on the dense cuBLAS path

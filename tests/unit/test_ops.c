@@ -1214,6 +1214,34 @@ static void test_attn_v5(void)
     gpu_reopen(NULL, NULL);
 }
 
+/* The same with v5's lean issue and softmax (LB_CUDA_ATTN_DEC_LEAN=1: one page lookup per 16-key
+ * tile where pages are a multiple of 16 tokens, the general loop for pages of 1 and 8; no softmax for
+ * padding rows when G <= 8, the g16 cases keep it; the rescale only when a maximum grew), at three
+ * stages and at two */
+static void test_attn_v5_lean(void)
+{
+    NEED_GPU("attn");
+    setenv("LB_CUDA_ATTN_DEC_LEAN", "1", 1);
+    if (gpu_reopen(NULL, "6") == 0) test_attn();
+    setenv("LB_CUDA_ATTN_DEC_NST", "2", 1);
+    if (gpu_reopen(NULL, "6") == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_DEC_NST");
+    unsetenv("LB_CUDA_ATTN_DEC_LEAN");
+    gpu_reopen(NULL, NULL);
+}
+
+/* The attention cases with the prefill kernel's lean variant (LB_CUDA_ATTN_PREFILL=4: page ids
+ * staged per block, shift/mask page arithmetic for power-of-two pages, no per-score mask below every
+ * row's causal limit); the cases' pages of 1, 8, 16, 32 and 64 tokens and chunked prefill cover it */
+static void test_attn_prefill_lean(void)
+{
+    NEED_GPU("attn");
+    setenv("LB_CUDA_ATTN_PREFILL", "4", 1);
+    if (gpu_reopen(NULL, NULL) == 0) test_attn();
+    unsetenv("LB_CUDA_ATTN_PREFILL");
+    gpu_reopen(NULL, NULL);
+}
+
 /* The attention cases under a decode variant with the other grid order (LB_CUDA_ATTN_DEC_ORDER=1:
  * a sequence's kv heads fastest) */
 static void attn_dec_order(const char *variant)
@@ -1958,6 +1986,8 @@ int main(void)
     T_RUN(test_attn_v4);
     T_RUN(test_attn_dec_order);
     T_RUN(test_attn_v5);
+    T_RUN(test_attn_v5_lean);
+    T_RUN(test_attn_prefill_lean);
     T_RUN(test_attn_v4_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
