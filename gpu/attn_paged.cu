@@ -25,12 +25,17 @@
  *                         path applies: a grid over sequences, K/V tiles of 64 keys by cp.async,
  *                         two stages (see the kernel's comment); LB_CUDA_ATTN=2 keeps k_attn_paged.
  *   k_attn_prefill_fa     (v3, default for D = 64, 128) the prefill tiles with S/P/O in registers
- *                         (mma.sync, FA2 style); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
+ *                         (mma.sync, FA2 style), by default its lean variant (page ids staged per
+ *                         block, no mask below every row's limit; LB_CUDA_ATTN_PREFILL=3 the plain
+ *                         one); LB_CUDA_ATTN_PREFILL=2 keeps k_attn_prefill_tc.
  *   k_attn_decode_tc      (v4, default since run 8: workload 1 +12% over v3 on the H100; D = 64,
  *                         128 and G <= 16)
  *                         single-row sequences on tensor cores: the kv head's query heads are the
  *                         rows of one mma tile, K/V tiles three cp.async stages deep (see the
  *                         kernel's comment); otherwise k_attn_decode runs.
+ *   k_attn_decode_w       (v5, default where no KV split is needed) one warp per (sequence, kv
+ *                         head, split), by default lean (LB_CUDA_ATTN_DEC_LEAN; see there). H200
+ *                         run 41, 512 x 640: 332 us, 4.04 TB/s (96% of the copy rate).
  * v3 on H100 (tests/ops/NOTES.md, run 4): decode 256 x 640 401 us (1.67 TB/s), 256 x 2048
  * 1213 us (1.77 TB/s); prefill 16 x 512 478 us (72 TFLOP/s).
  * DPL (dims per lane) = D/32 rounded up to 1, 2, 4 or 8: D <= 256, D % 8 == 0.
@@ -792,7 +797,8 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 
 #define AFA_KT 64
 #define AFA_PMAX 512 /* LEAN: page ids staged in shared memory (else read from global per copy) */
-/* LEAN (LB_CUDA_ATTN_PREFILL=4): the block stages its page ids in shared memory once (the copies
+/* LEAN (LB_CUDA_ATTN_PREFILL=4, the default since H200 run 41: 448 against 477 us at 16 sequences
+ * x 512, so the page lookups were a small part; the rest is the kernel's structure): the block stages its page ids in shared memory once (the copies
  * read them there, not from global memory, where each cp.async waited on a dependent load), uses a
  * shift and a mask for the page arithmetic when the page size is a power of two, and skips the
  * per-score mask on key tiles below every row's causal limit (all pages valid), which is all but

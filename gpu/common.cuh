@@ -130,12 +130,13 @@ struct lb_cu {
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
-    int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); default 3: mma.sync FA2-style; 4: its lean variant */
+    int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); 3: mma.sync FA2-style; default 4: its lean variant */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: the v3 and v4 decode grids with kv heads fastest
                          * (v3: no gain in run 7; default 0, sequences fastest) */
     int attn_dec_nst;   /* LB_CUDA_ATTN_DEC_NST: cp.async stages of the v5 decode (2, 3 or 4; default 3) */
-    int attn_dec_lean;  /* LB_CUDA_ATTN_DEC_LEAN=1: v5 with one page lookup per 16-key tile, no softmax for
-                         * padding rows (G <= 8) and the rescale only when a maximum grew */
+    int attn_dec_lean;  /* LB_CUDA_ATTN_DEC_LEAN (default 1; 0: plain v5): v5 with one page lookup per
+                         * 16-key tile, no softmax for padding rows (G <= 8), the rescale only when a
+                         * maximum grew */
     cudaStream_t stream; /* owned: every op runs on it */
     struct lb_cublas *blas; /* owned: run-time-loaded cuBLASLt + handle + workspace */
 
