@@ -939,6 +939,11 @@ static void cu_destroy(struct lb_backend *be)
                     "cuda stats: dense LoRA path: %lld ops left slots of fewer than %d rows "
                     "(LB_CUDA_LORA_DENSE_MIN_ROWS) to the segmented kernels, %.1f rows per op\n",
                     c->ld_hybrid, c->lora_dense_min_rows, (double)c->ld_hybrid_rows / c->ld_hybrid);
+        if (c->ld_grouped)
+            fprintf(stderr,
+                    "cuda stats: dense LoRA path: %lld ops in row groups of about %d rows "
+                    "(LB_CUDA_LORA_DENSE_GROUP_ROWS), %.1f groups per op\n",
+                    c->ld_grouped, c->lora_dense_group_rows, (double)c->ld_groups / c->ld_grouped);
     }
     free_state(c);
     lb_cublas_close(c);
@@ -1016,6 +1021,11 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
          * 1), workload 1 25,836 against 25,745 without; its op test (test_lora_dense_hybrid, with a
          * must-fail pass) and the hybrid golden passed there. 0: every slot dense */
         c->lora_dense_min_rows = ev ? (atoi(ev) > 0 ? atoi(ev) : 0) : 128;
+        ev = getenv("LB_CUDA_LORA_DENSE_GROUP_ROWS");
+        /* default 0 (one group: every row times every dense slot's columns) until it has run on a GPU */
+        c->lora_dense_group_rows = ev && atoi(ev) > 0 ? atoi(ev) : 0;
+        ev = getenv("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST");
+        c->lora_group_skip_last = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
         c->lora_hybrid_skip = ev && atoi(ev) > 0;
         ev = getenv("LB_CUDA_LORA_DENSE_CHECK");

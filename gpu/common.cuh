@@ -121,6 +121,11 @@ struct lb_cu {
     int lora_hybrid_skip; /* LB_CUDA_LORA_DENSE_HYBRID_SKIP=1 (tests only): the hybrid's segmented part is
                            * not run, so its rows keep y = 0; test_lora_dense_hybrid must then fail */
     long long ld_hybrid, ld_hybrid_rows; /* dense ops that left slots to the segmented kernels; their rows */
+    int lora_dense_group_rows;           /* LB_CUDA_LORA_DENSE_GROUP_ROWS=G: the dense path's rows in groups of
+                                          * whole segments of about G rows, each over its own slots' columns */
+    long long ld_grouped, ld_groups;     /* dense ops run in row groups; the groups */
+    int lora_group_skip_last;            /* LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST=1 (tests only): the last row group's
+                                          * products are skipped, so its rows are wrong: proves groups ran */
     long long ld_taken, ld_skip_rmax, ld_skip_other; /* dense path: ops it ran, ops of >= LB_CUDA_LORA_DENSE
                                                       * tokens it left to the segmented kernels (their
                                                       * ranks over lora_dense_rmax; any other reason) */

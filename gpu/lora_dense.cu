@@ -62,7 +62,8 @@ struct ld_args {
     float scale[3][LD_MAX_ACT];
     int act_slot[LD_MAX_ACT];
     const bf16 *a[3][LD_MAX_ACT], *b[3][LD_MAX_ACT];
-    const int32_t *seg_start, *seg_slot;
+    const int32_t *seg_start, *seg_slot; /* the segments of these rows (n_seg of them) */
+    int row0;    /* the op's row of this plan's row 0 (row groups: seg_start holds the op's rows) */
     bf16 *A;     /* [ld_vf][K] */
     bf16 *B[3];  /* [N_j][2 Rp_j] */
     float *vf;   /* [T][ld_vf] */
@@ -149,7 +150,7 @@ static __global__ void __launch_bounds__(256) k_ld_mask(const __grid_constant__ 
             int lo = 0, hi = m.n_seg - 1; /* last s with seg_start[s] <= t: the non-empty segment holding t */
             while (lo < hi) {
                 const int mid = (lo + hi + 1) / 2;
-                if (m.seg_start[mid] <= t) lo = mid;
+                if (m.seg_start[mid] <= t + m.row0) lo = mid;
                 else hi = mid - 1;
             }
             const int slot = m.seg_slot[lo];
@@ -320,6 +321,160 @@ static int ld_skip(struct lb_cu *c, long long *count, const char *why, struct lb
     return c->lora_dense_strict ? lb_err_set(err, LB_E_INTERNAL, "dense LoRA path not taken: %s", why) : 0;
 }
 
+/* The workspace of a plan over T rows: A_stack, Vf, then B_j and Vb_j per target, each 256-byte
+ * aligned; returns the end */
+static size_t ld_layout(const ld_args &a, int T, size_t *o_vf, size_t *o_b, size_t *o_vb)
+{
+    *o_vf = ld_al((size_t)a.ld_vf * a.K * 2);
+    size_t end = *o_vf + ld_al((size_t)T * a.ld_vf * 4);
+    for (int j = 0; j < a.n_tgt; j++) {
+        o_b[j] = end;
+        o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * 2 * a.Rp[j] * 2);
+        end = o_vb[j] + ld_al((size_t)T * 2 * a.Rp[j] * 2);
+    }
+    return end;
+}
+
+/* The plan for the op's segments s0 .. s1 - 1 (all of them, or a row group): the dense slots among
+ * them (slot order; slots with fewer than min_rows rows in the whole op, rows_of, left out and their
+ * rows counted in *n_small_rows), their columns per target, the rows. 1: planned (a row group may
+ * have no dense slot: ld_vf 0); 0: the path does not apply to the whole op (the segmented path
+ * runs); < 0: error (LB_CUDA_LORA_DENSE_STRICT). */
+static int ld_plan(struct lb_cu *c, const struct lb_op *op, int s0, int s1, int min_rows, const int *rows_of,
+                   ld_args *ap, int *n_small_rows, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    const bool whole = s0 == 0 && s1 == l.n_seg;
+    const int K = l.n_in;
+    ld_args &a = *ap;
+    memset(&a, 0, sizeof a);
+    int act[LD_MAX_ACT], n_act = 0;
+    for (int s = s0; s < s1; s++) {
+        const int sl = l.h_seg_slot[s];
+        if (sl < 0 || l.h_seg_start[s + 1] <= l.h_seg_start[s]) continue;
+        if (sl >= c->s.n_slot) return 0; /* the segmented path ignores such rows */
+        if (min_rows > 0 && rows_of[sl] < min_rows) {
+            *n_small_rows += l.h_seg_start[s + 1] - l.h_seg_start[s];
+            continue;
+        }
+        int seen = 0;
+        for (int i = 0; i < n_act; i++) seen |= act[i] == sl;
+        if (seen) continue;
+        if (n_act == LD_MAX_ACT) return ld_skip(c, &c->ld_skip_other, "more than LD_MAX_ACT adapters in the step", err);
+        act[n_act++] = sl;
+    }
+    if (!n_act && whole) return 0;
+    for (int i = 1; i < n_act; i++) /* slot order: the same adapters give the same layout (and cache key) */
+        for (int k = i; k > 0 && act[k - 1] > act[k]; k--) {
+            const int t = act[k];
+            act[k] = act[k - 1];
+            act[k - 1] = t;
+        }
+    int bvec = 1;
+    for (int j = 0; j < l.n_tgt; j++) {
+        const int t = l.tgt[j];
+        if ((unsigned)t >= LB_T_COUNT || l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
+            return 0; /* the segmented path reports the bad shape */
+        int o = 0;
+        for (int i = 0; i < n_act; i++) {
+            const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
+            const int r = md.rank > 0 ? md.rank : 0;
+            if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, &c->ld_skip_other, "A not 16-byte aligned", err);
+            if (r && (r % 8 || ((uintptr_t)md.b & 15))) bvec = 0;
+            a.off[j][i] = o;
+            a.a[j][i] = md.a;
+            a.b[j][i] = md.b;
+            a.scale[j][i] = md.scale;
+            o += r;
+        }
+        a.off[j][n_act] = o;
+        a.Rp[j] = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
+        if (a.Rp[j] > c->lora_dense_rmax)
+            return ld_skip(c, &c->ld_skip_rmax, "the step's ranks add up to more than LB_CUDA_LORA_DENSE_RMAX", err);
+        a.base[j] = a.ld_vf;
+        a.N[j] = l.n_out[j];
+        a.ld_vf += a.Rp[j];
+    }
+    a.n_tgt = l.n_tgt;
+    a.kmul = c->lora_dense_hilo ? 2 : 1;
+    a.n_act = n_act;
+    a.bvec = bvec;
+    a.K = K;
+    a.row0 = l.h_seg_start[s0];
+    a.T = l.h_seg_start[s1] - a.row0;
+    a.n_seg = s1 - s0;
+    for (int i = 0; i < n_act; i++) a.act_slot[i] = act[i];
+    if (!l.seg_start || !l.seg_slot) return 0; /* the segmented path reports it */
+    a.seg_start = (const int32_t *)l.seg_start->d + s0;
+    a.seg_slot = (const int32_t *)l.seg_slot->d + s0;
+    size_t o_vf, o_b[3], o_vb[3];
+    if (ld_layout(a, a.T, &o_vf, o_b, o_vb) > ((size_t)512 << 20))
+        return ld_skip(c, &c->ld_skip_other, "workspace over 512 MiB", err);
+    return 1;
+}
+
+/* The products of a plan on its rows: gather A_stack and the B_j (or take them from the gather
+ * cache, use_cache), Vf = x A_stack^T, the mask into Vb_j, y_j = Vb_j B_j^T on the plan's rows. */
+static int ld_exec(struct lb_cu *c, const struct lb_op *op, ld_args &a, int use_cache, struct lb_err *err)
+{
+    const auto &l = op->u.lora;
+    const int T = a.T, K = a.K, r0 = a.row0;
+    if (!T) return 0;
+    if (a.ld_vf == 0) { /* no dense slot has a module for these targets here: the term is 0 */
+        for (int j = 0; j < l.n_tgt; j++)
+            LB_CU(cudaMemsetAsync((bf16 *)l.y[j]->d + (size_t)r0 * l.n_out[j], 0, (size_t)T * l.n_out[j] * 2, c->stream));
+        return 0;
+    }
+    size_t o_vf, o_b[3], o_vb[3];
+    const size_t end = ld_layout(a, T, &o_vf, o_b, o_vb);
+    void *ws;
+    LB_TRY(lb_cu_ws(c, end, &ws, err));
+    char *w = (char *)ws;
+    a.A = (bf16 *)w;
+    a.vf = (float *)(w + o_vf);
+    for (int j = 0; j < l.n_tgt; j++) {
+        a.B[j] = (bf16 *)(w + o_b[j]);
+        a.vb[j] = (bf16 *)(w + o_vb[j]);
+    }
+    /* A_stack and the B_j from the gather cache when it holds them (LB_CUDA_LORA_DENSE_CACHE) */
+    size_t c_b[3], c_end = ld_al((size_t)a.ld_vf * K * 2);
+    for (int j = 0; j < l.n_tgt; j++) {
+        c_b[j] = c_end;
+        c_end += ld_al((size_t)a.N[j] * a.kmul * a.Rp[j] * 2);
+    }
+    int hit = 0, crc = 0;
+    struct ld_ent *ent = use_cache ? ld_cache_get(c, op, a, c_end, &hit, err, &crc) : NULL;
+    if (crc) return crc;
+    if (ent) {
+        a.A = (bf16 *)ent->d;
+        for (int j = 0; j < l.n_tgt; j++) a.B[j] = (bf16 *)((char *)ent->d + c_b[j]);
+    }
+    size_t most = 0; /* the gather's largest part: A rows in 16-byte vectors or B elements */
+    for (int j = 0; j < l.n_tgt; j++) {
+        size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j] / (a.bvec ? 8 : 1);
+        most = a_vec > most ? a_vec : most;
+        most = b_el > most ? b_el : most;
+    }
+    const unsigned gx = cdiv(most, 256), cap = (unsigned)c->n_sm * 8;
+    if (!hit) {
+        k_ld_gather<<<dim3(gx < cap ? gx : cap, l.n_tgt, 2), 256, 0, c->stream>>>(a);
+        LB_CU_LAUNCH();
+        if (ent) ent->valid = 1;
+    }
+    LB_TRY(lb_cublas_gemm(c, (const bf16 *)l.x->d + (size_t)r0 * K, a.A, a.vf, LB_F32, T, K, a.ld_vf, 0, err));
+    k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(a);
+    LB_CU_LAUNCH();
+    for (int j = 0; j < l.n_tgt; j++) {
+        bf16 *y = (bf16 *)l.y[j]->d + (size_t)r0 * a.N[j];
+        if (a.off[j][a.n_act] == 0) { /* no dense slot has this target: its term is 0 */
+            LB_CU(cudaMemsetAsync(y, 0, (size_t)T * a.N[j] * 2, c->stream));
+            continue;
+        }
+        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], y, LB_BF16, T, a.kmul * a.Rp[j], a.N[j], 0, err)); /* y = the term */
+    }
+    return 0;
+}
+
 int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
 {
     const auto &l = op->u.lora;
@@ -350,7 +505,7 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
     /* LB_CUDA_LORA_DENSE_MIN_ROWS: a slot with fewer rows in the step (a few decode rows beside a
      * prefill chunk) is left out of the dense products, which would multiply every row by its
      * columns; its rows get y = 0 here and their term from the segmented kernels after */
-    int min_rows = c->lora_dense_min_rows, n_small_rows = 0;
+    int min_rows = c->lora_dense_min_rows;
     int rows_of[LD_HYB_SLOTS];
     if (c->s.n_slot > LD_HYB_SLOTS) min_rows = 0;
     if (min_rows > 0) {
@@ -360,131 +515,47 @@ int lb_cuda_lora_dense(struct lb_cu *c, const struct lb_op *op, struct lb_err *e
             if (sl >= 0 && sl < c->s.n_slot && len > 0) rows_of[sl] += len;
         }
     }
-    int act[LD_MAX_ACT], n_act = 0;
-    for (int s = 0; s < l.n_seg; s++) {
-        const int sl = l.h_seg_slot[s];
-        if (sl < 0 || l.h_seg_start[s + 1] <= l.h_seg_start[s]) continue;
-        if (sl >= c->s.n_slot) return 0; /* the segmented path ignores such rows */
-        if (min_rows > 0 && rows_of[sl] < min_rows) {
-            n_small_rows += l.h_seg_start[s + 1] - l.h_seg_start[s];
-            continue;
-        }
-        int seen = 0;
-        for (int i = 0; i < n_act; i++) seen |= act[i] == sl;
-        if (seen) continue;
-        if (n_act == LD_MAX_ACT) return ld_skip(c, &c->ld_skip_other, "more than LD_MAX_ACT adapters in the step", err);
-        act[n_act++] = sl;
-    }
-    if (!n_act) return 0;
-    for (int i = 1; i < n_act; i++) /* slot order: the same adapters give the same layout (and cache key) */
-        for (int k = i; k > 0 && act[k - 1] > act[k]; k--) {
-            const int t = act[k];
-            act[k] = act[k - 1];
-            act[k - 1] = t;
-        }
-
+    /* the plan over all the op's rows: which slots are dense, and whether the path applies */
     ld_args a;
-    memset(&a, 0, sizeof a);
-    int bvec = 1;
-    for (int j = 0; j < l.n_tgt; j++) {
-        const int t = l.tgt[j];
-        if ((unsigned)t >= LB_T_COUNT || l.n_in != c->mod_in[t] || l.n_out[j] != c->mod_out[t])
-            return 0; /* the segmented path reports the bad shape */
-        int o = 0;
-        for (int i = 0; i < n_act; i++) {
-            const struct lb_cu_lora_mod &md = c->h_mods[((size_t)act[i] * c->s.n_layer + l.layer) * LB_T_COUNT + t];
-            const int r = md.rank > 0 ? md.rank : 0;
-            if (r && (((uintptr_t)md.a & 15) || !md.b)) return ld_skip(c, &c->ld_skip_other, "A not 16-byte aligned", err);
-            if (r && (r % 8 || ((uintptr_t)md.b & 15))) bvec = 0;
-            a.off[j][i] = o;
-            a.a[j][i] = md.a;
-            a.b[j][i] = md.b;
-            a.scale[j][i] = md.scale;
-            o += r;
-        }
-        a.off[j][n_act] = o;
-        a.Rp[j] = (o + LD_PAD - 1) / LD_PAD * LD_PAD;
-        if (a.Rp[j] > c->lora_dense_rmax)
-            return ld_skip(c, &c->ld_skip_rmax, "the step's ranks add up to more than LB_CUDA_LORA_DENSE_RMAX", err);
-        a.base[j] = a.ld_vf;
-        a.N[j] = l.n_out[j];
-        a.ld_vf += a.Rp[j];
-    }
-    /* workspace: A_stack, Vf, then B_j and Vb_j per target, each 256-byte aligned */
-    size_t o_a = 0, o_vf = ld_al((size_t)a.ld_vf * K * 2), end = o_vf + ld_al((size_t)T * a.ld_vf * 4), o_b[3], o_vb[3];
-    for (int j = 0; j < l.n_tgt; j++) {
-        o_b[j] = end;
-        o_vb[j] = o_b[j] + ld_al((size_t)a.N[j] * 2 * a.Rp[j] * 2);
-        end = o_vb[j] + ld_al((size_t)T * 2 * a.Rp[j] * 2);
-    }
-    if (end > ((size_t)512 << 20)) return ld_skip(c, &c->ld_skip_other, "workspace over 512 MiB", err);
+    int n_small_rows = 0;
+    int rc = ld_plan(c, op, 0, l.n_seg, min_rows, rows_of, &a, &n_small_rows, err);
+    if (rc <= 0) return rc;
     LB_TRY(lb_cu_check_buf(l.x, LB_BF16, (size_t)T * K, "x", err));
     LB_TRY(lb_cu_check_buf(l.seg_start, LB_I32, (size_t)l.n_seg + 1, "seg_start", err));
     LB_TRY(lb_cu_check_buf(l.seg_slot, LB_I32, (size_t)l.n_seg, "seg_slot", err));
     for (int j = 0; j < l.n_tgt; j++) LB_TRY(lb_cu_check_buf(l.y[j], LB_BF16, (size_t)T * l.n_out[j], "y", err));
-    if (a.ld_vf == 0) { /* no active slot has a module for these targets: the term is 0 */
-        for (int j = 0; j < l.n_tgt; j++) LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
-        if (n_small_rows) { /* the slots left out may have modules for them */
-            a.n_act = n_act;
-            for (int i = 0; i < n_act; i++) a.act_slot[i] = act[i];
-            LB_TRY(ld_hybrid_rest(c, op, a, err));
+    /* LB_CUDA_LORA_DENSE_GROUP_ROWS=G: the rows in groups of whole segments of about G rows, each group
+     * through its own products over only its slots' columns (the whole op multiplies every row by
+     * every slot's columns: n_act times the useful work); every group's slots are among the whole
+     * op's, so a group never declines where the whole op did not */
+    const int G = c->lora_dense_group_rows;
+    if (G > 0 && T >= 2 * G) {
+        /* a group starts where x and every y_j are 256-byte aligned (the alignment cuBLASLt's
+         * heuristic assumes by default; at Llama shapes every row is) */
+        auto aligned = [&](int r) {
+            bool ok = ((size_t)r * K * 2) % 256 == 0;
+            for (int j = 0; j < l.n_tgt; j++) ok = ok && ((size_t)r * l.n_out[j] * 2) % 256 == 0;
+            return ok;
+        };
+        int s0 = 0, n_grp = 0;
+        while (s0 < l.n_seg) {
+            const int r0 = l.h_seg_start[s0];
+            int s1 = s0 + 1;
+            while (s1 < l.n_seg && (l.h_seg_start[s1] - r0 < G || !aligned(l.h_seg_start[s1]))) s1++;
+            if (l.n_seg - s1 > 0 && T - l.h_seg_start[s1] < G / 2) s1 = l.n_seg; /* no small last group */
+            ld_args ag;
+            int n_small_g = 0;
+            rc = ld_plan(c, op, s0, s1, min_rows, rows_of, &ag, &n_small_g, err);
+            if (rc < 0) return rc;
+            if (rc == 0) return lb_err_set(err, LB_E_INTERNAL, "dense LoRA: a row group declined where its op did not");
+            if (!(c->lora_group_skip_last && s1 == l.n_seg)) LB_TRY(ld_exec(c, op, ag, 0, err));
+            s0 = s1;
+            n_grp++;
         }
-        return 1;
-    }
-    void *ws;
-    LB_TRY(lb_cu_ws(c, end, &ws, err));
-    char *w = (char *)ws;
-    a.A = (bf16 *)(w + o_a);
-    a.vf = (float *)(w + o_vf);
-    for (int j = 0; j < l.n_tgt; j++) {
-        a.B[j] = (bf16 *)(w + o_b[j]);
-        a.vb[j] = (bf16 *)(w + o_vb[j]);
-    }
-    a.n_tgt = l.n_tgt;
-    a.kmul = c->lora_dense_hilo ? 2 : 1;
-    a.n_act = n_act;
-    a.bvec = bvec;
-    a.K = K;
-    a.T = T;
-    a.n_seg = l.n_seg;
-    for (int i = 0; i < n_act; i++) a.act_slot[i] = act[i];
-    a.seg_start = (const int32_t *)l.seg_start->d;
-    a.seg_slot = (const int32_t *)l.seg_slot->d;
-
-    /* A_stack and the B_j from the gather cache when it holds them (LB_CUDA_LORA_DENSE_CACHE) */
-    size_t c_b[3], c_end = ld_al((size_t)a.ld_vf * K * 2);
-    for (int j = 0; j < l.n_tgt; j++) {
-        c_b[j] = c_end;
-        c_end += ld_al((size_t)a.N[j] * a.kmul * a.Rp[j] * 2);
-    }
-    int hit = 0, crc = 0;
-    struct ld_ent *ent = ld_cache_get(c, op, a, c_end, &hit, err, &crc);
-    if (crc) return crc;
-    if (ent) {
-        a.A = (bf16 *)ent->d;
-        for (int j = 0; j < l.n_tgt; j++) a.B[j] = (bf16 *)((char *)ent->d + c_b[j]);
-    }
-    size_t most = 0; /* the gather's largest part: A rows in 16-byte vectors or B elements */
-    for (int j = 0; j < l.n_tgt; j++) {
-        size_t a_vec = (size_t)a.Rp[j] * (K / 8), b_el = (size_t)a.N[j] * a.Rp[j] / (bvec ? 8 : 1);
-        most = a_vec > most ? a_vec : most;
-        most = b_el > most ? b_el : most;
-    }
-    const unsigned gx = cdiv(most, 256), cap = (unsigned)c->n_sm * 8;
-    if (!hit) {
-        k_ld_gather<<<dim3(gx < cap ? gx : cap, l.n_tgt, 2), 256, 0, c->stream>>>(a);
-        LB_CU_LAUNCH();
-        if (ent) ent->valid = 1;
-    }
-    LB_TRY(lb_cublas_gemm(c, l.x->d, a.A, a.vf, LB_F32, T, K, a.ld_vf, 0, err));
-    k_ld_mask<<<dim3(cdiv(T, LD_ROWS), l.n_tgt), 256, 0, c->stream>>>(a);
-    LB_CU_LAUNCH();
-    for (int j = 0; j < l.n_tgt; j++) {
-        if (a.off[j][n_act] == 0) { /* no active slot has this target: its term is 0 */
-            LB_CU(cudaMemsetAsync(l.y[j]->d, 0, (size_t)T * l.n_out[j] * 2, c->stream));
-            continue;
-        }
-        LB_TRY(lb_cublas_gemm(c, a.vb[j], a.B[j], l.y[j]->d, LB_BF16, T, a.kmul * a.Rp[j], a.N[j], 0, err)); /* y = the term */
+        c->ld_groups += n_grp;
+        c->ld_grouped++;
+    } else {
+        LB_TRY(ld_exec(c, op, a, 1, err));
     }
     c->ld_taken++;
     if (n_small_rows) LB_TRY(ld_hybrid_rest(c, op, a, err));

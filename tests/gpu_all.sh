@@ -139,6 +139,10 @@ do_golden() {
     # statistics count the split)
     LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_hybrid.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL|left slots' "$L/test_golden_hybrid.log" | head -24 | sed 's/^/hybrid /' | tee -a "$S"
+    # the dense path in row groups of about 8 rows (LB_CUDA_LORA_DENSE_GROUP_ROWS, opt-in), with the
+    # hybrid; the statistics count the grouped ops
+    LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_GROUP_ROWS=8 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_groups.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL|row groups' "$L/test_golden_groups.log" | head -24 | sed 's/^/groups /' | tee -a "$S"
     # the same with the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1, the default of
     # runs 11-26: reported, a failure does not fail the call)
     LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden

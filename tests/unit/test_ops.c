@@ -1506,6 +1506,38 @@ static void test_lora_dense_hybrid(void)
     T_CHECK(broke > 0, "skipping the hybrid's segmented part changed no result: the split never happened");
 }
 
+/* The dense path in row groups (LB_CUDA_LORA_DENSE_GROUP_ROWS): the set-mode LoRA cases with groups
+ * of about 16 rows (every case of 32 rows or more splits), all slots dense and then with the hybrid
+ * at 24 rows; then again with the last group's products skipped (LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST=1,
+ * a test switch), which must fail some cases: proof that the groups ran and each wrote its rows. */
+static void test_lora_dense_groups(void)
+{
+    static void (*const fns[])(void) = {test_lora_set};
+    NEED_GPU("lora");
+    setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
+    setenv("LB_CUDA_LORA_DENSE_GROUP_ROWS", "16", 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "0", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "24", 1);
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    const int keep_fail = t_cur_fail;
+    const long long keep_stat = stats[stat_row[LB_OP_LORA]].failed;
+    setenv("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST", "1", 1);
+    t_expect_fail = 1;
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    t_expect_fail = 0;
+    unsetenv("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST");
+    const int broke = t_cur_fail - keep_fail;
+    fprintf(stderr, "  test_lora_dense_groups: %d expected failures with the last group skipped\n", broke);
+    t_cur_fail = keep_fail;
+    stats[stat_row[LB_OP_LORA]].failed = keep_stat;
+    unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
+    unsetenv("LB_CUDA_LORA_DENSE_GROUP_ROWS");
+    unsetenv("LB_CUDA_LORA_DENSE_STRICT");
+    gpu_reopen(NULL, NULL);
+    T_CHECK(broke > 0, "skipping the last row group changed no result: the groups never ran");
+}
+
 static void test_lora_dense_cache(void)
 {
     static void (*const fns[])(void) = {test_lora_set_all_ranks};
@@ -1996,6 +2028,7 @@ int main(void)
     T_RUN(test_elem_v1);
     T_RUN(test_lora_dense);
     T_RUN(test_lora_dense_hybrid);
+    T_RUN(test_lora_dense_groups);
     T_RUN(test_lora_dense_cache);
     T_RUN(test_lora_set_matmul);
     T_RUN(test_lora_dense_wide);
