@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/lb-gpu}
 export LB_CUDA_STATS=1
 OPS_SMALL_EXTRA=0 W1_VARIANTS=${W1_VARIANTS-"grp2k:LB_CUDA_LORA_DENSE_GROUP_ROWS=2048 grp1k:LB_CUDA_LORA_DENSE_GROUP_ROWS=1024"} \
     W3_RESERVE=${W3_RESERVE:-175} W3_ENV="LB_CUDA_STATS=1" MAX_SEQS=512 PEER=0 PROFILE=0 BUDGET=${BUDGET:-540} \
-    tests/gpu_all.sh ops_small golden bench w3
+    tests/gpu_all.sh ${STEPS:-ops_small golden bench w3}
 rc=$?
 mkdir -p "$OUT/bench"
 cp /tmp/lb-gpu-logs/bench/*.json /tmp/lb-gpu-logs/bench/w3/*.json "$OUT/bench/" 2>/dev/null
