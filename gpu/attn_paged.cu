@@ -870,21 +870,37 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
         const int kt = it * AFA_KT;
-        const int sh = LEAN ? a.B_shift : -1; /* LEAN: shift and mask for power-of-two pages */
-        for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
-            const int r = i / (D / 8), c = i % (D / 8), key = kt + r;
-            bool ok = false;
-            size_t off = 0;
-            if (key < kmax) {
-                const int pi = sh >= 0 ? key >> sh : key / a.B;
-                const int page = pg_sh ? pg_s[pi] : pages[pi];
-                ok = page >= 0 && page < a.n_page;
-                const int kin = sh >= 0 ? key & (a.B - 1) : key - pi * a.B;
-                if (ok) off = ((size_t)page * a.B + kin) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+        if (LEAN) {
+            const int sh = a.B_shift;
+            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+                const int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+                bool ok = false;
+                size_t off = 0;
+                if (key < kmax) {
+                    const int pi = sh >= 0 ? key >> sh : key / a.B;
+                    const int page = pg_sh ? pg_s[pi] : pages[pi];
+                    ok = page >= 0 && page < a.n_page;
+                    const int kin = sh >= 0 ? key & (a.B - 1) : key - pi * a.B;
+                    if (ok) off = ((size_t)page * a.B + kin) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+                }
+                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+                if (c == 0) row_ok[st * AFA_KT + r] = ok;
             }
-            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
-            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
-            if (c == 0) row_ok[st * AFA_KT + r] = ok;
+        } else {
+            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
+                int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+                bool ok = false;
+                size_t off = 0;
+                if (key < kmax) {
+                    int page = pages[key / a.B];
+                    ok = page >= 0 && page < a.n_page;
+                    if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+                }
+                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
+                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
+                if (c == 0) row_ok[st * AFA_KT + r] = ok;
+            }
         }
     };
 
