@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run 42 (twelfth session, the last device call of it; ~500 s): the defaults after run 41 (lean v5
-# decode, lean prefill, hybrid at 128 rows) and the dense LoRA path in row groups
+# Run 42 (prepared in the twelfth session; NOT YET RUN: no machine came after run 41; ~500 s).
+# The defaults after run 41 (lean v5 decode, lean prefill, hybrid at 128 rows; and the dense path's
+# split into ld_plan/ld_exec, on the default path) and the dense LoRA path in row groups
 # (LB_CUDA_LORA_DENSE_GROUP_ROWS, opt-in, not yet run on a GPU): the op tests' small set
 # (test_lora_dense_groups with its must-fail pass), the goldens (a grouped pass among them),
 # workloads 2 and 1, workload 1 with groups of ~2048 and ~1024 rows, workload 3.
