@@ -1200,28 +1200,30 @@ static void test_attn_v4(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the v5 decode (k_attn_decode_w, one warp per item) on every decode
- * sequence, KV splits included (LB_CUDA_ATTN=6; the default 5 leaves split steps to v4), with its
- * three-stage and four-stage rings (LB_CUDA_ATTN_DEC_NST=4). */
+/* The attention cases with the v5 decode (k_attn_decode_w, one warp per item, lean by default) on
+ * every decode sequence, KV splits included (LB_CUDA_ATTN=6; the default 5 leaves split steps to
+ * v4), with its three-, four- and two-stage rings (LB_CUDA_ATTN_DEC_NST). */
 static void test_attn_v5(void)
 {
     NEED_GPU("attn");
     if (gpu_reopen(NULL, "6")) return;
     test_attn();
-    setenv("LB_CUDA_ATTN_DEC_NST", "4", 1);
-    if (gpu_reopen(NULL, "6") == 0) test_attn();
+    static const char *const nst[] = {"4", "2"};
+    for (int i = 0; i < 2; i++) {
+        setenv("LB_CUDA_ATTN_DEC_NST", nst[i], 1);
+        if (gpu_reopen(NULL, "6") == 0) test_attn();
+    }
     unsetenv("LB_CUDA_ATTN_DEC_NST");
     gpu_reopen(NULL, NULL);
 }
 
-/* The same with v5's lean issue and softmax (LB_CUDA_ATTN_DEC_LEAN=1: one page lookup per 16-key
- * tile where pages are a multiple of 16 tokens, the general loop for pages of 1 and 8; no softmax for
- * padding rows when G <= 8, the g16 cases keep it; the rescale only when a maximum grew), at three
- * stages and at two */
-static void test_attn_v5_lean(void)
+/* The same with the plain v5 (LB_CUDA_ATTN_DEC_LEAN=0; the default since H200 run 41 is the lean one:
+ * one page lookup per 16-key tile where pages are a multiple of 16 tokens, no softmax for padding
+ * rows when G <= 8, the rescale only when a maximum grew), at three stages and at two */
+static void test_attn_v5_plain(void)
 {
     NEED_GPU("attn");
-    setenv("LB_CUDA_ATTN_DEC_LEAN", "1", 1);
+    setenv("LB_CUDA_ATTN_DEC_LEAN", "0", 1);
     if (gpu_reopen(NULL, "6") == 0) test_attn();
     setenv("LB_CUDA_ATTN_DEC_NST", "2", 1);
     if (gpu_reopen(NULL, "6") == 0) test_attn();
@@ -1230,13 +1232,13 @@ static void test_attn_v5_lean(void)
     gpu_reopen(NULL, NULL);
 }
 
-/* The attention cases with the prefill kernel's lean variant (LB_CUDA_ATTN_PREFILL=4: page ids
- * staged per block, shift/mask page arithmetic for power-of-two pages, no per-score mask below every
- * row's causal limit); the cases' pages of 1, 8, 16, 32 and 64 tokens and chunked prefill cover it */
-static void test_attn_prefill_lean(void)
+/* The attention cases with the plain FA2-style prefill (LB_CUDA_ATTN_PREFILL=3; the default since
+ * H200 run 41 is its lean variant: page ids staged per block, shift/mask page arithmetic for
+ * power-of-two pages, no per-score mask below every row's causal limit) */
+static void test_attn_prefill_plain(void)
 {
     NEED_GPU("attn");
-    setenv("LB_CUDA_ATTN_PREFILL", "4", 1);
+    setenv("LB_CUDA_ATTN_PREFILL", "3", 1);
     if (gpu_reopen(NULL, NULL) == 0) test_attn();
     unsetenv("LB_CUDA_ATTN_PREFILL");
     gpu_reopen(NULL, NULL);
@@ -2018,8 +2020,8 @@ int main(void)
     T_RUN(test_attn_v4);
     T_RUN(test_attn_dec_order);
     T_RUN(test_attn_v5);
-    T_RUN(test_attn_v5_lean);
-    T_RUN(test_attn_prefill_lean);
+    T_RUN(test_attn_v5_plain);
+    T_RUN(test_attn_prefill_plain);
     T_RUN(test_attn_v4_order);
     T_RUN(test_swiglu);
     T_RUN(test_add);
