@@ -343,6 +343,33 @@ __host__ __device__ static adc_smem_layout adc_layout(int D, int GH)
 
 /* cp_async16, cp_async_commit, cp_async_wait: common.cuh */
 
+/* One 16-byte piece of the decode and prefill kernels' K/V tile copies: chunk i of a tile of keys
+ * from kt (row r = i / (D / 8) of the tile, 8 elements c of it) of kv head kvh, through the table
+ * of pages of B tokens (page ids from pg_s, staged from page p0, when pg_sh, else from pages), into
+ * the K and V stages (row stride LD) by cp.async, zero-filled for keys at or past kend and for
+ * invalid pages; row_ok[r] says which (written by the thread with c = 0). The callers' loops hand
+ * out i. */
+template <int D, int LD>
+__device__ __forceinline__ void attn_copy_chunk(const bf16 *kc, const bf16 *vc, int B, int sh, int n_page,
+                                                const int *pages, bool pg_sh, const int *pg_s, int p0, int kvh,
+                                                size_t row_stride, int kt, int kend, int i, bf16 *ks, bf16 *vs,
+                                                int *row_ok)
+{
+    const int r = i / (D / 8), c = i % (D / 8), key = kt + r;
+    bool ok = false;
+    size_t off = 0;
+    if (key < kend) { /* sh >= 0: B = 2^sh, a shift and a mask for the division */
+        const int pi = sh >= 0 ? key >> sh : key / B;
+        const int page = pg_sh ? pg_s[pi - p0] : pages[pi];
+        ok = page >= 0 && page < n_page;
+        const int kin = sh >= 0 ? key & (B - 1) : key - pi * B;
+        if (ok) off = ((size_t)page * B + kin) * row_stride + (size_t)kvh * D + (size_t)c * 8;
+    }
+    cp_async16(ks + r * LD + c * 8, kc + off, ok);
+    cp_async16(vs + r * LD + c * 8, vc + off, ok);
+    if (c == 0) row_ok[r] = ok;
+}
+
 template <int DPL, int GH>
 static __global__ void __launch_bounds__(ADC_NW * 32) k_attn_decode(attn_args a)
 {
@@ -798,8 +825,9 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 #define AFA_KT 64
 #define AFA_PMAX 512 /* LEAN: page ids staged in shared memory (else read from global per copy) */
 /* LEAN (LB_CUDA_ATTN_PREFILL=4, the default since H200 run 41: 448 against 477 us at 16 sequences
- * x 512, so the page lookups were a small part; the rest is the kernel's structure): the block stages its page ids in shared memory once (the copies
- * read them there, not from global memory, where each cp.async waited on a dependent load), uses a
+ * x 512, so the page lookups were a small part; the rest is the kernel's structure): the block
+ * stages its page ids in shared memory once (the copies read them there, not from global memory,
+ * where each cp.async waited on a dependent load), uses a
  * shift and a mask for the page arithmetic when the page size is a power of two, and skips the
  * per-score mask on key tiles below every row's causal limit (all pages valid), which is all but
  * the last tile or two of a row block. Same products and softmax otherwise. */
@@ -870,38 +898,10 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + AFA_KT * LD;
         const int kt = it * AFA_KT;
-        if (LEAN) {
-            const int sh = a.B_shift;
-            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
-                const int r = i / (D / 8), c = i % (D / 8), key = kt + r;
-                bool ok = false;
-                size_t off = 0;
-                if (key < kmax) {
-                    const int pi = sh >= 0 ? key >> sh : key / a.B;
-                    const int page = pg_sh ? pg_s[pi] : pages[pi];
-                    ok = page >= 0 && page < a.n_page;
-                    const int kin = sh >= 0 ? key & (a.B - 1) : key - pi * a.B;
-                    if (ok) off = ((size_t)page * a.B + kin) * row_stride + (size_t)kvh * D + (size_t)c * 8;
-                }
-                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
-                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
-                if (c == 0) row_ok[st * AFA_KT + r] = ok;
-            }
-        } else {
-            for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128) {
-                int r = i / (D / 8), c = i % (D / 8), key = kt + r;
-                bool ok = false;
-                size_t off = 0;
-                if (key < kmax) {
-                    int page = pages[key / a.B];
-                    ok = page >= 0 && page < a.n_page;
-                    if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
-                }
-                cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
-                cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
-                if (c == 0) row_ok[st * AFA_KT + r] = ok;
-            }
-        }
+        /* LEAN: page ids from shared memory, shift and mask for power-of-two pages */
+        for (int i = threadIdx.x; i < AFA_KT * (D / 8); i += 128)
+            attn_copy_chunk<D, LD>(a.kc, a.vc, a.B, LEAN ? a.B_shift : -1, a.n_page, pages, pg_sh, pg_s, 0, kvh,
+                                   row_stride, kt, kmax, i, ks, vs, row_ok + st * AFA_KT);
     };
 
     float o[D / 8][4];
@@ -1226,20 +1226,9 @@ static __global__ void __launch_bounds__(128) k_attn_decode_tc(attn_args a)
     auto issue = [&](int it, int st) {
         bf16 *ks = stg + st * STAGE, *vs = ks + ADT_KT * LD;
         const int kt = k0 + it * ADT_KT;
-        for (int i = threadIdx.x; i < ADT_KT * (D / 8); i += 128) {
-            int r = i / (D / 8), c = i % (D / 8), key = kt + r;
-            bool ok = false;
-            size_t off = 0;
-            if (key < k1) {
-                int pi = key / a.B;
-                int page = pg_sh ? pg_s[pi - p0] : pages[pi];
-                ok = page >= 0 && page < a.n_page;
-                if (ok) off = ((size_t)page * a.B + key % a.B) * row_stride + (size_t)kvh * D + (size_t)c * 8;
-            }
-            cp_async16(ks + r * LD + c * 8, a.kc + off, ok);
-            cp_async16(vs + r * LD + c * 8, a.vc + off, ok);
-            if (c == 0) row_ok[st * ADT_KT + r] = ok;
-        }
+        for (int i = threadIdx.x; i < ADT_KT * (D / 8); i += 128)
+            attn_copy_chunk<D, LD>(a.kc, a.vc, a.B, -1, a.n_page, pages, pg_sh, pg_s, p0, kvh, row_stride, kt, k1, i, ks, vs,
+                                   row_ok + st * ADT_KT);
     };
 
     float o[D / 8][4];
@@ -1422,6 +1411,10 @@ static __global__ void __launch_bounds__(ADW_WPB * 32) k_attn_decode_w(attn_args
             }
             return;
         }
+        /* attn_copy_chunk's work, written out: called here, nvcc moves this kernel's shared-memory
+         * address arithmetic to 64 bits (+20 to +54 PTX instructions per instance). In v4 and the
+         * prefill it changes only the instruction choice (PTX compared): the page offset as key -
+         * (key / B) * B reuses the quotient where their loops computed key % B, the same integer */
 #pragma unroll 4
         for (int i = lane; i < ADW_KT * (D / 8); i += 32) {
             int r = i / (D / 8), c = i % (D / 8), key = kt + r;

@@ -1477,6 +1477,26 @@ static void test_lora_dense_wide(void)
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
 }
 
+/* The set-mode LoRA cases on the dense path again with the test switch `var` set, which breaks part
+ * of the path on purpose: the failures are expected (not counted) and their number is returned, so
+ * that a caller can require some (a switch that changes nothing means the part never ran). */
+static int lora_dense_must_fail(const char *var, const char *what)
+{
+    static void (*const fns[])(void) = {test_lora_set};
+    const int keep_fail = t_cur_fail;
+    const long long keep_stat = stats[stat_row[LB_OP_LORA]].failed;
+    setenv(var, "1", 1);
+    t_expect_fail = 1;
+    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
+    t_expect_fail = 0;
+    unsetenv(var);
+    const int broke = t_cur_fail - keep_fail;
+    fprintf(stderr, "  %d expected failures with %s\n", broke, what);
+    t_cur_fail = keep_fail;
+    stats[stat_row[LB_OP_LORA]].failed = keep_stat;
+    return broke;
+}
+
 /* The hybrid dense path (LB_CUDA_LORA_DENSE_MIN_ROWS): the slots with fewer rows than the limit
  * are left out of the dense products (their rows get y = 0) and get their term from the
  * segmented kernels after, in add mode. At 24 rows the skewed layouts (three one-row segments
@@ -1491,17 +1511,7 @@ static void test_lora_dense_hybrid(void)
     setenv("LB_CUDA_LORA_DENSE_STRICT", "1", 1);
     setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "24", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
-    const int keep_fail = t_cur_fail;
-    const long long keep_stat = stats[stat_row[LB_OP_LORA]].failed;
-    setenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP", "1", 1);
-    t_expect_fail = 1;
-    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
-    t_expect_fail = 0;
-    unsetenv("LB_CUDA_LORA_DENSE_HYBRID_SKIP");
-    const int broke = t_cur_fail - keep_fail;
-    fprintf(stderr, "  test_lora_dense_hybrid: %d expected failures with the segmented part skipped\n", broke);
-    t_cur_fail = keep_fail;
-    stats[stat_row[LB_OP_LORA]].failed = keep_stat;
+    const int broke = lora_dense_must_fail("LB_CUDA_LORA_DENSE_HYBRID_SKIP", "the hybrid's segmented part skipped");
     unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
     gpu_reopen(NULL, NULL);
@@ -1522,17 +1532,7 @@ static void test_lora_dense_groups(void)
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
     setenv("LB_CUDA_LORA_DENSE_MIN_ROWS", "24", 1);
     with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
-    const int keep_fail = t_cur_fail;
-    const long long keep_stat = stats[stat_row[LB_OP_LORA]].failed;
-    setenv("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST", "1", 1);
-    t_expect_fail = 1;
-    with_env("LB_CUDA_LORA_DENSE", "1", fns, 1);
-    t_expect_fail = 0;
-    unsetenv("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST");
-    const int broke = t_cur_fail - keep_fail;
-    fprintf(stderr, "  test_lora_dense_groups: %d expected failures with the last group skipped\n", broke);
-    t_cur_fail = keep_fail;
-    stats[stat_row[LB_OP_LORA]].failed = keep_stat;
+    const int broke = lora_dense_must_fail("LB_CUDA_LORA_DENSE_GROUP_SKIP_LAST", "the last row group skipped");
     unsetenv("LB_CUDA_LORA_DENSE_MIN_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_GROUP_ROWS");
     unsetenv("LB_CUDA_LORA_DENSE_STRICT");
