@@ -1037,6 +1037,9 @@ extern "C" int lb_backend_cuda_open(struct lb_backend *be, int device, struct lb
         c->lora_act = !(ev && atoi(ev) == 0);
         ev = getenv("LB_CUDA_LORA_ASYNC");
         c->lora_async = !(ev && atoi(ev) == 0);
+        ev = getenv("LB_CUDA_LORA_PDL");
+        /* opt-in (not yet run on a GPU when written) */
+        c->lora_pdl = ev && atoi(ev) > 0 && prop.major >= 9;
         ev = getenv("LB_CUDA_LORA_SPLIT");
         c->lora_split_blocks = ev ? atoi(ev) : 0;
         ev = getenv("LB_CUDA_ATTN_PREFILL");

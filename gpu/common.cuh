@@ -32,6 +32,45 @@ typedef __nv_bfloat16 bf16;
 
 #define LB_CU_LAUNCH() LB_CU(cudaGetLastError())
 
+/* Programmatic dependent launch (compute capability 9.0+; no-ops below). A kernel launched with
+ * lb_launch(pdl = 1, ...) may start before the kernel ahead of it in the stream has finished: once
+ * every block of that one has called pdl_trigger() or exited. Before its pdl_wait() it may read only
+ * what was complete when the kernel ahead started, and write nothing; pdl_wait() returns when the
+ * kernel ahead has completed and its writes are visible. A kernel that triggers must do so after its
+ * own pdl_wait() (if it has one), so that what came before it is complete when its dependents start. */
+static __device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+/* kernel<<<g, b, sm, s>>>(args...), as a programmatic dependent launch when pdl is set */
+template <typename... P, typename... A>
+static cudaError_t lb_launch(int pdl, void (*k)(P...), dim3 g, dim3 b, size_t sm, cudaStream_t s, A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = g;
+    cfg.blockDim = b;
+    cfg.dynamicSmemBytes = sm;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, ((P)args)...);
+}
+
 /* Returns from the enclosing int function when a call into an LB-style function fails. */
 #define LB_TRY(expr)                                                                                       \
     do {                                                                                                   \
@@ -135,6 +174,9 @@ struct lb_cu {
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
+    int lora_pdl; /* LB_CUDA_LORA_PDL=1 (compute capability 9.0+): the segmented LoRA pair as programmatic
+                   * dependent launches: the expand's blocks start while the shrink runs and load
+                   * their tile, module, y and B before they wait for its v (lora_seg.cu) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); 3: mma.sync FA2-style; default 4: its lean variant */
     int attn_dec_order; /* LB_CUDA_ATTN_DEC_ORDER=1: the v3 and v4 decode grids with kv heads fastest
                          * (v3: no gain in run 7; default 0, sequences fastest) */

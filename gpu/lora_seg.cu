@@ -311,10 +311,18 @@ static __device__ __forceinline__ void lora_tile_partials(const bf16 *x, const l
     __syncthreads();
 }
 
-template <int ASYNC>
+/* PDL (LB_CUDA_LORA_PDL): launched as a programmatic dependent launch, the shrink waits for the
+ * kernel ahead at once (it reads the tile list, which may have just been built), then lets the
+ * expand launch: the expand's blocks take the SM slots the shrink frees and load what they can
+ * before they wait for v. */
+template <int ASYNC, int PDL>
 static __global__ void __launch_bounds__(128) k_lora_shrink_tc(lora_args a, const bf16 *x)
 {
     extern __shared__ __align__(128) unsigned char sm_raw[];
+    if (PDL) {
+        pdl_wait();
+        pdl_trigger();
+    }
     const float *red = (const float *)sm_raw; /* [4][16][RP] after lora_tile_partials */
     /* grid (targets, tiles, splits): the blocks of one tile's targets run back to back, so x is
      * read from DRAM once and from L2 for the 2nd and 3rd target (q/k/v, gate/up share x) */
@@ -462,6 +470,17 @@ static __device__ __forceinline__ void expand_load_v(const lora_args &a, const l
     }
 }
 
+/* B rows n and n + 1 (2R bf16 from b0) into L2, one prefetch per 128 bytes: the PDL expand issues
+ * them before it waits for the shrink, so its B loads after the barrier do not go to DRAM */
+static __device__ __forceinline__ void expand_prefetch_b(const bf16 *b0, const int R)
+{
+    for (int off = 0; off < 2 * R; off += 64) prefetch_l2(b0 + off);
+}
+
+/* PDL: launched as a programmatic dependent launch after the shrink (LB_CUDA_LORA_PDL), the block
+ * reads its tile, y and the module table and prefetches its B rows (all complete before the shrink
+ * started) while the shrink runs, and waits for it only before reading v or writing y. */
+template <int PDL>
 static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
 {
     __shared__ __align__(16) float v_s[LORA_TM][LORA_RMAX];
@@ -487,6 +506,10 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
     const int tgt = j == 0 ? a.tgt[0] : j == 1 ? a.tgt[1] : a.tgt[2];
     const struct lb_cu_lora_mod md = a.mods[((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT + tgt];
     const int R = md.rank;
+    if (PDL) {
+        if (R > 0 && col_ok && tn > 0) expand_prefetch_b(md.b + (size_t)n * R, R);
+        pdl_wait();
+    }
     if (R <= 0) { /* block-uniform; set mode: the module is absent, its term is 0 */
         if (a.set && col_ok)
             for (int t = 0; t < tn; t++) yp[t * ys] = yv[t];
@@ -517,6 +540,7 @@ static __global__ void __launch_bounds__(256) k_lora_expand_v3(lora_args a)
  * chain of dependent loads, now over two targets' v planes, with half the blocks; yet workload 1
  * ran 0.4% faster with it (three samples each way): one launch fewer per decode layer. 80
  * registers at 3 blocks per SM (97 without the bound, 2 blocks). */
+template <int PDL>
 static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
 {
     __shared__ __align__(16) float v_s[2][LORA_TM][LORA_RMAX];
@@ -543,6 +567,13 @@ static __global__ void __launch_bounds__(256, 3) k_lora_expand_act(lora_args a)
     const struct lb_cu_lora_mod *mt = a.mods + ((size_t)tl.slot * a.n_layer + a.layer) * LB_T_COUNT;
     const struct lb_cu_lora_mod mg = mt[a.tgt[0]], mu = mt[a.tgt[1]];
     const int Rg = max(mg.rank, 0), Ru = max(mu.rank, 0);
+    if (PDL) { /* as k_lora_expand_v3 */
+        if (col_ok && tn > 0) {
+            if (Rg > 0) expand_prefetch_b(mg.b + (size_t)n * Rg, Rg);
+            if (Ru > 0) expand_prefetch_b(mu.b + (size_t)n * Ru, Ru);
+        }
+        pdl_wait();
+    }
     expand_load_v(a, tl, 0, Rg, mg.scale, v_s[0]);
     expand_load_v(a, tl, 1, Ru, mu.scale, v_s[1]);
     __syncthreads();
@@ -807,18 +838,20 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     dim3 g_shrink((unsigned)n_grid, l.n_tgt, n_split), g_expand((unsigned)n_grid, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
-        void (*kf)(lora_args, const bf16 *) = a.async ? k_lora_shrink_tc<1> : k_lora_shrink_tc<0>;
+        /* PDL: the v3 pair (and the fused act expand) only */
+        const int pdl = c->lora_pdl && use_v3;
+        void (*kf)(lora_args, const bf16 *) = pdl ? (a.async ? k_lora_shrink_tc<1, 1> : k_lora_shrink_tc<0, 1>)
+                                                  : (a.async ? k_lora_shrink_tc<1, 0> : k_lora_shrink_tc<0, 0>);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-        kf<<<dim3(l.n_tgt, (unsigned)n_grid, n_split), 128, sm, c->stream>>>(a, (const bf16 *)l.x->d);
-        LB_CU_LAUNCH();
+        LB_CU(lb_launch(pdl, kf, dim3(l.n_tgt, (unsigned)n_grid, n_split), dim3(128), sm, c->stream, a,
+                        (const bf16 *)l.x->d));
         if (l.act) { /* lora_act_fusable held: use_v3 too */
-            k_lora_expand_act<<<dim3((unsigned)n_grid, cdiv(n_out_max, 256), 1), 256, 0, c->stream>>>(a);
-            LB_CU_LAUNCH();
+            LB_CU(lb_launch(pdl, pdl ? k_lora_expand_act<1> : k_lora_expand_act<0>,
+                            dim3((unsigned)n_grid, cdiv(n_out_max, 256), 1), dim3(256), 0, c->stream, a));
             return 0;
         }
         if (use_v3) {
-            k_lora_expand_v3<<<g_expand, 256, 0, c->stream>>>(a);
-            LB_CU_LAUNCH();
+            LB_CU(lb_launch(pdl, pdl ? k_lora_expand_v3<1> : k_lora_expand_v3<0>, g_expand, dim3(256), 0, c->stream, a));
             return 0;
         }
         k_lora_expand_vec<bf16><<<g_expand, 256, 0, c->stream>>>(a);
