@@ -174,7 +174,7 @@ struct lb_cu {
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
-    int lora_pdl; /* LB_CUDA_LORA_PDL=1 (compute capability 9.0+): the segmented LoRA pair as programmatic
+    int lora_pdl; /* LB_CUDA_LORA_PDL (default 1 on compute capability 9.0+; 0: off): the segmented LoRA pair as programmatic
                    * dependent launches: the expand's blocks start while the shrink runs and load
                    * their tile, module, y and B before they wait for its v (lora_seg.cu) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); 3: mma.sync FA2-style; default 4: its lean variant */
@@ -299,6 +299,7 @@ int lb_cuda_sample(struct lb_cu *c, const struct lb_op *op, struct lb_err *err);
 /* cuBLASLt, opened at run time (dl_cublas.cu). */
 int lb_cublas_open(struct lb_cu *c, struct lb_err *err);
 void lb_cublas_close(struct lb_cu *c);
+void lb_cublas_stats(const struct lb_cu *c); /* LB_CUDA_STATS: plans made, their host time */
 /* y[T,N] (+)= x[T,K] @ w[N,K]^T; x, w bf16; y bf16 or f32. */
 int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum lb_dtype y_dt, int n_tok, int n_in,
                    int n_out, int accumulate, struct lb_err *err);

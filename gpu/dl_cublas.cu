@@ -17,6 +17,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cublasLt.h>
 
@@ -37,7 +38,7 @@
     X(cublasLtMatmulAlgoGetHeuristic)                                                                       \
     X(cublasLtMatmul)
 
-#define LB_PLAN_CAP 64
+#define LB_PLAN_CAP 256 /* 64 until run 42; the dense path's row groups make many shapes per step */
 
 struct gemm_plan {
     int used;
@@ -65,6 +66,8 @@ struct lb_cublas {
     cudaEvent_t ev[2];
     int n_tuned, n_changed;
     double tune_ms;
+    long long n_made, n_evicted; /* plans made (heuristic queries), plans evicted to make room */
+    double make_s;              /* host seconds in plan_make */
 };
 #define LB_TUNE_N 8
 
@@ -119,6 +122,14 @@ static void plan_drop(struct lb_cublas *b, struct gemm_plan *p)
     b->cublasLtMatrixLayoutDestroy(p->lb);
     b->cublasLtMatrixLayoutDestroy(p->lc);
     p->used = 0;
+}
+
+void lb_cublas_stats(const struct lb_cu *c)
+{
+    const struct lb_cublas *b = c->blas;
+    if (b && b->n_made)
+        fprintf(stderr, "cuda stats: GEMM plans: %lld made (heuristic queries) in %.3f s of host time, %lld evicted (cache of %d)\n",
+                b->n_made, b->make_s, b->n_evicted, LB_PLAN_CAP);
 }
 
 void lb_cublas_close(struct lb_cu *c)
@@ -241,8 +252,14 @@ int lb_cublas_gemm(struct lb_cu *c, const void *x, const void *w, void *y, enum 
             p = &b->plan[b->next_evict];
             b->next_evict = (b->next_evict + 1) % LB_PLAN_CAP;
             plan_drop(b, p);
+            b->n_evicted++;
         }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         int rc = plan_make(b, p, n_tok, n_in, n_out, y_dt, accumulate, x, w, c->stream, err);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        b->n_made++;
+        b->make_s += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
         if (rc < 0) {
             plan_drop(b, p);
             return rc;

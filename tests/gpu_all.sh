@@ -89,11 +89,11 @@ do_ops() {
 do_ops_small() {
     LB_OPS_SMALL=1 tested step test_ops_small.log 60 .gpu/test_ops
     grep -E '^[a-z_0-9-]+ +[0-9]+ +[0-9]+ +[0-9]+ |^RESULT|check failed|^FAIL' "$L/test_ops_small.log" | head -30 | tee -a "$S"
-    # the LoRA cases with the segmented pair as programmatic dependent launches (LB_CUDA_LORA_PDL=1,
-    # opt-in; OPS_PDL=0 skips)
+    # the LoRA cases with the segmented pair as ordinary launches (LB_CUDA_LORA_PDL=0; the default on
+    # Hopper is programmatic dependent launches; OPS_PDL=0 skips)
     if [ "${OPS_PDL:-1}" != 0 ]; then
-        LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_PDL=1 tested step test_ops_pdl.log 40 .gpu/test_ops
-        grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_pdl.log" | head -10 | sed 's/^/lora-pdl /' | tee -a "$S"
+        LB_OPS_SMALL=1 LB_OPS_FILTER=lora LB_CUDA_LORA_PDL=0 tested step test_ops_nopdl.log 40 .gpu/test_ops
+        grep -E '^RESULT|check failed|^FAIL' "$L/test_ops_nopdl.log" | head -10 | sed 's/^/lora-no-pdl /' | tee -a "$S"
     fi
     [ "${OPS_SMALL_EXTRA:-1}" = 0 ] && return # only the main pass
     # the LoRA cases again with adapter copies on the compute stream (LB_CUDA_COPY_STREAM=0)
@@ -149,10 +149,10 @@ do_golden() {
     # hybrid; the statistics count the grouped ops
     LB_CUDA_STATS=1 LB_CUDA_LORA_DENSE_GROUP_ROWS=8 LB_CUDA_LORA_DENSE_MIN_ROWS=16 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_groups.log 60 .gpu/test_golden
     grep -E 'greedy|worst|^RESULT|check failed|^FAIL|row groups' "$L/test_golden_groups.log" | head -24 | sed 's/^/groups /' | tee -a "$S"
-    # the segmented LoRA pair as programmatic dependent launches (LB_CUDA_LORA_PDL=1, opt-in), decode
-    # steps recorded as graphs with them
-    LB_CUDA_STATS=1 LB_CUDA_LORA_PDL=1 LB_GOLDEN_DEVICE=cuda tested step test_golden_pdl.log 60 .gpu/test_golden
-    grep -E 'greedy|worst|^RESULT|check failed|^FAIL|step graphs|recording' "$L/test_golden_pdl.log" | head -24 | sed 's/^/pdl /' | tee -a "$S"
+    # the segmented LoRA pair as ordinary launches (LB_CUDA_LORA_PDL=0; the default on Hopper is
+    # programmatic dependent launches, which the passes above run, decode steps as graphs with them)
+    LB_CUDA_LORA_PDL=0 LB_GOLDEN_DEVICE=cuda tested step test_golden_nopdl.log 60 .gpu/test_golden
+    grep -E 'greedy|worst|^RESULT|check failed|^FAIL' "$L/test_golden_nopdl.log" | head -24 | sed 's/^/no-pdl /' | tee -a "$S"
     # the same with the dense path's v as a hi/lo pair (LB_CUDA_LORA_DENSE_HILO=1, the default of
     # runs 11-26: reported, a failure does not fail the call)
     LB_CUDA_LORA_DENSE_MIN_ROWS=0 LB_CUDA_LORA_DENSE_HILO=1 LB_LORA_SET_MIN_TOK=1 LB_CUDA_LORA_DENSE=1 LB_CUDA_LORA_DENSE_STRICT=1 LB_GOLDEN_DEVICE=cuda step test_golden_hilo.log 60 .gpu/test_golden
