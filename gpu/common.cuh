@@ -174,7 +174,8 @@ struct lb_cu {
     int lora_async; /* LB_CUDA_LORA_ASYNC: 1 (default) cp.async staging in the LoRA shrink; 0: the
                      * loads of runs 1-22 */
     int lora_split_blocks; /* LB_CUDA_LORA_SPLIT=N: shrink blocks per SM the K split aims at (default 8) */
-    int lora_pdl; /* LB_CUDA_LORA_PDL (default 1 on compute capability 9.0+; 0: off): the segmented LoRA pair as programmatic
+    int lora_pdl; /* LB_CUDA_LORA_PDL (default 1 on compute capability 9.0+; 0: off): on steps of <= 512 tokens
+                   * the segmented LoRA pair as programmatic
                    * dependent launches: the expand's blocks start while the shrink runs and load
                    * their tile, module, y and B before they wait for its v (lora_seg.cu) */
     int attn_prefill; /* LB_CUDA_ATTN_PREFILL=2: the WMMA prefill (v2); 3: mma.sync FA2-style; default 4: its lean variant */

@@ -37,8 +37,8 @@
  * (LB_CUDA_LORA=1, or f32 x) the SIMT k_lora_shrink + k_lora_expand. v1 on H100 (bench/results/lora_bench_v1_h100.txt), decode T=256 16x16 r=16:
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
  *
- * PDL (default on Hopper, LB_CUDA_LORA_PDL=0 off): the v3 shrink and expand (or the act expand) are
- * programmatic dependent launches; the expand's blocks load their tile, y and module and prefetch
+ * PDL (default on Hopper, LB_CUDA_LORA_PDL=0 off): on steps of <= 512 tokens the v3 shrink and
+ * expand (or the act expand) are programmatic dependent launches; the expand's blocks load their tile, y and module and prefetch
  * B while the shrink runs (H100 run 42: workload 1's decode ops 9-18% faster, -14 us per layer).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
@@ -842,8 +842,11 @@ int lb_cuda_lora(struct lb_cu *c, const struct lb_op *op, struct lb_err *err)
     dim3 g_shrink((unsigned)n_grid, l.n_tgt, n_split), g_expand((unsigned)n_grid, cdiv(n_out_max, 256), l.n_tgt);
     if (tc) {
         size_t sm = lora2_smem_bytes(c->s.max_rank);
-        /* PDL: the v3 pair (and the fused act expand) only */
-        const int pdl = c->lora_pdl && use_v3;
+        /* PDL: the v3 pair (and the fused act expand) only, on steps of <= 512 tokens: H100 run 42's op
+         * timings were 5-18% faster with it at 256 and 512 tokens in segments of 16 and 32, and up to
+         * 10% slower at 8192 (prefill 16 x 512, where the shrink's last wave shares the SMs with the
+         * expand's early blocks) */
+        const int pdl = c->lora_pdl && use_v3 && l.n_tok <= 512;
         void (*kf)(lora_args, const bf16 *) = pdl ? (a.async ? k_lora_shrink_tc<1, 1> : k_lora_shrink_tc<0, 1>)
                                                   : (a.async ? k_lora_shrink_tc<1, 0> : k_lora_shrink_tc<0, 0>);
         if (sm > 48 * 1024) LB_CU(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
