@@ -38,8 +38,9 @@
  * qkv 125 us vs 43 us base GEMMs: latency-bound (few blocks, 22 serial K steps each).
  *
  * PDL (default on Hopper, LB_CUDA_LORA_PDL=0 off): on steps of <= 512 tokens the v3 shrink and
- * expand (or the act expand) are programmatic dependent launches; the expand's blocks load their tile, y and module and prefetch
- * B while the shrink runs (H100 run 42: workload 1's decode ops 9-18% faster, -14 us per layer).
+ * expand (or the act expand) are programmatic dependent launches; the expand's blocks load their
+ * tile, y and module and prefetch B while the shrink runs (H100 run 42: workload 1's decode ops
+ * 5-18% faster, -14 us per layer).
  *
  * Test: build/tests/test_ops (lora cases: distinct/uniform/Zipf/identical/skewed/empty/base rows,
  * ranks 1..128). Bench: bench/lora_bench (issue 5). */

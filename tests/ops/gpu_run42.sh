@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run 42 (prepared in the twelfth session, extended in the thirteenth; ~450 s). Checks, then times:
+# Run 42 (prepared in the twelfth session, extended in the thirteenth; ran there on an H100 with
+# W1_VARIANTS="grp2k:... pdl:... grp2k_pdl:..." BUDGET=420, 296 s: tests/ops/gpu_run42_summary.txt). Checks, then times:
 # - the defaults after run 41 (lean v5 decode, lean prefill, hybrid at 128 rows) and the dense path's
 #   split into ld_plan/ld_exec (on the default path, not yet run on a GPU): the op tests' small set,
 #   the goldens;

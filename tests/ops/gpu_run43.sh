@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run 43 (thirteenth session; ~260 s). After run 42 (H100): PDL for the segmented LoRA pair became
+# Run 43 (thirteenth session; ran on an H100, 193 s: tests/ops/gpu_run43_summary.txt). After run 42 (H100): PDL for the segmented LoRA pair became
 # the default; the GEMM plan cache grew from 64 to 256 plans and counts the plans it makes and their
 # host time (cuda stats). Checks the goldens under the new defaults (and without PDL), then times
 # workloads 2 and 1, workload 1 without PDL and with row groups of ~2048, and a quarter of workload 1
