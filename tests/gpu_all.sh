@@ -41,8 +41,9 @@
 #   sanitize the op tests' small set under compute-sanitizer memcheck and racecheck (not in the
 #            default list: name it)
 #   ops_small the op tests' small set (a quick correctness pass before timing; not in the default
-#            list), then its LoRA cases with LB_CUDA_COPY_STREAM=0, LB_CUDA_LORA_ASYNC=0, and
-#            LB_CUDA_LORA_DENSE_HILO=1 (reported only; OPS_SMALL_EXTRA=0 skips these three)
+#            list), its LoRA cases with LB_CUDA_LORA_PDL=0 (OPS_PDL=0 skips), then with
+#            LB_CUDA_COPY_STREAM=0, LB_CUDA_LORA_ASYNC=0, and LB_CUDA_LORA_DENSE_HILO=1 (reported
+#            only; OPS_SMALL_EXTRA=0 skips these three)
 #   ops_attn every attention case under every attention variant (not in the default list)
 #   pick     the fixture goldens under each opt-in of PICK alone ("name:VAR=VAL[,VAR=VAL][:EXPORT]
 #            ..."); the settings of those that pass (or EXPORT, VAR=VAL[,...]) are exported for the
