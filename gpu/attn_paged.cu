@@ -824,6 +824,23 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 
 #define AFA_KT 64
 #define AFA_PMAX 512 /* LEAN: page ids staged in shared memory (else read from global per copy) */
+/* The D/16 mma.sync m16n8k16 A fragments of one lane (column pair qc) over rows q0 (fragment row qr)
+ * and q1 (row qr + 8), D bf16 each; a row that is not ok loads zeros. Used by the prefill (rows
+ * NH * D apart) and by adt_load_q (a kv head's G query heads, D apart). */
+template <int D>
+static __device__ __forceinline__ void mma_load_a_rows(const bf16 *q0, const bf16 *q1, bool r0ok, bool r1ok, int qc,
+                                                       uint32_t (&qf)[D / 16][4])
+{
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int c0 = kk * 16 + qc;
+        qf[kk][0] = r0ok ? *(const uint32_t *)(q0 + c0) : 0u;
+        qf[kk][1] = r1ok ? *(const uint32_t *)(q1 + c0) : 0u;
+        qf[kk][2] = r0ok ? *(const uint32_t *)(q0 + c0 + 8) : 0u;
+        qf[kk][3] = r1ok ? *(const uint32_t *)(q1 + c0 + 8) : 0u;
+    }
+}
+
 /* LEAN (LB_CUDA_ATTN_PREFILL=4, the default since H200 run 41: 448 against 477 us at 16 sequences
  * x 512, so the page lookups were a small part; the rest is the kernel's structure): the block
  * stages its page ids in shared memory once (the copies read them there, not from global memory,
@@ -855,19 +872,8 @@ static __global__ void __launch_bounds__(128) k_attn_prefill_fa(attn_args a, con
 
     /* Q fragments: A[16][D] rows t0 + r (zero beyond the tile / for a missing head) */
     uint32_t qf[D / 16][4];
-    {
-        const bool r0ok = head_ok && qr < tl.tn, r1ok = head_ok && qr + 8 < tl.tn;
-        const bf16 *q0 = a.q + ((size_t)(tl.t0 + qr) * a.NH + h) * D;
-        const bf16 *q1 = a.q + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            int c0 = kk * 16 + qc;
-            qf[kk][0] = r0ok ? *(const uint32_t *)(q0 + c0) : 0u;
-            qf[kk][1] = r1ok ? *(const uint32_t *)(q1 + c0) : 0u;
-            qf[kk][2] = r0ok ? *(const uint32_t *)(q0 + c0 + 8) : 0u;
-            qf[kk][3] = r1ok ? *(const uint32_t *)(q1 + c0 + 8) : 0u;
-        }
-    }
+    mma_load_a_rows<D>(a.q + ((size_t)(tl.t0 + qr) * a.NH + h) * D, a.q + ((size_t)(tl.t0 + qr + 8) * a.NH + h) * D,
+                       head_ok && qr < tl.tn, head_ok && qr + 8 < tl.tn, qc, qf);
     /* keys needed by the tile, and each of this lane's two rows' causal limits */
     int kmax = 0, lmin = INT_MAX; /* keys needed by some row / by every row of the tile */
     for (int r = 0; r < tl.tn; r++) {
@@ -1059,16 +1065,7 @@ template <int D>
 __device__ __forceinline__ void adt_load_q(const bf16 *qb, int G, int lane, uint32_t (&qf)[D / 16][4])
 {
     const int qr = lane >> 2, qc = (lane & 3) * 2;
-    const bool r0ok = qr < G, r1ok = qr + 8 < G;
-    const bf16 *qa0 = qb + (size_t)qr * D, *qa1 = qb + (size_t)(qr + 8) * D;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        int c0 = kk * 16 + qc;
-        qf[kk][0] = r0ok ? *(const uint32_t *)(qa0 + c0) : 0u;
-        qf[kk][1] = r1ok ? *(const uint32_t *)(qa1 + c0) : 0u;
-        qf[kk][2] = r0ok ? *(const uint32_t *)(qa0 + c0 + 8) : 0u;
-        qf[kk][3] = r1ok ? *(const uint32_t *)(qa1 + c0 + 8) : 0u;
-    }
+    mma_load_a_rows<D>(qb + (size_t)qr * D, qb + (size_t)(qr + 8) * D, qr < G, qr + 8 < G, qc, qf);
 }
 
 /* HI false (the caller knows G <= 8): rows qr + 8 are padding, never stored; their softmax and
