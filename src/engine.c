@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,8 @@ int lb_engine_init(struct lb_engine *e, struct lb_runner *r, const struct lb_eng
     memset(e, 0, sizeof *e);
     e->r = r;
     e->o = *o;
+    const char *g = getenv("LB_PREFILL_GROUP");
+    e->group = !(g && atoi(g) == 0);
     if (e->o.max_seqs > r->opt.max_seq) e->o.max_seqs = r->opt.max_seq;
     if (e->o.max_batch_tokens > r->opt.max_tok) e->o.max_batch_tokens = r->opt.max_tok;
     if (e->o.max_batch_tokens < e->o.max_seqs) e->o.max_seqs = e->o.max_batch_tokens;
@@ -249,19 +252,35 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         e->order[n_sel++] = s;
         budget--;
     }
-    for (int i = 0; i < e->n_run && budget > 0; i++) {
-        struct lb_engine_seq *s = e->run[i];
-        if (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1) continue;
-        int todo = s->n_tok - s->n_cached;
-        int room = (e->n_free + s->n_pages) * e->page_size - s->n_cached;
-        int n = todo < budget ? todo : budget;
-        if (n > room) n = room;
-        if (n <= 0) continue;
-        ensure_pages(e, s, s->n_cached + n);
-        s->q_step = n;
-        e->order[n_sel++] = s;
-        budget -= n;
-    }
+    /* Prefill chunks, grouped by adapter (e->group): the oldest sequence still prefilling names
+     * the lead adapter; the lead's sequences go first (admission order), then the others
+     * (admission order). The oldest one is always served, so none waits for ever; a large step
+     * then has one or a few adapters instead of every adapter of the batch, which makes its LoRA
+     * work (the CUDA backend's dense path multiplies every row by every adapter of the step)
+     * several times smaller. Decodes are untouched: every running sequence decodes each step. */
+    int lead = INT32_MIN;
+    if (e->group)
+        for (int i = 0; i < e->n_run; i++) {
+            const struct lb_engine_seq *s = e->run[i];
+            if (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1) continue;
+            lead = s->slot;
+            break;
+        }
+    for (int pass = lead == INT32_MIN ? 1 : 0; pass < 2; pass++)
+        for (int i = 0; i < e->n_run && budget > 0; i++) {
+            struct lb_engine_seq *s = e->run[i];
+            if (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1) continue;
+            if (lead != INT32_MIN && (s->slot == lead) != (pass == 0)) continue;
+            int todo = s->n_tok - s->n_cached;
+            int room = (e->n_free + s->n_pages) * e->page_size - s->n_cached;
+            int n = todo < budget ? todo : budget;
+            if (n > room) n = room;
+            if (n <= 0) continue;
+            ensure_pages(e, s, s->n_cached + n);
+            s->q_step = n;
+            e->order[n_sel++] = s;
+            budget -= n;
+        }
     if (!n_sel) {
         if (e->n_run > 1) { /* prefills hold every page: free the newest and try again next step */
             if (preempt_one(e, NULL)) return lb_err_set(err, LB_E_OOM, "engine: out of memory");
@@ -300,6 +319,7 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     struct lb_step st = {T, n_sel, e->tok, e->pos, e->slot_map, e->q_indptr, e->kv_len, e->page_indptr, e->page_idx,
                          e->seq_slot, n_out, e->out_rows, e->sp};
     e->last_T = T;
+    e->last_n_seq = n_sel;
     const double t1 = e->timing ? lb_now_s() : 0;
     rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;

@@ -9,7 +9,9 @@
  * its pages are freed and it is re-queued at the front with prompt + generated tokens, to
  * be recomputed (its output is unchanged: the RNG is keyed by (record, step), and the CPU
  * computes each row the same way whatever the batch).
- * Sequences in a step are ordered by adapter slot so LoRA segments are long. */
+ * Sequences in a step are ordered by adapter slot so LoRA segments are long. Prefill chunks
+ * are grouped by adapter: the oldest sequence still prefilling picks the adapter whose
+ * prefilling sequences fill the budget first (LB_PREFILL_GROUP=0: admission order only). */
 #ifndef LB_ENGINE_H
 #define LB_ENGINE_H
 
@@ -69,6 +71,8 @@ struct lb_engine {
     /* host time (LB_RUN_STATS, set by the caller): the last step's tokens; seconds spent planning
      * steps (admission into the batch, pages, the step's arrays) and applying their results */
     int timing, last_T;
+    int last_n_seq;               /* sequences of the last step (seq_slot, q_indptr describe them) */
+    int group;                    /* prefill chunks grouped by adapter (default; LB_PREFILL_GROUP=0 off) */
     double t_plan, t_apply;
     /* step scratch (owned) */
     int32_t *tok, *pos, *slot_map, *q_indptr, *kv_len, *page_indptr, *page_idx, *seq_slot, *out_rows, *out_tok;

@@ -155,6 +155,8 @@ static void rec_wrap(struct lb_backend *be, int fail)
     be->impl = w;
 }
 
+static void (*g_on_step)(const struct lb_engine *e); /* run(): called after every step */
+
 /* Run requests `which` (mask) with the given limits; slot_of_adapter maps g_ad index -> slot. */
 static int run(struct collect *out, unsigned which, int max_seqs, int max_batch, int n_page, const int *slot_of_adapter,
                float temperature, int64_t *n_preempt)
@@ -177,7 +179,10 @@ static int run(struct collect *out, unsigned which, int max_seqs, int max_batch,
                            {temperature, 0.9f, 50, 0, lb_sample_key(42, (uint64_t)i)}, 1};
         rc = lb_engine_add(&e, &q, &err);
     }
-    while (!rc && !lb_engine_idle(&e)) rc = lb_engine_step(&e, &err);
+    while (!rc && !lb_engine_idle(&e)) {
+        rc = lb_engine_step(&e, &err);
+        if (!rc && g_on_step) g_on_step(&e);
+    }
     if (rc) fprintf(stderr, "  engine: %s\n", err.msg);
     if (n_preempt) *n_preempt = e.n_preempt;
     lb_engine_free(&e);
@@ -249,6 +254,54 @@ static void graph_case(float temperature)
 
 static void test_graph_greedy(void) { graph_case(0.0f); }
 static void test_graph_sampled(void) { graph_case(0.8f); }
+
+/* Prefill grouped by adapter (engine.h): the first step's chunks as (slot, tokens) (no sequence
+ * decodes yet), and the sum over steps of the distinct adapters among rows of more than one
+ * token (certainly prefill chunks; one-token rows may be decodes). */
+struct step_log { int n_step, first_n, first_slot[8], first_tok[8], adapters; };
+static struct step_log g_log;
+static void log_step(const struct lb_engine *e)
+{
+    int seen[4] = {0}, k = 0;
+    for (int i = 0; i < e->last_n_seq; i++) {
+        int n = e->q_indptr[i + 1] - e->q_indptr[i];
+        if (g_log.n_step == 0 && k < 8) { g_log.first_slot[k] = e->seq_slot[i]; g_log.first_tok[k] = n; k++; }
+        if (n > 1 && !seen[e->seq_slot[i] + 1]) { seen[e->seq_slot[i] + 1] = 1; g_log.adapters++; }
+    }
+    if (g_log.n_step == 0) g_log.first_n = k;
+    g_log.n_step++;
+}
+
+static void test_prefill_group(void)
+{
+    const int slots[2] = {0, 1};
+    const unsigned every = (1u << N_REQ) - 1;
+    struct collect on, off;
+    struct step_log lon, loff;
+    g_on_step = log_step;
+    memset(&g_log, 0, sizeof g_log);
+    T_CHECK(run(&on, every, 8, 8, 256, slots, 0.0f, NULL) == 0, "grouped");
+    lon = g_log;
+    setenv("LB_PREFILL_GROUP", "0", 1);
+    memset(&g_log, 0, sizeof g_log);
+    T_CHECK(run(&off, every, 8, 8, 256, slots, 0.0f, NULL) == 0, "admission order");
+    loff = g_log;
+    unsetenv("LB_PREFILL_GROUP");
+    g_on_step = NULL;
+    check_same(&off, &on, every, "prefill grouped vs admission order");
+    /* the first step (budget 8, prompts of 3, 1, 17, 5, 4, 34, 2 tokens on adapters -1, 0, 1, 0,
+     * -1, 1, 0): grouped, the oldest (request 0, base) leads: requests 0 (3) and 4 (4) of the base,
+     * then request 1 (1 token, slot 0); in admission order: 0 (3), 1 (1), 2 (4 of 17) */
+    T_CHECK(lon.first_n == 3 && lon.first_slot[0] == -1 && lon.first_tok[0] == 3 && lon.first_slot[1] == -1 &&
+                lon.first_tok[1] == 4 && lon.first_slot[2] == 0 && lon.first_tok[2] == 1,
+            "grouped first step: %d chunks (%d:%d %d:%d %d:%d)", lon.first_n, lon.first_slot[0], lon.first_tok[0],
+            lon.first_slot[1], lon.first_tok[1], lon.first_slot[2], lon.first_tok[2]);
+    T_CHECK(loff.first_n == 3 && loff.first_slot[0] == -1 && loff.first_tok[0] == 3 && loff.first_slot[1] == 0 &&
+                loff.first_tok[1] == 1 && loff.first_slot[2] == 1 && loff.first_tok[2] == 4,
+            "admission-order first step: %d chunks (%d:%d %d:%d %d:%d)", loff.first_n, loff.first_slot[0], loff.first_tok[0],
+            loff.first_slot[1], loff.first_tok[1], loff.first_slot[2], loff.first_tok[2]);
+    T_CHECK(lon.adapters < loff.adapters, "adapters over the prefill steps: grouped %d, admission order %d", lon.adapters, loff.adapters);
+}
 
 /* logits of the last prompt token: bitwise equal alone and inside a mixed batch */
 static void test_logits_bitwise(void)
@@ -366,6 +419,7 @@ int main(void)
     T_RUN(test_sampled_invariance);
     T_RUN(test_graph_greedy);
     T_RUN(test_graph_sampled);
+    T_RUN(test_prefill_group);
     lb_adapter_free(&g_ad[0]);
     lb_adapter_free(&g_ad[1]);
     lb_model_free(&g_m);
