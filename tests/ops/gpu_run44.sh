@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run 44 (fourteenth session). The engine now groups each step's prefill chunks by adapter (the
+# oldest prefilling sequence's adapter fills the token budget first; LB_PREFILL_GROUP=0 restores
+# admission order), so workload 1's 8192-token steps carry one adapter instead of all 16 and the
+# dense LoRA path multiplies by one adapter's columns. Checks ops_small (the review commit f070ed2
+# had not run on a GPU) and the goldens, then times workloads 2 and 1, workload 1 without the
+# grouping, a quarter of workload 1 under the op profiler with and without it, and workload 3.
+set -u
+OUT=${OUT:-/tmp/lb-gpu}
+export LB_CUDA_STATS=1
+W1_VARIANTS=${W1_VARIANTS-"nogroup:LB_PREFILL_GROUP=0 prof:NREQ=256,LB_CUDA_PROFILE=1 prof_nogroup:NREQ=256,LB_CUDA_PROFILE=1,LB_PREFILL_GROUP=0"} \
+    MAX_SEQS=512 PEER=0 PROFILE=0 OPS_SMALL_EXTRA=0 W3_RESERVE=${W3_RESERVE:-185} BUDGET=${BUDGET:-570} \
+    tests/gpu_all.sh ${STEPS:-ops_small golden bench w3}
+rc=$?
+cp /tmp/lb-gpu/summary.txt "$OUT/" 2>/dev/null
+mkdir -p "$OUT/bench"
+cp /tmp/lb-gpu-logs/bench/*.json "$OUT/bench/" 2>/dev/null
+cp /tmp/lb-gpu-logs/bench/w3/*.json "$OUT/bench/" 2>/dev/null
+for f in /tmp/lb-gpu-logs/bench/w*.log; do echo "$(basename $f): $(grep -h 'generate:\|cuda stats: [0-9]* steps:\|GEMM plans' $f | tr '\n' ' ')"; done > "$OUT/bench_stats.txt"
+for f in /tmp/lb-gpu-logs/bench/w1_prof*.log; do echo "== $(basename $f)"; grep -h '^cuda profile' $f; done > "$OUT/profiles.txt"
+exit $rc
