@@ -48,6 +48,8 @@ int lb_engine_init(struct lb_engine *e, struct lb_runner *r, const struct lb_eng
     e->o = *o;
     const char *g = getenv("LB_PREFILL_GROUP");
     e->group = !(g && atoi(g) == 0);
+    g = getenv("LB_GROUP_WINDOW");
+    e->group_window = g && atoi(g) > 0 ? atoi(g) : 256;
     if (e->o.max_seqs > r->opt.max_seq) e->o.max_seqs = r->opt.max_seq;
     if (e->o.max_batch_tokens > r->opt.max_tok) e->o.max_batch_tokens = r->opt.max_tok;
     if (e->o.max_batch_tokens < e->o.max_seqs) e->o.max_seqs = e->o.max_batch_tokens;
@@ -220,19 +222,37 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
 {
     const double t0 = e->timing ? lb_now_s() : 0;
     e->last_T = 0;
-    /* 1. admit waiting sequences while seats are free */
+    /* 1. admit waiting sequences while seats are free: the queue's head, then (e->group) the
+     * sequences of the head's adapter among the next group_window - 1 of the queue, then the new
+     * head and its adapter, and so on. Over any group_window consecutive waiting sequences the
+     * admitted set is the one of plain queue order; only their order changes, so that sequences
+     * admitted in one step can share an adapter (a seat freed in a step takes one adapter's
+     * sequences, not the next one of every adapter). */
     while (e->n_wait && e->n_run < e->o.max_seqs) {
         struct lb_engine_seq *s = e->wait[e->wait_head];
         e->wait_head = (e->wait_head + 1) % e->wait_cap;
         e->n_wait--;
         s->admit = e->admit_counter++;
         e->run[e->n_run++] = s;
+        if (!e->group) continue;
+        for (int i = 0, lim = e->group_window - 1; i < lim && i < e->n_wait && e->n_run < e->o.max_seqs;) {
+            struct lb_engine_seq *t = e->wait[(e->wait_head + i) % e->wait_cap];
+            if (t->slot != s->slot) { i++; continue; }
+            for (int p = i; p > 0; p--) /* take entry i out: the ones before it move up by one */
+                e->wait[(e->wait_head + p) % e->wait_cap] = e->wait[(e->wait_head + p - 1) % e->wait_cap];
+            e->wait_head = (e->wait_head + 1) % e->wait_cap;
+            e->n_wait--;
+            lim--;
+            t->admit = e->admit_counter++;
+            e->run[e->n_run++] = t;
+        }
     }
     if (!e->n_run) return 0;
     /* 2. token budget: decodes first (admission order), then prefill chunks. A decode that
      * needs a page nobody can give preempts the most recently admitted sequence (run[] is in
      * admission order, so already selected sequences are never the victim). */
     int budget = e->o.max_batch_tokens, n_sel = 0, rc = 0;
+    for (int i = 0; i < e->n_run; i++) e->run[i]->q_step = 0; /* nonzero: taken (or passed over) this step */
     for (int i = 0; i < e->n_run && budget > 0; i++) {
         struct lb_engine_seq *s = e->run[i];
         if (s->n_cached < s->n_prompt || s->n_tok - s->n_cached != 1) continue;
@@ -253,34 +273,33 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         budget--;
     }
     /* Prefill chunks, grouped by adapter (e->group): the oldest sequence still prefilling names
-     * the lead adapter; the lead's sequences go first (admission order), then the others
-     * (admission order). The oldest one is always served, so none waits for ever; a large step
-     * then has one or a few adapters instead of every adapter of the batch, which makes its LoRA
-     * work (the CUDA backend's dense path multiplies every row by every adapter of the step)
-     * several times smaller. Decodes are untouched: every running sequence decodes each step. */
-    int lead = INT32_MIN;
-    if (e->group)
-        for (int i = 0; i < e->n_run; i++) {
-            const struct lb_engine_seq *s = e->run[i];
-            if (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1) continue;
-            lead = s->slot;
-            break;
-        }
-    for (int pass = lead == INT32_MIN ? 1 : 0; pass < 2; pass++)
+     * the lead adapter, whose prefilling sequences go first (admission order); then the oldest of
+     * the rest names the next one, and so on until the budget is spent. The oldest one is always
+     * served, so none waits for ever; a large step then has one or a few adapters instead of
+     * every adapter of the batch, which makes its LoRA work (the CUDA backend's dense path
+     * multiplies every row by every adapter of the step) several times smaller. Decodes are
+     * untouched: every running sequence decodes each step. Without grouping: admission order. */
+    for (int more = 1; more && budget > 0;) {
+        int lead = INT32_MIN;
+        more = 0;
         for (int i = 0; i < e->n_run && budget > 0; i++) {
             struct lb_engine_seq *s = e->run[i];
-            if (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1) continue;
-            if (lead != INT32_MIN && (s->slot == lead) != (pass == 0)) continue;
+            if (s->q_step || (s->n_cached >= s->n_prompt && s->n_tok - s->n_cached == 1)) continue;
+            if (e->group) {
+                if (lead == INT32_MIN) lead = s->slot;
+                else if (s->slot != lead) { more = 1; continue; }
+            }
             int todo = s->n_tok - s->n_cached;
             int room = (e->n_free + s->n_pages) * e->page_size - s->n_cached;
             int n = todo < budget ? todo : budget;
             if (n > room) n = room;
-            if (n <= 0) continue;
+            if (n <= 0) { s->q_step = -1; continue; } /* no room: passed over this step */
             ensure_pages(e, s, s->n_cached + n);
             s->q_step = n;
             e->order[n_sel++] = s;
             budget -= n;
         }
+    }
     if (!n_sel) {
         if (e->n_run > 1) { /* prefills hold every page: free the newest and try again next step */
             if (preempt_one(e, NULL)) return lb_err_set(err, LB_E_OOM, "engine: out of memory");
@@ -320,6 +339,16 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
                          e->seq_slot, n_out, e->out_rows, e->sp};
     e->last_T = T;
     e->last_n_seq = n_sel;
+    { /* adapters among the step's prefill chunks (order[] is sorted by slot) */
+        int n_ad = 0, prev = INT32_MIN;
+        for (int i = 0; i < n_sel; i++) {
+            const struct lb_engine_seq *s = e->order[i];
+            if (s->n_cached >= s->n_prompt || s->slot == prev) continue;
+            prev = s->slot;
+            n_ad++;
+        }
+        if (n_ad) { e->n_prefill_steps++; e->n_prefill_adapters += n_ad; }
+    }
     const double t1 = e->timing ? lb_now_s() : 0;
     rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;

@@ -1,6 +1,6 @@
 /* engine.h — continuous batching over one lb_runner.
  *
- * Requests are admitted in submission order. Each step: every running sequence that has
+ * Requests are admitted in submission order (grouped by adapter within a window, below). Each step: every running sequence that has
  * finished its prompt decodes one token; the rest of the token budget (max_batch_tokens)
  * goes to prompt chunks (chunked prefill) of sequences still prefilling, then of newly
  * admitted ones; a sequence that finishes retires and its seat and KV pages are reused in
@@ -9,9 +9,12 @@
  * its pages are freed and it is re-queued at the front with prompt + generated tokens, to
  * be recomputed (its output is unchanged: the RNG is keyed by (record, step), and the CPU
  * computes each row the same way whatever the batch).
- * Sequences in a step are ordered by adapter slot so LoRA segments are long. Prefill chunks
- * are grouped by adapter: the oldest sequence still prefilling picks the adapter whose
- * prefilling sequences fill the budget first (LB_PREFILL_GROUP=0: admission order only). */
+ * Sequences in a step are ordered by adapter slot so LoRA segments are long. Grouping by
+ * adapter (LB_PREFILL_GROUP=0: off): admission takes the queue's head and then the sequences of
+ * its adapter among the next LB_GROUP_WINDOW (256) waiting ones, so the admitted set over a window
+ * is that of queue order and only its order changes; prefill chunks fill the budget one adapter
+ * at a time, the adapter of the oldest sequence still prefilling first. Large steps then carry
+ * one or a few adapters, while decode rows stay as mixed as the running set. */
 #ifndef LB_ENGINE_H
 #define LB_ENGINE_H
 
@@ -68,11 +71,13 @@ struct lb_engine {
     int wait_head, n_wait, wait_cap;
     int64_t admit_counter;
     int64_t n_preempt, n_steps, n_tok_prefill, n_tok_decode;
+    int64_t n_prefill_steps, n_prefill_adapters; /* steps with prefill chunks; the sum of their chunks' distinct adapters */
     /* host time (LB_RUN_STATS, set by the caller): the last step's tokens; seconds spent planning
      * steps (admission into the batch, pages, the step's arrays) and applying their results */
     int timing, last_T;
     int last_n_seq;               /* sequences of the last step (seq_slot, q_indptr describe them) */
-    int group;                    /* prefill chunks grouped by adapter (default; LB_PREFILL_GROUP=0 off) */
+    int group;                    /* admission and prefill grouped by adapter (default; LB_PREFILL_GROUP=0 off) */
+    int group_window;             /* admission looks this many waiting sequences ahead (LB_GROUP_WINDOW, 256) */
     double t_plan, t_apply;
     /* step scratch (owned) */
     int32_t *tok, *pos, *slot_map, *q_indptr, *kv_len, *page_indptr, *page_idx, *seq_slot, *out_rows, *out_tok;

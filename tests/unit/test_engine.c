@@ -255,7 +255,7 @@ static void graph_case(float temperature)
 static void test_graph_greedy(void) { graph_case(0.0f); }
 static void test_graph_sampled(void) { graph_case(0.8f); }
 
-/* Prefill grouped by adapter (engine.h): the first step's chunks as (slot, tokens) (no sequence
+/* Admission and prefill grouped by adapter (engine.h): the first step's chunks as (slot, tokens) (no sequence
  * decodes yet), and the sum over steps of the distinct adapters among rows of more than one
  * token (certainly prefill chunks; one-token rows may be decodes). */
 struct step_log { int n_step, first_n, first_slot[8], first_tok[8], adapters; };
@@ -301,6 +301,32 @@ static void test_prefill_group(void)
             "admission-order first step: %d chunks (%d:%d %d:%d %d:%d)", loff.first_n, loff.first_slot[0], loff.first_tok[0],
             loff.first_slot[1], loff.first_tok[1], loff.first_slot[2], loff.first_tok[2]);
     T_CHECK(lon.adapters < loff.adapters, "adapters over the prefill steps: grouped %d, admission order %d", lon.adapters, loff.adapters);
+    /* admission with two seats: grouped, the head (request 0, base) and the next base request
+     * (4) come in; in queue order requests 0 and 1 (adapter 0) */
+    g_on_step = log_step;
+    memset(&g_log, 0, sizeof g_log);
+    T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "grouped, 2 seats");
+    lon = g_log;
+    setenv("LB_PREFILL_GROUP", "0", 1);
+    memset(&g_log, 0, sizeof g_log);
+    T_CHECK(run(&off, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "queue order, 2 seats");
+    loff = g_log;
+    unsetenv("LB_PREFILL_GROUP");
+    g_on_step = NULL;
+    check_same(&off, &on, every, "2 seats: grouped vs queue order");
+    T_CHECK(lon.first_n == 2 && lon.first_slot[0] == -1 && lon.first_tok[0] == 3 && lon.first_slot[1] == -1 && lon.first_tok[1] == 4,
+            "grouped admission: %d chunks (%d:%d %d:%d)", lon.first_n, lon.first_slot[0], lon.first_tok[0], lon.first_slot[1], lon.first_tok[1]);
+    T_CHECK(loff.first_n == 2 && loff.first_slot[0] == -1 && loff.first_tok[0] == 3 && loff.first_slot[1] == 0 && loff.first_tok[1] == 1,
+            "queue-order admission: %d chunks (%d:%d %d:%d)", loff.first_n, loff.first_slot[0], loff.first_tok[0], loff.first_slot[1], loff.first_tok[1]);
+    /* a window of 1 turns admission grouping off (prefill grouping stays): queue order */
+    setenv("LB_GROUP_WINDOW", "1", 1);
+    g_on_step = log_step;
+    memset(&g_log, 0, sizeof g_log);
+    T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "window 1, 2 seats");
+    unsetenv("LB_GROUP_WINDOW");
+    g_on_step = NULL;
+    check_same(&off, &on, every, "2 seats: window 1 vs queue order");
+    T_CHECK(g_log.first_n == 2 && g_log.first_slot[1] == 0, "window 1: second chunk on slot %d", g_log.first_slot[1]);
 }
 
 /* logits of the last prompt token: bitwise equal alone and inside a mixed batch */
