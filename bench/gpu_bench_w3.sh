@@ -98,7 +98,8 @@ r = {"workload": "w3_many_adapters", "records": s["records"], "errors": s["error
      "seconds": t, "output_tok_s": g / t, "total_tok_s": (p + g) / t, "adapter_loads": s["adapter_loads"],
      "adapter_load_seconds": s["adapter_load_seconds"], "adapter_loads_ahead": s.get("adapter_loads_ahead", 0),
      "adapter_load_seconds_ahead": s.get("adapter_load_seconds_ahead", 0.0), "peak_gpu_mem_mib": max(mem) if mem else None, "backend": s["backend"],
-     "engine_steps": s.get("engine_steps")}
+     "engine_steps": s.get("engine_steps"), "prefill_steps": s.get("prefill_steps"),
+     "prefill_adapters_per_step": s.get("prefill_adapters_per_step")}
 # the planner's estimate, for comparison with the engine's steps (lorabatch plan, lengths as estimated)
 import re
 m = re.search(r"estimated engine steps: (\d+), mean batch fill ([\d.]+)%", open(f"{out}/plan.txt").read()) if os.path.exists(f"{out}/plan.txt") else None

@@ -48,6 +48,7 @@ out, prompt, gen, slots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(s
 a, b = (json.load(open(p)) for p in sys.argv[5:7])
 r = {"prompt": prompt, "gen": gen, "slots": slots, "records": a["records"],
      "engine_steps": a["engine_steps"], "plan_estimated_steps": a.get("plan_estimated_steps"),
+     "prefill_adapters_per_step": a.get("prefill_adapters_per_step"),
      "engine_steps_slot_per_adapter": b["engine_steps"],
      "tokens_per_step": (a["prompt_tokens"] + a["generated_tokens"]) / a["engine_steps"],
      "steps_vs_slot_per_adapter": a["engine_steps"] / b["engine_steps"]}
@@ -57,4 +58,5 @@ print(f"{slots:6d} {a['engine_steps']:12d} {str(a.get('plan_estimated_steps')):>
 print(f"{'all':>6} {b['engine_steps']:12d} {str(b.get('plan_estimated_steps')):>13} "
       f"{(b['prompt_tokens'] + b['generated_tokens']) / b['engine_steps']:11.0f}")
 print(f"steps with {slots} slots / with a slot per adapter: {r['steps_vs_slot_per_adapter']:.3f}")
+print(f"adapters per step with prompt chunks ({slots} slots): {r['prefill_adapters_per_step']}")
 PY
