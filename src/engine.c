@@ -9,6 +9,7 @@
 
 struct lb_engine_seq {
     int64_t user, admit;
+    int64_t qpos;       /* place in submission order (lb_engine_add's count) */
     int32_t *tok;       /* owned [cap]: prompt then generated */
     int n_tok, cap, n_prompt, n_gen;
     int n_cached;       /* tokens whose K/V are in the cache */
@@ -132,6 +133,7 @@ int lb_engine_add(struct lb_engine *e, const struct lb_req *q, struct lb_err *er
     memcpy(s->tok, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
     s->n_tok = s->n_prompt = q->n_prompt;
     s->user = q->user;
+    s->qpos = e->queue_counter++;
     s->slot = q->slot;
     s->max_new = max_new;
     s->sp = q->sp;
@@ -223,11 +225,12 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     const double t0 = e->timing ? lb_now_s() : 0;
     e->last_T = 0;
     /* 1. admit waiting sequences while seats are free: the queue's head, then (e->group) the
-     * sequences of the head's adapter among the next group_window - 1 of the queue, then the new
-     * head and its adapter, and so on. Over any group_window consecutive waiting sequences the
-     * admitted set is the one of plain queue order; only their order changes, so that sequences
-     * admitted in one step can share an adapter (a seat freed in a step takes one adapter's
-     * sequences, not the next one of every adapter). */
+     * waiting sequences of the head's adapter fewer than group_window places after it in
+     * submission order, then the new head and its adapter, and so on. A sequence is passed only
+     * by sequences submitted fewer than group_window places after it; when the queue cycles
+     * through the adapters, each window's sequences are admitted as a whole, one adapter after
+     * another (the running set is that of queue order at every window's end), so that the
+     * sequences admitted in one step share an adapter instead of being one of each. */
     while (e->n_wait && e->n_run < e->o.max_seqs) {
         struct lb_engine_seq *s = e->wait[e->wait_head];
         e->wait_head = (e->wait_head + 1) % e->wait_cap;
@@ -235,14 +238,13 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
         s->admit = e->admit_counter++;
         e->run[e->n_run++] = s;
         if (!e->group) continue;
-        for (int i = 0, lim = e->group_window - 1; i < lim && i < e->n_wait && e->n_run < e->o.max_seqs;) {
+        for (int i = 0; i < e->n_wait && i < e->group_window && e->n_run < e->o.max_seqs;) {
             struct lb_engine_seq *t = e->wait[(e->wait_head + i) % e->wait_cap];
-            if (t->slot != s->slot) { i++; continue; }
+            if (t->slot != s->slot || t->qpos - s->qpos >= e->group_window) { i++; continue; }
             for (int p = i; p > 0; p--) /* take entry i out: the ones before it move up by one */
                 e->wait[(e->wait_head + p) % e->wait_cap] = e->wait[(e->wait_head + p - 1) % e->wait_cap];
             e->wait_head = (e->wait_head + 1) % e->wait_cap;
             e->n_wait--;
-            lim--;
             t->admit = e->admit_counter++;
             e->run[e->n_run++] = t;
         }

@@ -1,7 +1,7 @@
 /* engine.h — continuous batching over one lb_runner.
  *
- * Requests are admitted in submission order (grouped by adapter within a window, below). Each step: every running sequence that has
- * finished its prompt decodes one token; the rest of the token budget (max_batch_tokens)
+ * Requests are admitted in submission order (grouped by adapter within a window, below). Each
+ * step: every running sequence that has finished its prompt decodes one token; the rest of the token budget (max_batch_tokens)
  * goes to prompt chunks (chunked prefill) of sequences still prefilling, then of newly
  * admitted ones; a sequence that finishes retires and its seat and KV pages are reused in
  * the same step's successors. KV memory is paged (a free list of n_page pages of
@@ -10,11 +10,11 @@
  * be recomputed (its output is unchanged: the RNG is keyed by (record, step), and the CPU
  * computes each row the same way whatever the batch).
  * Sequences in a step are ordered by adapter slot so LoRA segments are long. Grouping by
- * adapter (LB_PREFILL_GROUP=0: off): admission takes the queue's head and then the sequences of
- * its adapter among the next LB_GROUP_WINDOW (256) waiting ones, so the admitted set over a window
- * is that of queue order and only its order changes; prefill chunks fill the budget one adapter
- * at a time, the adapter of the oldest sequence still prefilling first. Large steps then carry
- * one or a few adapters, while decode rows stay as mixed as the running set. */
+ * adapter (LB_PREFILL_GROUP=0: off): admission takes the queue's head and then the waiting
+ * sequences of its adapter submitted fewer than LB_GROUP_WINDOW (256) places after it, so a
+ * sequence is passed only by ones submitted within that window after it; prefill chunks fill the
+ * budget one adapter at a time, the adapter of the oldest sequence still prefilling first. Large
+ * steps then carry one or a few adapters, while decode rows stay as mixed as the running set. */
 #ifndef LB_ENGINE_H
 #define LB_ENGINE_H
 
@@ -69,7 +69,7 @@ struct lb_engine {
     int n_run;
     struct lb_engine_seq **wait;  /* owned queue (ring) */
     int wait_head, n_wait, wait_cap;
-    int64_t admit_counter;
+    int64_t admit_counter, queue_counter;
     int64_t n_preempt, n_steps, n_tok_prefill, n_tok_decode;
     int64_t n_prefill_steps, n_prefill_adapters; /* steps with prefill chunks; the sum of their chunks' distinct adapters */
     /* host time (LB_RUN_STATS, set by the caller): the last step's tokens; seconds spent planning
