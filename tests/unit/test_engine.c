@@ -324,6 +324,21 @@ static void test_prefill_group(void)
     g_on_step = NULL;
     check_same(&off, &on, every, "2 seats: window 1 vs queue order");
     T_CHECK(g_log.first_n == 2 && g_log.first_slot[1] == 0, "window 1: second chunk on slot %d", g_log.first_slot[1]);
+    /* the window counts submission places: request 4 is 4 places after request 0, so a window of
+     * 4 leaves it out (request 1 comes in) and a window of 5 takes it */
+    for (int w = 4; w <= 5; w++) {
+        char ws[8];
+        snprintf(ws, sizeof ws, "%d", w);
+        setenv("LB_GROUP_WINDOW", ws, 1);
+        g_on_step = log_step;
+        memset(&g_log, 0, sizeof g_log);
+        T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "window %d, 2 seats", w);
+        unsetenv("LB_GROUP_WINDOW");
+        g_on_step = NULL;
+        check_same(&off, &on, every, "2 seats: window 4/5 vs queue order");
+        T_CHECK(g_log.first_n == 2 && g_log.first_slot[1] == (w == 4 ? 0 : -1) && g_log.first_tok[1] == (w == 4 ? 1 : 4),
+                "window %d: second chunk %d:%d", w, g_log.first_slot[1], g_log.first_tok[1]);
+    }
 }
 
 /* logits of the last prompt token: bitwise equal alone and inside a mixed batch */
