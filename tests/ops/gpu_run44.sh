@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Run 44 (fourteenth session). The engine now groups each step's prefill chunks by adapter (the
-# oldest prefilling sequence's adapter fills the token budget first; LB_PREFILL_GROUP=0 restores
-# admission order), so workload 1's 8192-token steps carry one adapter instead of all 16 and the
-# dense LoRA path multiplies by one adapter's columns. Checks ops_small (the review commit f070ed2
+# Run 44 (written in the fourteenth session, which got no machine). The engine now groups
+# admission and each step's prefill chunks by adapter (LB_PREFILL_GROUP=0: queue order), so
+# workload 1's 8192-token steps carry ~1.9 adapters instead of all 16 (CPU schedule) and the
+# dense LoRA path multiplies by their columns only; decode steps are unchanged. Checks ops_small (the review commit f070ed2
 # had not run on a GPU) and the goldens, then times workloads 2 and 1, workload 1 without the
 # grouping, a quarter of workload 1 under the op profiler with and without it, and workload 3.
 set -u
