@@ -312,11 +312,12 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     }
     /* 3. order by adapter slot (stable in admission order) and build the step */
     qsort(e->order, (size_t)n_sel, sizeof *e->order, cmp_slot);
-    int T = 0, n_out = 0, n_pg = 0;
+    int T = 0, n_out = 0, n_pg = 0, n_ad = 0, ad_prev = INT32_MIN; /* n_ad: adapters among prefill chunks */
     e->q_indptr[0] = 0;
     e->page_indptr[0] = 0;
     for (int i = 0; i < n_sel; i++) {
         struct lb_engine_seq *s = e->order[i];
+        if (s->n_cached < s->n_prompt && s->slot != ad_prev) { ad_prev = s->slot; n_ad++; } /* order[] is sorted by slot */
         for (int k = 0; k < s->q_step; k++) {
             int p = s->n_cached + k;
             e->tok[T] = s->tok[p];
@@ -341,16 +342,7 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
                          e->seq_slot, n_out, e->out_rows, e->sp};
     e->last_T = T;
     e->last_n_seq = n_sel;
-    { /* adapters among the step's prefill chunks (order[] is sorted by slot) */
-        int n_ad = 0, prev = INT32_MIN;
-        for (int i = 0; i < n_sel; i++) {
-            const struct lb_engine_seq *s = e->order[i];
-            if (s->n_cached >= s->n_prompt || s->slot == prev) continue;
-            prev = s->slot;
-            n_ad++;
-        }
-        if (n_ad) { e->n_prefill_steps++; e->n_prefill_adapters += n_ad; }
-    }
+    if (n_ad) { e->n_prefill_steps++; e->n_prefill_adapters += n_ad; }
     const double t1 = e->timing ? lb_now_s() : 0;
     rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;

@@ -270,74 +270,68 @@ static void log_step(const struct lb_engine *e)
     g_log.n_step++;
 }
 
-static void test_prefill_group(void)
+/* run() with every request (greedy, 256 pages), LB_PREFILL_GROUP and LB_GROUP_WINDOW set as given
+ * (NULL: unset), the steps logged into *log */
+static int logged_run(struct collect *out, int max_seqs, int max_batch, const char *group, const char *window,
+                      struct step_log *log)
 {
     const int slots[2] = {0, 1};
+    if (group) setenv("LB_PREFILL_GROUP", group, 1);
+    if (window) setenv("LB_GROUP_WINDOW", window, 1);
+    memset(&g_log, 0, sizeof g_log);
+    g_on_step = log_step;
+    int rc = run(out, (1u << N_REQ) - 1, max_seqs, max_batch, 256, slots, 0.0f, NULL);
+    g_on_step = NULL;
+    *log = g_log;
+    unsetenv("LB_PREFILL_GROUP");
+    unsetenv("LB_GROUP_WINDOW");
+    return rc;
+}
+
+/* the first step's chunks are exactly (slot[k], tok[k]) for k < n */
+static int first_step_is(const struct step_log *l, int n, const int *slot, const int *tok)
+{
+    if (l->first_n != n) return 0;
+    for (int k = 0; k < n; k++)
+        if (l->first_slot[k] != slot[k] || l->first_tok[k] != tok[k]) return 0;
+    return 1;
+}
+#define FIRST_FMT "%d chunks (%d:%d %d:%d %d:%d)"
+#define FIRST_ARGS(l) (l).first_n, (l).first_slot[0], (l).first_tok[0], (l).first_slot[1], (l).first_tok[1], \
+                      (l).first_slot[2], (l).first_tok[2]
+
+static void test_prefill_group(void)
+{
     const unsigned every = (1u << N_REQ) - 1;
     struct collect on, off;
     struct step_log lon, loff;
-    g_on_step = log_step;
-    memset(&g_log, 0, sizeof g_log);
-    T_CHECK(run(&on, every, 8, 8, 256, slots, 0.0f, NULL) == 0, "grouped");
-    lon = g_log;
-    setenv("LB_PREFILL_GROUP", "0", 1);
-    memset(&g_log, 0, sizeof g_log);
-    T_CHECK(run(&off, every, 8, 8, 256, slots, 0.0f, NULL) == 0, "admission order");
-    loff = g_log;
-    unsetenv("LB_PREFILL_GROUP");
-    g_on_step = NULL;
+    T_CHECK(logged_run(&on, 8, 8, NULL, NULL, &lon) == 0, "grouped");
+    T_CHECK(logged_run(&off, 8, 8, "0", NULL, &loff) == 0, "admission order");
     check_same(&off, &on, every, "prefill grouped vs admission order");
     /* the first step (budget 8, prompts of 3, 1, 17, 5, 4, 34, 2 tokens on adapters -1, 0, 1, 0,
      * -1, 1, 0): grouped, the oldest (request 0, base) leads: requests 0 (3) and 4 (4) of the base,
      * then request 1 (1 token, slot 0); in admission order: 0 (3), 1 (1), 2 (4 of 17) */
-    T_CHECK(lon.first_n == 3 && lon.first_slot[0] == -1 && lon.first_tok[0] == 3 && lon.first_slot[1] == -1 &&
-                lon.first_tok[1] == 4 && lon.first_slot[2] == 0 && lon.first_tok[2] == 1,
-            "grouped first step: %d chunks (%d:%d %d:%d %d:%d)", lon.first_n, lon.first_slot[0], lon.first_tok[0],
-            lon.first_slot[1], lon.first_tok[1], lon.first_slot[2], lon.first_tok[2]);
-    T_CHECK(loff.first_n == 3 && loff.first_slot[0] == -1 && loff.first_tok[0] == 3 && loff.first_slot[1] == 0 &&
-                loff.first_tok[1] == 1 && loff.first_slot[2] == 1 && loff.first_tok[2] == 4,
-            "admission-order first step: %d chunks (%d:%d %d:%d %d:%d)", loff.first_n, loff.first_slot[0], loff.first_tok[0],
-            loff.first_slot[1], loff.first_tok[1], loff.first_slot[2], loff.first_tok[2]);
+    T_CHECK(first_step_is(&lon, 3, (const int[]){-1, -1, 0}, (const int[]){3, 4, 1}), "grouped first step: " FIRST_FMT,
+            FIRST_ARGS(lon));
+    T_CHECK(first_step_is(&loff, 3, (const int[]){-1, 0, 1}, (const int[]){3, 1, 4}), "admission-order first step: " FIRST_FMT,
+            FIRST_ARGS(loff));
     /* admission with two seats: grouped, the head (request 0, base) and the next base request
      * (4) come in; in queue order requests 0 and 1 (adapter 0) */
-    g_on_step = log_step;
-    memset(&g_log, 0, sizeof g_log);
-    T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "grouped, 2 seats");
-    lon = g_log;
-    setenv("LB_PREFILL_GROUP", "0", 1);
-    memset(&g_log, 0, sizeof g_log);
-    T_CHECK(run(&off, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "queue order, 2 seats");
-    loff = g_log;
-    unsetenv("LB_PREFILL_GROUP");
-    g_on_step = NULL;
+    T_CHECK(logged_run(&on, 2, 64, NULL, NULL, &lon) == 0, "grouped, 2 seats");
+    T_CHECK(logged_run(&off, 2, 64, "0", NULL, &loff) == 0, "queue order, 2 seats");
     check_same(&off, &on, every, "2 seats: grouped vs queue order");
-    T_CHECK(lon.first_n == 2 && lon.first_slot[0] == -1 && lon.first_tok[0] == 3 && lon.first_slot[1] == -1 && lon.first_tok[1] == 4,
-            "grouped admission: %d chunks (%d:%d %d:%d)", lon.first_n, lon.first_slot[0], lon.first_tok[0], lon.first_slot[1], lon.first_tok[1]);
-    T_CHECK(loff.first_n == 2 && loff.first_slot[0] == -1 && loff.first_tok[0] == 3 && loff.first_slot[1] == 0 && loff.first_tok[1] == 1,
-            "queue-order admission: %d chunks (%d:%d %d:%d)", loff.first_n, loff.first_slot[0], loff.first_tok[0], loff.first_slot[1], loff.first_tok[1]);
-    /* a window of 1 turns admission grouping off (prefill grouping stays): queue order */
-    setenv("LB_GROUP_WINDOW", "1", 1);
-    g_on_step = log_step;
-    memset(&g_log, 0, sizeof g_log);
-    T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "window 1, 2 seats");
-    unsetenv("LB_GROUP_WINDOW");
-    g_on_step = NULL;
-    check_same(&off, &on, every, "2 seats: window 1 vs queue order");
-    T_CHECK(g_log.first_n == 2 && g_log.first_slot[1] == 0, "window 1: second chunk on slot %d", g_log.first_slot[1]);
-    /* the window counts submission places: request 4 is 4 places after request 0, so a window of
-     * 4 leaves it out (request 1 comes in) and a window of 5 takes it */
-    for (int w = 4; w <= 5; w++) {
-        char ws[8];
-        snprintf(ws, sizeof ws, "%d", w);
-        setenv("LB_GROUP_WINDOW", ws, 1);
-        g_on_step = log_step;
-        memset(&g_log, 0, sizeof g_log);
-        T_CHECK(run(&on, every, 2, 64, 256, slots, 0.0f, NULL) == 0, "window %d, 2 seats", w);
-        unsetenv("LB_GROUP_WINDOW");
-        g_on_step = NULL;
-        check_same(&off, &on, every, "2 seats: window 4/5 vs queue order");
-        T_CHECK(g_log.first_n == 2 && g_log.first_slot[1] == (w == 4 ? 0 : -1) && g_log.first_tok[1] == (w == 4 ? 1 : 4),
-                "window %d: second chunk %d:%d", w, g_log.first_slot[1], g_log.first_tok[1]);
+    T_CHECK(first_step_is(&lon, 2, (const int[]){-1, -1}, (const int[]){3, 4}), "grouped admission: " FIRST_FMT, FIRST_ARGS(lon));
+    T_CHECK(first_step_is(&loff, 2, (const int[]){-1, 0}, (const int[]){3, 1}), "queue-order admission: " FIRST_FMT, FIRST_ARGS(loff));
+    /* the window counts submission places: a window of 1 turns admission grouping off (prefill
+     * grouping stays), and request 4 is 4 places after request 0, so a window of 4 leaves it out
+     * (request 1 comes in, as in queue order) and a window of 5 takes it */
+    const char *win[3] = {"1", "4", "5"};
+    for (int w = 0; w < 3; w++) {
+        T_CHECK(logged_run(&on, 2, 64, NULL, win[w], &lon) == 0, "window %s, 2 seats", win[w]);
+        check_same(&off, &on, every, "2 seats: window 1/4/5 vs queue order");
+        const int *tok = w < 2 ? (const int[]){3, 1} : (const int[]){3, 4};
+        const int *slot = w < 2 ? (const int[]){-1, 0} : (const int[]){-1, -1};
+        T_CHECK(first_step_is(&lon, 2, slot, tok), "window %s: " FIRST_FMT, win[w], FIRST_ARGS(lon));
     }
 }
 
