@@ -251,10 +251,11 @@ int lb_cmd_generate(int argc, char **argv)
     while (!lb_engine_idle(&e))
         if ((rc = lb_engine_step(&e, &err))) goto out;
     double dt = lb_now_s() - t0;
-    fprintf(stderr, "generate: %d sequences, %lld prompt + %lld generated tokens in %.3f s: %.1f generated tok/s, %.1f total tok/s (%s, %lld steps, %lld preemptions, %lld steps with prefill at %.2f adapters each)\n",
+    fprintf(stderr, "generate: %d sequences, %lld prompt + %lld generated tokens in %.3f s: %.1f generated tok/s, %.1f total tok/s (%s, %lld steps, %lld preemptions, %lld steps with prefill at %.2f adapters each, %lld without at %.2f)\n",
             total, (long long)n_prompt_tok, (long long)g.n_gen, dt, (double)g.n_gen / dt, (double)(g.n_gen + n_prompt_tok) / dt,
             be.ops->name, (long long)e.n_steps, (long long)e.n_preempt, (long long)e.n_prefill_steps,
-            e.n_prefill_steps ? (double)e.n_prefill_adapters / (double)e.n_prefill_steps : 0.0);
+            e.n_prefill_steps ? (double)e.n_prefill_adapters / (double)e.n_prefill_steps : 0.0, (long long)e.n_decode_steps,
+            e.n_decode_steps ? (double)e.n_decode_adapters / (double)e.n_decode_steps : 0.0);
 out:
     lb_engine_free(&e);
     lb_runner_free(&r);

@@ -312,12 +312,14 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     }
     /* 3. order by adapter slot (stable in admission order) and build the step */
     qsort(e->order, (size_t)n_sel, sizeof *e->order, cmp_slot);
-    int T = 0, n_out = 0, n_pg = 0, n_ad = 0, ad_prev = INT32_MIN; /* n_ad: adapters among prefill chunks */
+    /* n_ad: distinct adapters among prefill chunks; n_all: among every sequence of the step */
+    int T = 0, n_out = 0, n_pg = 0, n_ad = 0, ad_prev = INT32_MIN, n_all = 0, all_prev = INT32_MIN;
     e->q_indptr[0] = 0;
     e->page_indptr[0] = 0;
     for (int i = 0; i < n_sel; i++) {
         struct lb_engine_seq *s = e->order[i];
         if (s->n_cached < s->n_prompt && s->slot != ad_prev) { ad_prev = s->slot; n_ad++; } /* order[] is sorted by slot */
+        if (s->slot != all_prev) { all_prev = s->slot; n_all++; }
         for (int k = 0; k < s->q_step; k++) {
             int p = s->n_cached + k;
             e->tok[T] = s->tok[p];
@@ -343,6 +345,7 @@ int lb_engine_step(struct lb_engine *e, struct lb_err *err)
     e->last_T = T;
     e->last_n_seq = n_sel;
     if (n_ad) { e->n_prefill_steps++; e->n_prefill_adapters += n_ad; }
+    else { e->n_decode_steps++; e->n_decode_adapters += n_all; }
     const double t1 = e->timing ? lb_now_s() : 0;
     rc = lb_runner_step(e->r, &st, e->out_tok, e->logits, err);
     e->n_steps++;

@@ -72,6 +72,7 @@ struct lb_engine {
     int64_t admit_counter, queue_counter;
     int64_t n_preempt, n_steps, n_tok_prefill, n_tok_decode;
     int64_t n_prefill_steps, n_prefill_adapters; /* steps with prefill chunks; the sum of their chunks' distinct adapters */
+    int64_t n_decode_steps, n_decode_adapters;   /* steps without; the sum of their distinct adapters (base: one) */
     /* host time (LB_RUN_STATS, set by the caller): the last step's tokens; seconds spent planning
      * steps (admission into the batch, pages, the step's arrays) and applying their results */
     int timing, last_T;

@@ -863,13 +863,15 @@ static int defer_load(struct session *s, int adapter, int slot)
 static int write_summary(struct session *s, struct lb_err *err)
 {
     double dt = (double)(s->elapsed_prev_ms) / 1000.0 + (lb_now_s() - s->t_start);
-    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:I,s:f,s:I,s:I,s:f,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
+    json_t *o = json_pack("{s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:f,s:I,s:f,s:I,s:I,s:f,s:I,s:f,s:s}", "job", s->job.path, "part", s->o.part_i, "parts", s->o.part_n,
                           "records", (json_int_t)s->n_done, "errors", (json_int_t)s->n_err, "prompt_tokens", (json_int_t)s->tok_p,
                           "generated_tokens", (json_int_t)s->tok_g, "seconds", dt, "generated_tokens_per_s", dt > 0 ? (double)s->tok_g / dt : 0.0,
                           "adapter_loads", (json_int_t)s->n_loads, "adapter_load_seconds", s->stall_s + s->ahead_s,
                           "adapter_loads_ahead", (json_int_t)s->n_loads_ahead, "adapter_load_seconds_ahead", s->ahead_s, "engine_steps", (json_int_t)s->e.n_steps,
                           "prefill_steps", (json_int_t)s->e.n_prefill_steps, "prefill_adapters_per_step",
-                          s->e.n_prefill_steps ? (double)s->e.n_prefill_adapters / (double)s->e.n_prefill_steps : 0.0, "backend", s->be_open ? s->be.ops->name : "none");
+                          s->e.n_prefill_steps ? (double)s->e.n_prefill_adapters / (double)s->e.n_prefill_steps : 0.0,
+                          "decode_steps", (json_int_t)s->e.n_decode_steps, "decode_adapters_per_step",
+                          s->e.n_decode_steps ? (double)s->e.n_decode_adapters / (double)s->e.n_decode_steps : 0.0, "backend", s->be_open ? s->be.ops->name : "none");
     char *name = s->o.part_n > 1 ? lb_strfmt("summary.part-%d-of-%d.json", s->o.part_i, s->o.part_n) : strdup("summary.json");
     char *path = lb_path_join(s->job.out_dir, name);
     int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_SORT_KEYS) ? lb_err_set(err, LB_E_IO, "cannot write %s", path) : 0;
