@@ -257,17 +257,30 @@ static void test_graph_sampled(void) { graph_case(0.8f); }
 
 /* Admission and prefill grouped by adapter (engine.h): the first step's chunks as (slot, tokens)
  * (no sequence decodes yet). */
-struct step_log { int n_step, first_n, first_slot[8], first_tok[8]; };
+struct step_log {
+    int n_step, first_n, first_slot[8], first_tok[8];
+    int bad_count; /* steps after which the engine's prefill/decode step counters were wrong */
+    int64_t dec_steps, dec_adapters; /* the engine's counters after the last step */
+};
 static struct step_log g_log;
 static void log_step(const struct lb_engine *e)
 {
-    int k = 0;
+    int k = 0, distinct = 0;
     for (int i = 0; i < e->last_n_seq; i++) {
         int n = e->q_indptr[i + 1] - e->q_indptr[i];
         if (g_log.n_step == 0 && k < 8) { g_log.first_slot[k] = e->seq_slot[i]; g_log.first_tok[k] = n; k++; }
+        if (i == 0 || e->seq_slot[i] != e->seq_slot[i - 1]) distinct++; /* the step is sorted by slot */
     }
     if (g_log.n_step == 0) g_log.first_n = k;
     g_log.n_step++;
+    /* every step is counted once, as a step with prefill or without; one without adds its
+     * distinct adapters (the base counting as one) */
+    int64_t dd = e->n_decode_steps - g_log.dec_steps, da = e->n_decode_adapters - g_log.dec_adapters;
+    if (e->n_prefill_steps + e->n_decode_steps != e->n_steps || dd < 0 || dd > 1 || (dd == 1 && da != distinct) ||
+        (dd == 0 && da != 0))
+        g_log.bad_count++;
+    g_log.dec_steps = e->n_decode_steps;
+    g_log.dec_adapters = e->n_decode_adapters;
 }
 
 /* run() with every request (greedy, 256 pages), LB_PREFILL_GROUP and LB_GROUP_WINDOW set as given
@@ -308,6 +321,10 @@ static void test_prefill_group(void)
     T_CHECK(logged_run(&on, 8, 8, NULL, NULL, &lon) == 0, "grouped");
     T_CHECK(logged_run(&off, 8, 8, "0", NULL, &loff) == 0, "admission order");
     check_same(&off, &on, every, "prefill grouped vs admission order");
+    T_CHECK(lon.bad_count == 0 && loff.bad_count == 0, "step counters wrong after %d (grouped) and %d steps", lon.bad_count,
+            loff.bad_count);
+    T_CHECK(lon.dec_steps > 0 && lon.dec_adapters >= lon.dec_steps, "%lld decode steps, %lld adapters in them",
+            (long long)lon.dec_steps, (long long)lon.dec_adapters);
     /* the first step (budget 8, prompts of 3, 1, 17, 5, 4, 34, 2 tokens on adapters -1, 0, 1, 0,
      * -1, 1, 0): grouped, the oldest (request 0, base) leads: requests 0 (3) and 4 (4) of the base,
      * then request 1 (1 token, slot 0); in admission order: 0 (3), 1 (1), 2 (4 of 17) */
