@@ -6,7 +6,10 @@
 # had not run on a GPU) and the goldens, then times workloads 2 and 1, workload 1 without the
 # grouping, workload 1 with the segmented kernels on large steps too (LB_CUDA_LORA_DENSE=0: with
 # ~2 adapters a step the dense path's advantage may change), workload 1 with a window of 1024
-# (LB_GROUP_WINDOW: decode steps at 8 adapters x 64 rows instead of 16 x 32 on the CPU schedule), a quarter of workload 1 under the op profiler with and without it, and workload 3.
+# (LB_GROUP_WINDOW: decode steps at 8 adapters x 64 rows instead of 16 x 32 on the CPU schedule),
+# a quarter of workload 1 under the op profiler with and without it, and workload 3.
+# Ran in the fifteenth session as four shorter calls (STEPS and W1_VARIANTS cut to the device time
+# left; the commands and results: tests/ops/NOTES.md, "Run 44").
 set -u
 OUT=${OUT:-/tmp/lb-gpu}
 export LB_CUDA_STATS=1
