@@ -18,15 +18,7 @@ F=$ROOT/tests/golden/fixtures/llama3
 TMP=$(mktemp -d /tmp/lb-w1sched.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 M=$TMP/model
-mkdir -p "$M"
-cp -r "$F/model/." "$M/"
-python3 - "$M/config.json" $((512 + GEN + 64)) <<'PY'
-import json, sys
-p, n = sys.argv[1], int(sys.argv[2])
-c = json.load(open(p))
-c["max_position_embeddings"] = max(c["max_position_embeddings"], n)
-json.dump(c, open(p, "w"), indent=2)
-PY
+bash "$ROOT/bench/fixture_model.sh" "$M" $((512 + GEN + 64))
 # 16 prompts of 512 token ids below the fixture's vocabulary, one per adapter name
 args=()
 for i in $(seq 0 15); do args+=(--adapter "a$i=$F/adapters/all7_r8"); done

@@ -20,16 +20,8 @@ F=$ROOT/tests/golden/fixtures/llama3
 TMP=$(mktemp -d /tmp/lb-w3sched.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 M=$TMP/model
-mkdir -p "$M"
 # the fixture model, with a context long enough for PROMPT + GEN (the outputs are not looked at)
-cp -r "$F/model/." "$M/"
-python3 - "$M/config.json" $((PROMPT + GEN + 64)) <<'PY'
-import json, sys
-p, n = sys.argv[1], int(sys.argv[2])
-c = json.load(open(p))
-c["max_position_embeddings"] = max(c["max_position_embeddings"], n)
-json.dump(c, open(p, "w"), indent=2)
-PY
+bash "$ROOT/bench/fixture_model.sh" "$M" $((PROMPT + GEN + 64))
 SRC="$F/adapters/all7_r8 $F/adapters/layer1_r16 $F/adapters/qv_rslora_r4 $F/adapters/bin_r2"
 rows=()
 for slots in "$SLOTS" 256; do

@@ -1,8 +1,8 @@
 /* engine.h — continuous batching over one lb_runner.
  *
  * Requests are admitted in submission order (grouped by adapter within a window, below). Each
- * step: every running sequence that has finished its prompt decodes one token; the rest of the token budget (max_batch_tokens)
- * goes to prompt chunks (chunked prefill) of sequences still prefilling, then of newly
+ * step: every running sequence that has finished its prompt decodes one token; the rest of the
+ * token budget (max_batch_tokens) goes to prompt chunks (chunked prefill) of sequences still prefilling, then of newly
  * admitted ones; a sequence that finishes retires and its seat and KV pages are reused in
  * the same step's successors. KV memory is paged (a free list of n_page pages of
  * page_size tokens). When pages run out the most recently admitted sequence is preempted:
